@@ -1,0 +1,115 @@
+"""Training-example builders over one user's time-sorted events.
+
+Two labelings:
+- impression_click: an impression is positive if the same user clicks the same
+  item within ``window_ms`` after it (the attribution window).
+- next_item: every behavior is a positive for its item, with ``negatives``
+  sampled (seeded, per event) from the catalog among items the user had not
+  interacted with by then.
+An example carries (user_id, item_id, category_id, timestamp, label); its
+sequence is a slice of the behavior log as of ``timestamp`` (see pit.py).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from features.schema import BEHAVIOR_TYPES, UNKNOWN_CATEGORY, Event
+
+EXAMPLE_SCHEMA = pa.schema(
+    [
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("category_id", pa.int64(), nullable=False),
+        pa.field("timestamp", pa.int64(), nullable=False),
+        pa.field("label", pa.int8(), nullable=False),
+    ]
+)
+
+Example = tuple[int, int, int, int, int]
+
+
+@dataclass(frozen=True)
+class LabelPolicy:
+    kind: Literal["impression_click", "next_item"] = "impression_click"
+    window_ms: int = 30 * 60 * 1000
+    negatives: int = 1
+    min_history: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("impression_click", "next_item"):
+            raise ValueError(f"LabelPolicy.kind must be impression_click or next_item, got {self.kind!r}")
+        if self.window_ms <= 0 or self.negatives < 0 or self.min_history < 0:
+            raise ValueError(f"LabelPolicy has a negative or zero setting: {self}")
+
+
+def _category(event: Event) -> int:
+    return UNKNOWN_CATEGORY if event.category_id is None else event.category_id
+
+
+def impression_click(events: Sequence[Event], window_ms: int) -> list[Example]:
+    """Label each impression by a click on the same item within the window after it."""
+    clicks: dict[int, list[int]] = {}
+    for e in events:
+        if e.event_type == "click":
+            clicks.setdefault(e.item_id, []).append(e.timestamp)
+    out = []
+    for e in events:
+        if e.event_type != "impression":
+            continue
+        times = clicks.get(e.item_id, ())
+        label = int(any(e.timestamp <= t <= e.timestamp + window_ms for t in times))
+        out.append((e.user_id, e.item_id, _category(e), e.timestamp, label))
+    return out
+
+
+def next_item(events: Sequence[Event], catalog_items: np.ndarray, catalog_categories: np.ndarray,
+              negatives: int, min_history: int, seed: int) -> list[Example]:
+    """Each behavior after the first ``min_history`` is a positive; negatives are sampled per event
+    among catalog items the user had no behavior with at or before its timestamp."""
+    behaviors = sorted((e for e in events if e.event_type in BEHAVIOR_TYPES), key=lambda e: (e.timestamp, e.event_id))
+    seen: set[int] = set()  # items of every behavior at or before the current one's time
+    n_seen = 0
+    out = []
+    for i, e in enumerate(behaviors):
+        # Equal timestamps count as "by then": a negative must never contradict a positive
+        # (same user, item and time) of another behavior in the same millisecond.
+        while n_seen < len(behaviors) and behaviors[n_seen].timestamp <= e.timestamp:
+            seen.add(behaviors[n_seen].item_id)
+            n_seen += 1
+        if i >= min_history:
+            out.append((e.user_id, e.item_id, _category(e), e.timestamp, 1))
+            rng = np.random.default_rng(_event_seed(seed, e.event_id))
+            drawn = 0
+            for _ in range(20 * negatives):  # bounded tries for users who have seen almost everything
+                if drawn == negatives:
+                    break
+                j = int(rng.integers(len(catalog_items)))
+                item = int(catalog_items[j])
+                if item in seen or item == e.item_id:
+                    continue
+                out.append((e.user_id, item, int(catalog_categories[j]), e.timestamp, 0))
+                drawn += 1
+    return out
+
+
+def build_examples(events: Sequence[Event], policy: LabelPolicy,
+                   catalog_items: np.ndarray | None = None,
+                   catalog_categories: np.ndarray | None = None) -> list[Example]:
+    """One user's examples under the policy; events may come in any order."""
+    events = sorted(events, key=lambda e: (e.timestamp, e.event_id))
+    if policy.kind == "impression_click":
+        return impression_click(events, policy.window_ms)
+    if catalog_items is None or len(catalog_items) == 0:
+        raise ValueError("next_item labels need a non-empty item catalog to sample negatives from")
+    return next_item(events, catalog_items, catalog_categories, policy.negatives, policy.min_history, policy.seed)
+
+
+def _event_seed(seed: int, event_id: str) -> int:
+    digest = hashlib.blake2b(f"{seed}:{event_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")

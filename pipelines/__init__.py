@@ -1,0 +1,1 @@
+"""Engine adapters and jobs: Beam backfill, PyFlink stream, Feast, gates, the CLI."""

@@ -1,0 +1,150 @@
+"""`recstream`: one command, subcommands over importable functions."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pipelines.config import ConfigError, from_dict, load_toml
+
+
+def _demo(args, extra) -> int:
+    from pipelines.demo import DemoConfig, run_demo
+
+    cfg = load_toml(DemoConfig, Path(args.config)) if args.config else DemoConfig()
+    overrides = {"workdir": args.workdir, "dataset": args.dataset, "path": args.path}
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    if args.users:
+        cfg = dataclasses.replace(cfg, synthetic=dataclasses.replace(cfg.synthetic, users=args.users))
+    if args.steps:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=args.steps))
+    summary = run_demo(cfg)
+    return 0 if summary.get("model_version") else 1
+
+
+def _ingest(args, extra) -> int:
+    from pipelines.ingest import ingest
+    from pipelines.sources.synthetic import SyntheticConfig
+
+    synthetic = from_dict(SyntheticConfig, json.loads(args.synthetic)) if args.synthetic else SyntheticConfig()
+    got = ingest(args.dataset, Path(args.path) if args.path else None, synthetic, Path(args.workdir),
+                 args.stream_fraction)
+    print(json.dumps(vars(got), indent=2))
+    return 0
+
+
+def _backfill(args, extra) -> int:
+    from features.labels import LabelPolicy
+    from features.sequence import SequencePolicy
+    from pipelines.backfill import BackfillConfig, run_backfill
+
+    cfg = BackfillConfig(input=args.input, output=args.output, catalog=args.catalog,
+                         sequence=SequencePolicy(max_len=args.max_len),
+                         labels=LabelPolicy(kind=args.labels, negatives=args.negatives))
+    print(json.dumps(run_backfill(cfg, extra), indent=2))
+    return 0
+
+
+def _materialize(args, extra) -> int:
+    from pipelines.demo import load_tables
+    from pipelines.feature_store import apply, materialize_user_sequences, open_store
+    from pipelines.gates import validate_table
+
+    work = Path(args.workdir)
+    gate = validate_table(load_tables(work / "offline", "user_sequence"), "user_sequence")
+    print(gate.summary())
+    if not gate.passed:
+        return 1
+    store = open_store(work)
+    apply(store, work)
+    print(f"materialized {materialize_user_sequences(store, work):,} users")
+    return 0
+
+
+def _stream(args, extra) -> int:
+    from features.sequence import SequencePolicy
+    from pipelines.stream import StreamConfig, run_stream
+
+    cfg = StreamConfig(source=args.source, workdir=args.workdir,
+                       dead_letter=args.dead_letter or str(Path(args.workdir) / "stream_rejected"),
+                       follow=args.follow, sequence=SequencePolicy(max_len=args.max_len))
+    print(json.dumps(run_stream(cfg), indent=2))
+    return 0
+
+
+def _online(args, extra) -> int:
+    from features.ids import stable_id
+    from pipelines.feature_store import open_store, read_user_sequences
+
+    users = [stable_id(u) for u in args.user]
+    print(json.dumps(read_user_sequences(open_store(Path(args.workdir)), users), indent=2, default=str))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recstream", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run every component end to end on the embedded defaults")
+    d.add_argument("--config", help="a TOML file of DemoConfig settings")
+    d.add_argument("--workdir", help="run folder (default runs/demo)")
+    d.add_argument("--dataset", help="synthetic | ml-latest-small | ml-1m | ml-100k | taobao | csv | parquet")
+    d.add_argument("--path", help="the dataset's folder or file")
+    d.add_argument("--users", type=int, help="synthetic users")
+    d.add_argument("--steps", type=int, help="training steps")
+    d.set_defaults(func=_demo)
+
+    i = sub.add_parser("ingest", help="write a dataset as raw event files + catalog into a run folder")
+    i.add_argument("--dataset", default="synthetic")
+    i.add_argument("--path")
+    i.add_argument("--workdir", required=True)
+    i.add_argument("--stream-fraction", type=float, default=0.1)
+    i.add_argument("--synthetic", help='SyntheticConfig as JSON, e.g. \'{"users": 1000}\'')
+    i.set_defaults(func=_ingest)
+
+    b = sub.add_parser("backfill", help="Beam backfill; unknown flags go to Beam's PipelineOptions")
+    b.add_argument("--input", required=True, help="glob of raw JSON-lines files")
+    b.add_argument("--output", required=True, help="folder for the offline tables")
+    b.add_argument("--catalog", help="hashed catalog Parquet (needed for --labels next_item)")
+    b.add_argument("--max-len", type=int, default=200)
+    b.add_argument("--labels", default="impression_click", choices=["impression_click", "next_item"])
+    b.add_argument("--negatives", type=int, default=1)
+    b.set_defaults(func=_backfill)
+
+    m = sub.add_parser("materialize", help="gate the user_sequence table and load it online")
+    m.add_argument("--workdir", required=True)
+    m.set_defaults(func=_materialize)
+
+    s = sub.add_parser("stream", help="PyFlink job: raw event files -> online features")
+    s.add_argument("--source", required=True, help="folder of JSON-lines files")
+    s.add_argument("--workdir", required=True)
+    s.add_argument("--dead-letter")
+    s.add_argument("--follow", action="store_true", help="keep watching the folder (Ctrl-C stops)")
+    s.add_argument("--max-len", type=int, default=200)
+    s.set_defaults(func=_stream)
+
+    o = sub.add_parser("online", help="read users' online features through Feast")
+    o.add_argument("--workdir", required=True)
+    o.add_argument("user", nargs="+", help="raw user IDs")
+    o.set_defaults(func=_online)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("RECSTREAM_LOG", "WARNING"))
+    args, extra = parser().parse_known_args(argv)
+    if extra and args.command != "backfill":
+        parser().error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return args.func(args, extra)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"recstream {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The Feast store of a run folder: open, apply, materialize, read and write online."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from feast import FeatureStore, RepoConfig
+from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
+from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+
+from feature_repo.definitions import USER_SEQUENCE, USER_SEQUENCE_FIELDS, definitions
+
+
+@dataclass(frozen=True)
+class OnlineStore:
+    """Where online features live: SQLite in the run folder (default) or Redis."""
+
+    kind: str = "sqlite"
+    redis_url: str | None = None  # host:port[,db=N]; defaults to $RECSTREAM_REDIS_URL
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("sqlite", "redis"):
+            raise ValueError(f"online store kind must be 'sqlite' or 'redis', got {self.kind!r}")
+        if self.kind == "redis" and not (self.redis_url or os.environ.get("RECSTREAM_REDIS_URL")):
+            raise ValueError("online store 'redis' needs redis_url or $RECSTREAM_REDIS_URL (host:port)")
+
+
+def open_store(workdir: Path, online: OnlineStore = OnlineStore()) -> FeatureStore:
+    """A FeatureStore over workdir: offline tables in workdir/offline, registry in workdir/feast."""
+    workdir = Path(workdir).resolve()
+    (workdir / "feast").mkdir(parents=True, exist_ok=True)
+    if online.kind == "redis":
+        from feast.infra.online_stores.redis import RedisOnlineStoreConfig
+
+        online_cfg = RedisOnlineStoreConfig(connection_string=online.redis_url or os.environ["RECSTREAM_REDIS_URL"])
+    else:
+        online_cfg = SqliteOnlineStoreConfig(path=str(workdir / "feast" / "online.db"))
+    config = RepoConfig(
+        project="recstream",
+        provider="local",
+        registry=str(workdir / "feast" / "registry.db"),
+        online_store=online_cfg,
+        offline_store=DaskOfflineStoreConfig(),
+        entity_key_serialization_version=3,
+        repo_path=workdir,
+    )
+    return FeatureStore(config=config)
+
+
+def apply(store: FeatureStore, workdir: Path) -> list[str]:
+    """Register every definition (idempotent); returns the names applied."""
+    objects = definitions(str(Path(workdir).resolve() / "offline"))
+    store.apply(list(objects.values()))
+    return sorted(objects)
+
+
+def materialize_user_sequences(store: FeatureStore, workdir: Path) -> int:
+    """Load the latest user_sequence rows into the online store; returns the row count."""
+    table = ds.dataset(Path(workdir) / "offline" / USER_SEQUENCE, format="parquet").to_table(columns=["feature_ts"])
+    if table.num_rows == 0:
+        return 0
+    lo, hi = pc.min_max(table.column("feature_ts")).values()
+    store.materialize(lo.as_py() - timedelta(seconds=1), hi.as_py() + timedelta(seconds=1),
+                      feature_views=[USER_SEQUENCE])
+    return table.num_rows
+
+
+def read_user_sequences(store: FeatureStore, user_ids: list[int]) -> dict[int, dict | None]:
+    """Online user_sequence features by user; None for users the store does not hold."""
+    if not user_ids:
+        return {}
+    refs = [f"{USER_SEQUENCE}:{name}" for name in USER_SEQUENCE_FIELDS]
+    got = store.get_online_features(features=refs, entity_rows=[{"user_id": int(u)} for u in user_ids]).to_dict()
+    out = {}
+    for i, user in enumerate(got["user_id"]):
+        row = {name: got[name][i] for name in USER_SEQUENCE_FIELDS}
+        out[int(user)] = None if row["last_event_ms"] is None else row
+    return out
+
+
+def write_user_sequences(store: FeatureStore, rows: list[dict]) -> int:
+    """Write finalized sequence rows (user_id + USER_SEQUENCE_FIELDS) online.
+
+    A row whose last_event_ms is older than what the store holds is skipped, so
+    a replay or a restart never moves a user's features back in time.
+    Returns the number of rows written.
+    """
+    if not rows:
+        return 0
+    current = read_user_sequences(store, [r["user_id"] for r in rows])
+    fresh = [r for r in rows if current.get(r["user_id"]) is None
+             or r["last_event_ms"] >= current[r["user_id"]]["last_event_ms"]]
+    if not fresh:
+        return 0
+    df = pd.DataFrame(fresh)
+    df["feature_ts"] = pd.to_datetime(df["last_event_ms"], unit="ms", utc=True)
+    df["seq_event_types"] = df["seq_event_types"].map(lambda v: [int(x) for x in v])
+    store.write_to_online_store(USER_SEQUENCE, df)
+    return len(fresh)
+
+
+def utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)

@@ -1,0 +1,1 @@
+"""Event sources: dataset loaders and the synthetic generator, all yielding raw records."""

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Set up everything recstream needs on this machine. Idempotent: a second run
+# checks and returns in seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=.venv
+STAMP="$VENV/.recstream-lock"
+say() { printf 'setup: %s\n' "$*"; }
+
+# 1. System packages: Java 17 (PyFlink) and redis-server (online store tests).
+need_apt=()
+java -version 2>&1 | grep -q 'version "17' || need_apt+=(openjdk-17-jre-headless)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing ${need_apt[*]} with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    say "missing system packages: ${need_apt[*]}; install them (e.g. sudo apt-get install ${need_apt[*]}) and rerun"
+    exit 1
+  fi
+fi
+
+# 2. Python 3.11 virtual environment with the exact lock.
+PY=$(command -v python3.11 || command -v python3)
+"$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || {
+  say "Python 3.11 is required, found $("$PY" --version 2>&1); install python3.11 and rerun"; exit 1; }
+[ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PY" -m venv "$VENV"; }
+want=$(cat requirements/lock.txt requirements/torchrec.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+  say "installing the locked Python packages (about 2 GB, a few minutes the first time)"
+  "$VENV/bin/python" -m pip install -q --upgrade pip==24.3.1
+  "$VENV/bin/python" -m pip install -q -r requirements/lock.txt
+  # torchrec's metadata asks for the CUDA fbgemm-gpu; the CPU build is in the lock.
+  "$VENV/bin/python" -m pip install -q --no-deps -r requirements/torchrec.txt
+  "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
+  echo "$want" > "$STAMP"
+fi
+"$VENV/bin/python" -c 'import torchrec, pyflink, apache_beam, feast, great_expectations' 2>/dev/null || {
+  say "the environment does not import cleanly; remove $VENV and rerun"; exit 1; }
+say "ready ($VENV)"
