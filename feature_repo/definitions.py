@@ -1,9 +1,7 @@
-"""Feast objects, defined once. ``definitions(offline_dir)`` builds them for any
-run folder; the module-level names are what `feast apply` (run from this folder)
-registers, pointing at the demo's run folder (or $RECSTREAM_WORKDIR)."""
+"""Feast objects, defined once: ``definitions(offline_dir)`` builds them for any
+run folder. repo.py binds them at module level for `feast apply`."""
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -42,12 +40,3 @@ def definitions(offline_dir: str) -> dict:
     ranker = FeatureService(name="ranker", features=[view], description="Features the ranker reads online")
     return {"user": user, "user_sequence_offline": batch, USER_SEQUENCE_PUSH: push,
             USER_SEQUENCE: view, "ranker": ranker}
-
-
-DEMO_WORKDIR = Path(os.environ.get("RECSTREAM_WORKDIR", Path(__file__).resolve().parent.parent / "runs" / "demo"))
-_objects = definitions(str(DEMO_WORKDIR / "offline"))
-user = _objects["user"]
-user_sequence_offline = _objects["user_sequence_offline"]
-user_sequence_push = _objects[USER_SEQUENCE_PUSH]
-user_sequence = _objects[USER_SEQUENCE]
-ranker = _objects["ranker"]

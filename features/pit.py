@@ -3,7 +3,9 @@
 The log holds one row per behavior, sorted by (user_id, timestamp, event_id) and
 deduplicated by event_id. The sequence of a user "as of t" is the run of that
 user's behaviors with timestamp strictly before t, of which the last
-``max_len`` are kept: exactly what sequence.finalize gave at time t.
+``max_len`` are kept: exactly what sequence.finalize gave at time t, provided the
+copies of an event_id share its timestamp (a copy with another timestamp makes the
+log hold the event once, at the greatest copy's time, so before then it is absent).
 Everything here is vectorized numpy; no per-row Python loop.
 """
 from __future__ import annotations

@@ -93,17 +93,21 @@ def finalize(state: SequenceState, policy: SequencePolicy) -> dict[str, list[int
 def from_features(values: dict) -> SequenceState:
     """Rebuild a state from finalized features (e.g. read back from the online store).
 
-    Event ids are not stored online, so they are rebuilt from the behavior itself;
-    a rebuilt state dedups exactly only against events older than its newest one.
+    Event ids are not stored online, so they are rebuilt from the behavior itself
+    and its rank among equal timestamps (which keeps their stored order, so
+    finalize(from_features(f)) == f); a rebuilt state dedups exactly only against
+    events older than its newest one.
     """
     state: SequenceState = {}
+    rank, last_ts = 0, None
     for ts, item, cat, code in zip(
         values.get("seq_timestamps") or [],
         values.get("seq_item_ids") or [],
         values.get("seq_category_ids") or [],
         values.get("seq_event_types") or [],
     ):
-        key = f"~{ts}:{item}:{code}"
+        rank, last_ts = (rank + 1 if ts == last_ts else 0), ts
+        key = f"~{ts}:{rank:04d}:{item}:{code}"
         state[key] = (int(ts), key, int(item), int(cat), int(code))
     return state
 

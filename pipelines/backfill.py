@@ -44,14 +44,16 @@ class BackfillConfig:
 
 def build(p: beam.Pipeline, cfg: BackfillConfig) -> None:
     out = Path(cfg.output)
-    parsed = (p | "Read" >> beam.io.ReadFromText(cfg.input)
+    # Bytes, not str: a line that is not UTF-8 must reach parse_event (a not_utf8 rejection), not stop the job.
+    parsed = (p | "Read" >> beam.io.ReadFromText(cfg.input, coder=beam.coders.BytesCoder())
               | "Validate" >> beam.ParDo(ValidateFn(cfg.now_ms)).with_outputs(REJECTED, main="events"))
     _write(parsed[REJECTED], out, "rejected")
     by_user = parsed.events | "ByUser" >> beam.Map(lambda e: (e.user_id, e))
 
     features = (by_user
                 | "Sequences" >> beam.CombinePerKey(SequenceCombineFn(cfg.sequence))
-                | "FeatureRow" >> beam.Map(user_feature_row))
+                | "FeatureRow" >> beam.Map(user_feature_row)
+                | "HasBehaviors" >> beam.Filter(lambda row: row["seq_length"] > 0))  # impressions alone: no row
     _write(features, out, "user_sequence")
 
     catalog = None

@@ -73,20 +73,26 @@ class UserTablesFn(beam.DoFn):
         self.examples = Metrics.counter(NAMESPACE, "examples")
 
     def process(self, keyed, catalog=None):
-        _, events = keyed
+        user_id, copies = keyed[0], list(keyed[1])
         unique: dict[str, Event] = {}
-        for e in events:
+        for e in copies:
             old = unique.get(e.event_id)
             if old is not None:
                 self.duplicates.inc()
             if old is None or sequence.behavior(e) > sequence.behavior(old):
                 unique[e.event_id] = e
         events = list(unique.values())
-        for e in events:
+        # The log dedups like the sequence state: among the policy's types only, so a copy of
+        # another type (say an impression with the same event_id) cannot hide the behavior.
+        log: dict[str, sequence.Behavior] = {}
+        for e in copies:
             if e.event_type in self.sequence_policy.event_types:
                 b = sequence.behavior(e)
-                yield {"user_id": e.user_id, "timestamp": b[0], "event_id": b[1], "item_id": b[2],
-                       "category_id": b[3], "event_type_code": b[4]}
+                if e.event_id not in log or b > log[e.event_id]:
+                    log[e.event_id] = b
+        for b in log.values():
+            yield {"user_id": user_id, "timestamp": b[0], "event_id": b[1], "item_id": b[2],
+                   "category_id": b[3], "event_type_code": b[4]}
         items, cats = catalog if catalog is not None else (np.empty(0, np.int64), np.empty(0, np.int64))
         rows = build_examples(events, self.label_policy, items, cats)
         self.examples.inc(len(rows))

@@ -110,7 +110,8 @@ def csv_events(path: Path, time_unit: str = "s") -> Iterator[dict]:
 
 def parquet_events(path: Path) -> Iterator[dict]:
     """Parquet event logs whose columns use the event schema's names (raw IDs allowed)."""
-    files = sorted(_need(path).glob("*.parquet")) if path.is_dir() else [path]
+    path = _need(path)  # a missing path says so, not "cannot read Parquet file"
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
     for file in files:
         try:
             reader = pq.ParquetFile(file)

@@ -1,0 +1,15 @@
+"""What `feast apply` registers when run from this folder: the demo's run folder
+(runs/demo, or $RECSTREAM_WORKDIR), with the objects of definitions.py."""
+import os
+from pathlib import Path
+
+from feature_repo.definitions import USER_SEQUENCE, USER_SEQUENCE_PUSH, definitions
+
+DEMO_WORKDIR = Path(os.environ.get("RECSTREAM_WORKDIR", Path(__file__).resolve().parent.parent / "runs" / "demo"))
+(DEMO_WORKDIR / "feast").mkdir(parents=True, exist_ok=True)  # `feast apply` does not create it
+_objects = definitions(str(DEMO_WORKDIR / "offline"))
+user = _objects["user"]
+user_sequence_offline = _objects["user_sequence_offline"]
+user_sequence_push = _objects[USER_SEQUENCE_PUSH]
+user_sequence = _objects[USER_SEQUENCE]
+ranker = _objects["ranker"]

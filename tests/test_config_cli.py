@@ -1,0 +1,58 @@
+"""Typed configs reject typos and bad values by name; the CLI turns them into exit code 2."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from features.sequence import SequencePolicy
+from pipelines.cli import main
+from pipelines.config import ConfigError, from_dict, load_toml, to_dict
+from pipelines.sources.synthetic import SyntheticConfig
+
+
+@dataclass(frozen=True)
+class Outer:
+    name: str = "x"
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    sequence: SequencePolicy = field(default_factory=SequencePolicy)
+
+
+def test_nested_values_load():
+    cfg = from_dict(Outer, {"synthetic": {"users": 7}, "sequence": {"max_len": 9, "event_types": ["click"]}})
+    assert cfg.synthetic.users == 7 and cfg.sequence.max_len == 9
+    assert cfg.sequence.event_types == frozenset({"click"})
+    assert from_dict(Outer, to_dict(cfg)) == cfg
+
+
+def test_unknown_key_is_named_with_its_path():
+    with pytest.raises(ConfigError, match=r"synthetic: unknown key\(s\) \['userz'\]"):
+        from_dict(Outer, {"synthetic": {"userz": 7}})
+
+
+def test_bad_value_is_named():
+    with pytest.raises(ConfigError, match="sequence: .*max_len must be >= 1"):
+        from_dict(Outer, {"sequence": {"max_len": 0}})
+    with pytest.raises(ConfigError, match="unknown types"):
+        from_dict(Outer, {"sequence": {"event_types": ["teleport"]}})
+
+
+def test_demo_cli_rejects_a_config_typo(tmp_path, capsys):
+    bad = tmp_path / "demo.toml"
+    bad.write_text('workdir = "x"\n[train]\nstepz = 3\n')
+    assert main(["demo", "--config", str(bad)]) == 2
+    assert "train: unknown key(s) ['stepz']" in capsys.readouterr().err
+
+
+def test_toml_file_loads(tmp_path):
+    good = tmp_path / "outer.toml"
+    good.write_text('name = "y"\n[synthetic]\nusers = 3\n')
+    assert load_toml(Outer, good) == Outer(name="y", synthetic=SyntheticConfig(users=3))
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_toml(Outer, tmp_path / "missing.toml")
+
+
+def test_cli_reports_missing_input(tmp_path, capsys):
+    code = main(["backfill", "--input", str(tmp_path / "none-*.jsonl"), "--output", str(tmp_path / "o")])
+    assert code == 2
+    assert "no raw event files match" in capsys.readouterr().err
