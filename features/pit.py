@@ -28,23 +28,27 @@ def sort_log(log: pa.Table) -> pa.Table:
     return log.sort_by([("user_id", "ascending"), ("timestamp", "ascending"), ("event_id", "ascending")])
 
 
+def rows_before(log_keys: np.ndarray, log_times: np.ndarray, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """For each (key, time) query, the number of log rows ordered before it: rows of smaller
+    keys plus rows of the same key with time strictly before. The log is sorted by (key, time)."""
+    keys = np.asarray(keys, dtype=np.int64)
+    times = np.asarray(times, dtype=np.int64)
+    n_log = len(log_keys)
+    # Merge queries into the log order; a query sorts before log rows of equal (key, time).
+    is_log = np.concatenate([np.ones(n_log, np.int8), np.zeros(len(keys), np.int8)])
+    order = np.lexsort((is_log, np.concatenate([log_times, times]), np.concatenate([log_keys, keys])))
+    log_rows_before = np.cumsum(is_log[order]) - is_log[order]
+    out = np.empty(len(keys), dtype=np.int64)
+    query_pos = order >= n_log
+    out[order[query_pos] - n_log] = log_rows_before[query_pos]
+    return out
+
+
 def slice_bounds(log_users: np.ndarray, log_times: np.ndarray, users: np.ndarray, times: np.ndarray,
                  max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """[start, end) row ranges into the sorted log for each (user, time) query."""
-    users = np.asarray(users, dtype=np.int64)
-    times = np.asarray(times, dtype=np.int64)
-    user_begin = np.searchsorted(log_users, users, side="left")
-    # Merge queries into the log order; a query sorts before log rows of equal
-    # (user, time), so it counts only rows strictly before its time.
-    n_log, n_q = len(log_users), len(users)
-    all_users = np.concatenate([log_users, users])
-    all_times = np.concatenate([log_times, times])
-    is_log = np.concatenate([np.ones(n_log, np.int8), np.zeros(n_q, np.int8)])
-    order = np.lexsort((is_log, all_times, all_users))
-    log_rows_before = np.cumsum(is_log[order]) - is_log[order]
-    end = np.empty(n_q, dtype=np.int64)
-    query_pos = order >= n_log
-    end[order[query_pos] - n_log] = log_rows_before[query_pos]
+    user_begin = np.searchsorted(log_users, np.asarray(users, dtype=np.int64), side="left")
+    end = rows_before(log_users, log_times, users, times)
     start = np.maximum(user_begin, end - max_len)
     return start, end
 

@@ -104,7 +104,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         if data_gate.passed:
             result = train(train_set, eval_set, log, cfg.train,
                            progress=lambda step, loss: stages.say(f"    step {step:>5}  loss {loss:.4f}"))
-            metrics = result.metrics
+            metrics = result.eval_metrics
             gate = model_gate(metrics, cfg.min_auc, cfg.min_lift)
             stages.say(f"    AUC {metrics['auc']:.4f} vs popularity {metrics['baseline_auc']:.4f}; {gate.summary()}")
             summary.update(metrics=metrics, model_gate=vars(gate), samples_per_s=result.samples_per_s)

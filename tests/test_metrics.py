@@ -1,0 +1,72 @@
+"""Metrics against scikit-learn, and the popularity baseline on a drawn example."""
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from sklearn.metrics import log_loss, roc_auc_score
+
+from features.labels import EXAMPLE_SCHEMA
+from trainers.metrics import auc, average_ranks, logloss, popularity_scores
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auc_matches_sklearn_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=500)
+    scores = np.round(rng.random(500) + 0.3 * labels, 1)  # rounding makes many ties
+    assert len(np.unique(scores)) < 30
+    assert auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_auc_drawn_cases():
+    assert auc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
+    assert auc([1, 1, 0, 0], [0.1, 0.2, 0.3, 0.4]) == 0.0
+    assert auc([0, 1], [0.5, 0.5]) == 0.5  # a tie counts one half
+    assert auc([0, 1, 1], [0.2, 0.2, 0.9]) == 0.75
+
+
+def test_average_ranks_share_ties():
+    assert average_ranks(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [3.5, 1.0, 3.5, 2.0]
+
+
+def test_auc_one_class_is_nan():
+    assert math.isnan(auc([1, 1, 1], [0.1, 0.2, 0.3]))
+    assert math.isnan(auc([0, 0], [0.1, 0.2]))
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="differ in length"):
+        auc([0, 1], [0.5])
+    with pytest.raises(ValueError, match="NaN"):
+        auc([0, 1], [0.5, float("nan")])
+    with pytest.raises(ValueError, match="0 or 1"):
+        logloss([0, 2], [0.5, 0.5])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_logloss_matches_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=400)
+    probs = np.round(rng.uniform(0.01, 0.99, size=400), 2)
+    assert logloss(labels, probs) == pytest.approx(log_loss(labels, probs), rel=1e-12)
+
+
+def test_logloss_is_clipped():
+    assert logloss([1, 0], [0.0, 1.0]) == pytest.approx(-math.log(1e-7))
+    assert math.isfinite(logloss([1], [0.0]))
+
+
+def _examples(rows):
+    return pa.Table.from_pylist(
+        [{"user_id": 1, "item_id": i, "category_id": 0, "timestamp": 0, "label": y} for i, y in rows],
+        schema=EXAMPLE_SCHEMA)
+
+
+def test_popularity_is_a_smoothed_click_rate():
+    train = _examples([(7, 1), (7, 1), (7, 0), (8, 0)])  # global rate 0.5
+    evals = _examples([(8, 0), (7, 1), (9, 0)])
+    got = popularity_scores(train, evals, prior_weight=2.0)
+    # item 8: (0 + 2*0.5)/(1 + 2) = 1/3; item 7: (2 + 1)/(3 + 2) = 0.6; unseen item 9: the global 0.5
+    assert got.tolist() == pytest.approx([1 / 3, 0.6, 0.5])
+    assert popularity_scores(_examples([]), evals).tolist() == [0.0, 0.0, 0.0]

@@ -1,0 +1,1 @@
+"""Trainers: Arrow -> KeyedJaggedTensor batches, models, DMP training, metrics, the model registry."""
