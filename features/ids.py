@@ -8,6 +8,7 @@ with ``fold`` (a modulo), where collisions are expected and declared.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -17,8 +18,9 @@ ID_SEED = b"recstream-ids-v1"
 _MASK = (1 << 63) - 1
 
 
+@functools.lru_cache(maxsize=1 << 20)
 def stable_id(raw: str | int) -> int:
-    """Map one raw ID to a non-negative int64."""
+    """Map one raw ID to a non-negative int64 (cached: IDs repeat a lot in event streams)."""
     text = raw if isinstance(raw, str) else str(int(raw))
     digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, key=ID_SEED).digest()
     return int.from_bytes(digest, "little") & _MASK

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from features import stats
 from features.labels import EXAMPLE_SCHEMA
+from features.schema import REJECTION_SCHEMA
 
 BEHAVIOR_LOG_SCHEMA = pa.schema(
     [
@@ -16,17 +18,38 @@ BEHAVIOR_LOG_SCHEMA = pa.schema(
     ]
 )
 
-USER_SEQUENCE_SCHEMA = pa.schema(
-    [
-        pa.field("user_id", pa.int64(), nullable=False),
-        pa.field("seq_item_ids", pa.list_(pa.int64())),
-        pa.field("seq_category_ids", pa.list_(pa.int64())),
-        pa.field("seq_event_types", pa.list_(pa.int32())),
-        pa.field("seq_timestamps", pa.list_(pa.int64())),
-        pa.field("seq_length", pa.int64()),
-        pa.field("last_event_ms", pa.int64()),
-        pa.field("feature_ts", pa.timestamp("us", tz="UTC")),
-    ]
-)
+FEATURE_TS = pa.field("feature_ts", pa.timestamp("us", tz="UTC"))
+_SEQUENCE_FIELDS = [
+    pa.field("seq_item_ids", pa.list_(pa.int64())),
+    pa.field("seq_category_ids", pa.list_(pa.int64())),
+    pa.field("seq_event_types", pa.list_(pa.int32())),
+    pa.field("seq_timestamps", pa.list_(pa.int64())),
+    pa.field("seq_length", pa.int64()),
+    pa.field("last_event_ms", pa.int64()),
+]
+USER_SEQUENCE_SCHEMA = pa.schema([pa.field("user_id", pa.int64(), nullable=False), *_SEQUENCE_FIELDS, FEATURE_TS])
+USER_CATEGORY_SEQUENCE_SCHEMA = pa.schema(
+    [pa.field("user_id", pa.int64(), nullable=False), pa.field("category_id", pa.int64(), nullable=False),
+     *_SEQUENCE_FIELDS, FEATURE_TS])
 
-__all__ = ["BEHAVIOR_LOG_SCHEMA", "EXAMPLE_SCHEMA", "USER_SEQUENCE_SCHEMA"]
+
+def _stats_schema(key: str) -> pa.Schema:
+    return pa.schema([pa.field(key, pa.int64(), nullable=False),
+                      *[pa.field(n, pa.float64() if n.startswith("ctr") else pa.int64()) for n in stats.feature_names()],
+                      FEATURE_TS])
+
+
+USER_STATS_SCHEMA = _stats_schema("user_id")
+ITEM_STATS_SCHEMA = _stats_schema("item_id")
+
+# Every table the backfill writes, by folder name.
+TABLES = {
+    "behavior_log": BEHAVIOR_LOG_SCHEMA,
+    "user_sequence": USER_SEQUENCE_SCHEMA,
+    "user_recent": USER_SEQUENCE_SCHEMA,
+    "user_category_sequence": USER_CATEGORY_SEQUENCE_SCHEMA,
+    "user_stats": USER_STATS_SCHEMA,
+    "item_stats": ITEM_STATS_SCHEMA,
+    "examples": EXAMPLE_SCHEMA,
+    "rejected": REJECTION_SCHEMA,
+}

@@ -45,12 +45,11 @@ def parse_event(raw: Any, now_ms: int | None = None) -> Event | Rejection:
     Never raises on bad input: every failure is a Rejection with a reason code
     from REASONS, the offending field, a human detail and the raw record.
     """
-    text = _raw_text(raw)
     try:
         record = _as_mapping(raw)
         return _to_event(record, now_ms if now_ms is not None else int(time.time() * 1000))
     except _Invalid as bad:
-        return Rejection(bad.reason, bad.field, bad.detail, text)
+        return Rejection(bad.reason, bad.field, bad.detail, _raw_text(raw))
 
 
 def _raw_text(raw: Any) -> str:

@@ -1,102 +1,117 @@
-"""Thin Beam adapters over features/: validation, the sequence combiner, per-user tables."""
+"""Thin Beam adapters over features/: read + validate in chunks, per-shard offline tables.
+
+Elements are Arrow tables (thousands of events), not single events, so Beam's
+per-element cost is paid per chunk; the per-shard work is features.offline.
+"""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from features import sequence
-from features.labels import LabelPolicy, build_examples
-from features.schema import Event, Rejection
+from features import offline
+from features.labels import LabelPolicy
+from features.schema import REJECTION_SCHEMA, Rejection, events_to_table
 from features.sequence import SequencePolicy
 from features.validate import parse_event
 
 NAMESPACE = "recstream"
 REJECTED = "rejected"
+CHUNK_LINES = 20_000
 
 
-class ValidateFn(beam.DoFn):
-    """Raw record -> Event (main output) | Rejection (tagged 'rejected'), counted."""
+def shard_of(ids: np.ndarray, shards: int) -> np.ndarray:
+    """IDs are already uniform 63-bit hashes, so a modulo spreads them evenly."""
+    return np.asarray(ids, dtype=np.int64) % shards
 
-    def __init__(self, now_ms: int | None = None):
-        self.now_ms = now_ms
+
+def split_by_shard(table: pa.Table, key: str, shards: int):
+    shard = shard_of(table.column(key).to_numpy(), shards)
+    for s in np.unique(shard):
+        yield int(s), table.filter(pa.array(shard == s))
+
+
+class ReadValidateFn(beam.DoFn):
+    """A raw JSON-lines file -> (user shard, events table) chunks; rejections tagged as tables."""
+
+    def __init__(self, shards: int, now_ms: int | None = None):
+        self.shards, self.now_ms = shards, now_ms
         self.read = Metrics.counter(NAMESPACE, "read")
         self.accepted = Metrics.counter(NAMESPACE, "accepted")
 
-    def process(self, raw):
-        self.read.inc()
-        result = parse_event(raw, self.now_ms)
-        if isinstance(result, Rejection):
-            Metrics.counter(NAMESPACE, f"rejected.{result.reason}").inc()
-            yield beam.pvalue.TaggedOutput(REJECTED, result._asdict())
-        else:
-            self.accepted.inc()
-            yield result
+    def process(self, path: str):
+        with beam.io.filesystems.FileSystems.open(path) as f:
+            chunk: list[bytes] = []
+            for line in f:
+                chunk.append(line.rstrip(b"\r\n"))
+                if len(chunk) == CHUNK_LINES:
+                    yield from self._chunk(chunk)
+                    chunk = []
+            if chunk:
+                yield from self._chunk(chunk)
+
+    def _chunk(self, lines: list[bytes]):
+        events, rejections = [], []
+        for line in lines:
+            result = parse_event(line, self.now_ms)
+            (rejections if isinstance(result, Rejection) else events).append(result)
+        self.read.inc(len(lines))
+        self.accepted.inc(len(events))
+        if rejections:
+            for reason in set(r.reason for r in rejections):
+                Metrics.counter(NAMESPACE, f"rejected.{reason}").inc(sum(r.reason == reason for r in rejections))
+            cols = list(zip(*rejections))
+            yield beam.pvalue.TaggedOutput(REJECTED, pa.table(
+                [pa.array(c, f.type) for c, f in zip(cols, REJECTION_SCHEMA)], schema=REJECTION_SCHEMA))
+        if events:
+            yield from split_by_shard(events_to_table(events), "user_id", self.shards)
 
 
-class SequenceCombineFn(beam.CombineFn):
-    """create/add/merge/extract mapped onto features.sequence."""
-
-    def __init__(self, policy: SequencePolicy):
-        self.policy = policy
-
-    def create_accumulator(self):
-        return sequence.empty()
-
-    def add_input(self, state, event: Event):
-        return sequence.add(state, event, self.policy)
-
-    def merge_accumulators(self, states):
-        return sequence.merge(states, self.policy)
-
-    def extract_output(self, state):
-        return sequence.finalize(state, self.policy)
+@dataclass(frozen=True)
+class ShardSettings:
+    sequence: SequencePolicy
+    recent_len: int
+    category_len: int
+    labels: LabelPolicy
+    stats_as_of_ms: int | None
+    shards: int
 
 
-def user_feature_row(keyed) -> dict:
-    user_id, features = keyed
-    ts = datetime.fromtimestamp(features["last_event_ms"] / 1000, tz=timezone.utc)
-    return {"user_id": user_id, **features, "feature_ts": ts}
+class UserShardFn(beam.DoFn):
+    """Every event of a shard of users -> log, sequences, category sequences, examples, user stats;
+    and the deduplicated events re-keyed by item shard for the item statistics."""
 
-
-class UserTablesFn(beam.DoFn):
-    """One user's deduplicated events -> behavior-log rows (main) and examples (tagged)."""
-
-    EXAMPLES = "examples"
-
-    def __init__(self, sequence_policy: SequencePolicy, label_policy: LabelPolicy):
-        self.sequence_policy = sequence_policy
-        self.label_policy = label_policy
+    def __init__(self, settings: ShardSettings):
+        self.s = settings
         self.duplicates = Metrics.counter(NAMESPACE, "duplicates")
         self.examples = Metrics.counter(NAMESPACE, "examples")
 
     def process(self, keyed, catalog=None):
-        user_id, copies = keyed[0], list(keyed[1])
-        unique: dict[str, Event] = {}
-        for e in copies:
-            old = unique.get(e.event_id)
-            if old is not None:
-                self.duplicates.inc()
-            if old is None or sequence.behavior(e) > sequence.behavior(old):
-                unique[e.event_id] = e
-        events = list(unique.values())
-        # The log dedups like the sequence state: among the policy's types only, so a copy of
-        # another type (say an impression with the same event_id) cannot hide the behavior.
-        log: dict[str, sequence.Behavior] = {}
-        for e in copies:
-            if e.event_type in self.sequence_policy.event_types:
-                b = sequence.behavior(e)
-                if e.event_id not in log or b > log[e.event_id]:
-                    log[e.event_id] = b
-        for b in log.values():
-            yield {"user_id": user_id, "timestamp": b[0], "event_id": b[1], "item_id": b[2],
-                   "category_id": b[3], "event_type_code": b[4]}
-        items, cats = catalog if catalog is not None else (np.empty(0, np.int64), np.empty(0, np.int64))
-        rows = build_examples(events, self.label_policy, items, cats)
-        self.examples.inc(len(rows))
-        for user, item, cat, ts, label in rows:
-            yield beam.pvalue.TaggedOutput(
-                self.EXAMPLES, {"user_id": user, "item_id": item, "category_id": cat, "timestamp": ts, "label": label}
-            )
+        s = self.s
+        events, dropped = offline.dedup(pa.concat_tables(keyed[1]))
+        self.duplicates.inc(dropped)
+        log = offline.behavior_log(pa.concat_tables(keyed[1]), s.sequence)
+        yield beam.pvalue.TaggedOutput("behavior_log", log)
+        lifelong = offline.latest_sequences(log, s.sequence.max_len)
+        yield beam.pvalue.TaggedOutput("user_sequence", lifelong)
+        yield beam.pvalue.TaggedOutput("user_recent", offline.latest_sequences(log, s.recent_len))
+        yield beam.pvalue.TaggedOutput("user_category_sequence", offline.latest_category_sequences(log, s.category_len))
+        items, cats = catalog if catalog is not None else (None, None)
+        examples = offline.examples(events, s.labels, items, cats)
+        self.examples.inc(examples.num_rows)
+        yield beam.pvalue.TaggedOutput("examples", examples)
+        as_of = s.stats_as_of_ms
+        if as_of is not None:
+            yield beam.pvalue.TaggedOutput("user_stats", offline.latest_stats(events, "user_id", as_of))
+            yield from split_by_shard(events.select(["item_id", "event_type", "timestamp"]), "item_id", s.shards)
+
+
+class ItemShardFn(beam.DoFn):
+    def __init__(self, as_of_ms: int):
+        self.as_of_ms = as_of_ms
+
+    def process(self, keyed):
+        yield offline.latest_stats(pa.concat_tables(keyed[1]), "item_id", self.as_of_ms)

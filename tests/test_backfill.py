@@ -1,5 +1,5 @@
 """The real Beam backfill on a tiny synthetic set, held to parse_event, the naive sequence oracle,
-labels.build_examples and the point-in-time slices; and SequenceCombineFn under a Beam TestPipeline."""
+labels.build_examples and the point-in-time slices."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,6 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
-from apache_beam.testing.util import assert_that, equal_to
 
 from conftest import NOW_MS, naive_sequence, random_events
 from features import pit, sequence
@@ -22,7 +20,6 @@ from features.schema import EVENT_TYPE_CODE, Event, Rejection
 from features.sequence import SequencePolicy
 from features.validate import parse_event
 from pipelines.backfill import BackfillConfig, run_backfill
-from pipelines.beam_adapters import SequenceCombineFn
 from pipelines.sources.synthetic import SyntheticConfig, SyntheticStream
 
 pytestmark = pytest.mark.engine
@@ -168,35 +165,3 @@ def test_next_item_examples_with_a_catalog(tmp_path):
     assert got == expected and counts["examples"] == sum(expected.values()) > 0
     assert Counter(label for *_, label in expected.elements()) == {1: sum(expected.values()) // 3,
                                                                    0: 2 * sum(expected.values()) // 3}
-
-
-def test_sequence_combine_fn_in_a_pipeline_against_the_oracle():
-    rng = random.Random(4)
-    policy = SequencePolicy(max_len=5)
-    events = random_events(rng, 400, users=(1, 2, 3, 4), span_ms=200)
-    expected = [(u, naive_sequence([e for e in events if e.user_id == u], policy.max_len)) for u in (1, 2, 3, 4)]
-    with BeamTestPipeline() as p:
-        parts = [p | f"Part{i}" >> beam.Create([(e.user_id, e) for e in events[i::3]]) for i in range(3)]
-        result = parts | beam.Flatten() | beam.CombinePerKey(SequenceCombineFn(policy))
-        assert_that(result, equal_to(expected))
-
-
-def test_sequence_combine_fn_merge_trees():
-    """The DirectRunner tends to hand a key one accumulator, so drive the CombineFn protocol
-    through random merge trees here, as a distributed runner would."""
-    policy = SequencePolicy(max_len=4)
-    fn = SequenceCombineFn(policy)
-    for seed in range(20):
-        rng = random.Random(seed)
-        events = random_events(rng, 120, span_ms=60)
-        accumulators = []
-        for e in events:
-            if not accumulators or rng.random() < 0.1:
-                accumulators.append(fn.create_accumulator())
-            accumulators[-1] = fn.add_input(accumulators[-1], e)
-        rng.shuffle(accumulators)
-        while len(accumulators) > 1:
-            k = rng.randrange(2, len(accumulators) + 1)
-            accumulators = [fn.merge_accumulators(accumulators[:k])] + accumulators[k:]
-            rng.shuffle(accumulators)
-        assert fn.extract_output(accumulators[0]) == naive_sequence(events, policy.max_len)

@@ -1,0 +1,151 @@
+"""Vectorized builders of the offline tables from a batch of validated events.
+
+The batch engines call these on whole shards (every event of a set of users),
+so no per-event Python loop runs here except next_item labels (seeded per event).
+Each function equals its per-user counterpart (sequence, labels, stats); tests
+hold them to the naive oracles.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from features import stats
+from features.labels import EXAMPLE_SCHEMA, LabelPolicy, build_examples
+from features.pit import sequences_as_of
+from features.schema import BEHAVIOR_TYPES, EVENT_TYPE_CODE, UNKNOWN_CATEGORY, table_to_events
+from features.sequence import SequencePolicy
+from features.tables import BEHAVIOR_LOG_SCHEMA
+
+FAR_FUTURE_MS = np.iinfo(np.int64).max
+
+
+def type_codes(table: pa.Table) -> np.ndarray:
+    names = np.array(["", *EVENT_TYPE_CODE])  # code i is names[i]
+    lookup = {name: code for code, name in enumerate(names)}
+    encoded = table.column("event_type").combine_chunks().dictionary_encode()
+    codes = np.array([lookup[v] for v in encoded.dictionary.to_pylist()], dtype=np.int32)
+    return codes[encoded.indices.to_numpy(zero_copy_only=False)] if len(table) else np.empty(0, np.int32)
+
+
+def dedup(table: pa.Table) -> tuple[pa.Table, int]:
+    """One row per event_id: the copy with the greatest (timestamp, event_id, item, category, type code).
+    Returns the table (in no particular order) and the number of copies dropped."""
+    if table.num_rows == 0:
+        return table, 0
+    keyed = table.append_column("_code", pa.array(type_codes(table))).append_column(
+        "_cat", pc.fill_null(table.column("category_id"), UNKNOWN_CATEGORY))
+    order = pc.sort_indices(keyed, sort_keys=[("event_id", "ascending"), ("timestamp", "ascending"),
+                                              ("item_id", "ascending"), ("_cat", "ascending"),
+                                              ("_code", "ascending")]).to_numpy()
+    ids = keyed.column("event_id").combine_chunks().dictionary_encode().indices.to_numpy()[order]
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = ids[:-1] != ids[1:]
+    return table.take(pa.array(order[last])), int(len(order) - last.sum())
+
+
+def behavior_log(events: pa.Table, policy: SequencePolicy) -> pa.Table:
+    """The sorted, deduplicated log of the policy's event types (dedup among those types only)."""
+    mask = pc.is_in(events.column("event_type"), pa.array(sorted(policy.event_types)))
+    kept, _ = dedup(events.filter(mask))
+    log = pa.table({
+        "user_id": kept.column("user_id"),
+        "timestamp": kept.column("timestamp"),
+        "event_id": kept.column("event_id"),
+        "item_id": kept.column("item_id"),
+        "category_id": pc.fill_null(kept.column("category_id"), UNKNOWN_CATEGORY),
+        "event_type_code": pa.array(type_codes(kept), pa.int32()),
+    }, schema=BEHAVIOR_LOG_SCHEMA)
+    return log.sort_by([("user_id", "ascending"), ("timestamp", "ascending"), ("event_id", "ascending")])
+
+
+def latest_sequences(log: pa.Table, max_len: int, key: str = "user_id") -> pa.Table:
+    """Each key's last max_len behaviors (sequence.finalize after every event), plus last_event_ms.
+    Keys with no behavior get no row. ``log`` is sorted by (key, timestamp, event_id)."""
+    keys = np.unique(log.column(key).to_numpy())
+    seqs = sequences_as_of(log.select([key, "timestamp", "item_id", "category_id", "event_type_code"])
+                           .rename_columns(["user_id", "timestamp", "item_id", "category_id", "event_type_code"]),
+                           keys, np.full(len(keys), FAR_FUTURE_MS), max_len)
+    last_ends = np.searchsorted(log.column(key).to_numpy(), keys, side="right") - 1
+    last_ms = log.column("timestamp").to_numpy()[last_ends] if len(keys) else np.empty(0, np.int64)
+    return seqs.append_column(key, pa.array(keys, pa.int64())).append_column(
+        "last_event_ms", pa.array(last_ms, pa.int64()))
+
+
+def impression_click(events: pa.Table, window_ms: int) -> pa.Table:
+    """labels.impression_click for every user at once: an impression is positive when the same
+    (user, item) has a click in [t, t + window]."""
+    codes = type_codes(events)
+    users, items = events.column("user_id").to_numpy(), events.column("item_id").to_numpy()
+    times = events.column("timestamp").to_numpy()
+    imp = np.flatnonzero(codes == EVENT_TYPE_CODE["impression"])
+    clk = np.flatnonzero(codes == EVENT_TYPE_CODE["click"])
+    corder = clk[np.lexsort((times[clk], items[clk], users[clk]))]
+    ck_u, ck_i, ck_t = users[corder], items[corder], times[corder]
+    # First click of the same (user, item) at or after t: search in the composite sorted order.
+    first = _search3(ck_u, ck_i, ck_t, users[imp], items[imp], times[imp])
+    hit = first < len(corder)
+    safe = np.minimum(first, max(len(corder) - 1, 0))
+    same = hit & (ck_u[safe] == users[imp]) & (ck_i[safe] == items[imp]) if len(corder) else hit
+    label = same & (ck_t[safe] <= times[imp] + window_ms) if len(corder) else same
+    cats = pc.fill_null(events.column("category_id"), UNKNOWN_CATEGORY).to_numpy()
+    return pa.table({"user_id": users[imp], "item_id": items[imp], "category_id": cats[imp],
+                     "timestamp": times[imp], "label": label.astype(np.int8)}, schema=EXAMPLE_SCHEMA)
+
+
+def _search3(a, b, c, qa, qb, qc) -> np.ndarray:
+    """Left insertion points of (qa, qb, qc) into rows sorted lexicographically by (a, b, c)."""
+    n = len(a)
+    tag = np.concatenate([np.ones(n, np.int8), np.zeros(len(qa), np.int8)])
+    order = np.lexsort((tag, np.concatenate([c, qc]), np.concatenate([b, qb]), np.concatenate([a, qa])))
+    before = np.cumsum(tag[order]) - tag[order]
+    out = np.empty(len(qa), np.int64)
+    is_q = order >= n
+    out[order[is_q] - n] = before[is_q]
+    return out
+
+
+def examples(events: pa.Table, policy: LabelPolicy, catalog_items: np.ndarray | None = None,
+             catalog_categories: np.ndarray | None = None) -> pa.Table:
+    """Labeled examples of a deduplicated batch of events (any users, any order)."""
+    if policy.kind == "impression_click":
+        return impression_click(events, policy.window_ms)
+    rows = []
+    by_user = events.sort_by([("user_id", "ascending")])
+    users = by_user.column("user_id").to_numpy()
+    bounds = np.flatnonzero(np.diff(users)) + 1
+    for start, end in zip(np.r_[0, bounds], np.r_[bounds, len(users)]):
+        if end > start:
+            rows += build_examples(table_to_events(by_user.slice(start, end - start)), policy,
+                                   catalog_items, catalog_categories)
+    cols = list(zip(*rows)) if rows else [[] for _ in EXAMPLE_SCHEMA]
+    return pa.table([pa.array(c, f.type) for c, f in zip(cols, EXAMPLE_SCHEMA)], schema=EXAMPLE_SCHEMA)
+
+
+def latest_stats(events: pa.Table, key: str, as_of_ms: int) -> pa.Table:
+    """stats features per key as of as_of_ms (after every event), from deduplicated events."""
+    codes = type_codes(events)
+    order = np.lexsort((events.column("timestamp").to_numpy(), events.column(key).to_numpy()))
+    keys = events.column(key).to_numpy()[order]
+    times = events.column("timestamp").to_numpy()[order]
+    behaviors = np.isin(codes, [EVENT_TYPE_CODE[t] for t in BEHAVIOR_TYPES])
+    kinds = np.stack([codes == EVENT_TYPE_CODE["impression"], codes == EVENT_TYPE_CODE["click"], behaviors],
+                     axis=1).astype(np.int64)[order]
+    unique = np.unique(keys)
+    values = stats.as_of(keys, times, kinds, unique, np.full(len(unique), as_of_ms))
+    return pa.table({key: pa.array(unique, pa.int64()), **{n: values[n] for n in stats.feature_names()}})
+
+
+def latest_category_sequences(log: pa.Table, max_len: int) -> pa.Table:
+    """Each (user, category)'s last max_len behaviors: the SIM hard-search sub-sequences."""
+    by_cat = log.sort_by([("user_id", "ascending"), ("category_id", "ascending"),
+                          ("timestamp", "ascending"), ("event_id", "ascending")])
+    users, cats = by_cat.column("user_id").to_numpy(), by_cat.column("category_id").to_numpy()
+    new = np.ones(len(users), dtype=bool)
+    new[1:] = (users[1:] != users[:-1]) | (cats[1:] != cats[:-1])
+    group = np.cumsum(new) - 1  # 0, 1, ... in (user, category) order
+    seqs = latest_sequences(by_cat.append_column("group", pa.array(group, pa.int64())), max_len, key="group")
+    first = np.flatnonzero(new)
+    return seqs.drop_columns(["group"]).append_column("user_id", pa.array(users[first], pa.int64())) \
+        .append_column("category_id", pa.array(cats[first], pa.int64()))
