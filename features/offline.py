@@ -16,7 +16,7 @@ from features.labels import EXAMPLE_SCHEMA, LabelPolicy, build_examples
 from features.pit import sequences_as_of
 from features.schema import BEHAVIOR_TYPES, EVENT_TYPE_CODE, UNKNOWN_CATEGORY, table_to_events
 from features.sequence import SequencePolicy
-from features.tables import BEHAVIOR_LOG_SCHEMA
+from features.tables import BEHAVIOR_LOG_SCHEMA, EVENT_LOG_SCHEMA
 
 FAR_FUTURE_MS = np.iinfo(np.int64).max
 
@@ -58,6 +58,21 @@ def behavior_log(events: pa.Table, policy: SequencePolicy) -> pa.Table:
         "event_type_code": pa.array(type_codes(kept), pa.int32()),
     }, schema=BEHAVIOR_LOG_SCHEMA)
     return log.sort_by([("user_id", "ascending"), ("timestamp", "ascending"), ("event_id", "ascending")])
+
+
+def event_log(events: pa.Table) -> pa.Table:
+    """Deduplicated events reduced to what statistics need, sorted by (user_id, timestamp)."""
+    table = pa.table({"user_id": events.column("user_id"), "item_id": events.column("item_id"),
+                      "timestamp": events.column("timestamp"),
+                      "event_type_code": pa.array(type_codes(events), pa.int32())}, schema=EVENT_LOG_SCHEMA)
+    return table.sort_by([("user_id", "ascending"), ("timestamp", "ascending")])
+
+
+def stat_kinds(codes: np.ndarray) -> np.ndarray:
+    """The (n, len(stats.KINDS)) 0/1 matrix of which counters each event increments."""
+    behaviors = np.isin(codes, [EVENT_TYPE_CODE[t] for t in BEHAVIOR_TYPES])
+    return np.stack([codes == EVENT_TYPE_CODE["impression"], codes == EVENT_TYPE_CODE["click"], behaviors],
+                    axis=1).astype(np.int64)
 
 
 def latest_sequences(log: pa.Table, max_len: int, key: str = "user_id") -> pa.Table:
@@ -125,13 +140,10 @@ def examples(events: pa.Table, policy: LabelPolicy, catalog_items: np.ndarray | 
 
 def latest_stats(events: pa.Table, key: str, as_of_ms: int) -> pa.Table:
     """stats features per key as of as_of_ms (after every event), from deduplicated events."""
-    codes = type_codes(events)
     order = np.lexsort((events.column("timestamp").to_numpy(), events.column(key).to_numpy()))
     keys = events.column(key).to_numpy()[order]
     times = events.column("timestamp").to_numpy()[order]
-    behaviors = np.isin(codes, [EVENT_TYPE_CODE[t] for t in BEHAVIOR_TYPES])
-    kinds = np.stack([codes == EVENT_TYPE_CODE["impression"], codes == EVENT_TYPE_CODE["click"], behaviors],
-                     axis=1).astype(np.int64)[order]
+    kinds = stat_kinds(type_codes(events))[order]
     unique = np.unique(keys)
     values = stats.as_of(keys, times, kinds, unique, np.full(len(unique), as_of_ms))
     return pa.table({key: pa.array(unique, pa.int64()), **{n: values[n] for n in stats.feature_names()}})

@@ -18,6 +18,16 @@ BEHAVIOR_LOG_SCHEMA = pa.schema(
     ]
 )
 
+# Every deduplicated event (impressions included), for point-in-time statistics.
+EVENT_LOG_SCHEMA = pa.schema(
+    [
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("timestamp", pa.int64(), nullable=False),
+        pa.field("event_type_code", pa.int32(), nullable=False),
+    ]
+)
+
 FEATURE_TS = pa.field("feature_ts", pa.timestamp("us", tz="UTC"))
 _SEQUENCE_FIELDS = [
     pa.field("seq_item_ids", pa.list_(pa.int64())),
@@ -45,6 +55,7 @@ ITEM_STATS_SCHEMA = _stats_schema("item_id")
 # Every table the backfill writes, by folder name.
 TABLES = {
     "behavior_log": BEHAVIOR_LOG_SCHEMA,
+    "event_log": EVENT_LOG_SCHEMA,
     "user_sequence": USER_SEQUENCE_SCHEMA,
     "user_recent": USER_SEQUENCE_SCHEMA,
     "user_category_sequence": USER_CATEGORY_SEQUENCE_SCHEMA,

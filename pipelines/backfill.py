@@ -2,6 +2,7 @@
 
 Writes under ``output`` (one folder of Parquet files per table, features.tables.TABLES):
   behavior_log/            every behavior once, the source of point-in-time sequences
+  event_log/               every event once (impressions too), the source of point-in-time statistics
   user_sequence/           each user's lifelong sequence (the latest sequence.max_len behaviors)
   user_recent/             each user's last recent_len behaviors
   user_category_sequence/  each (user, category)'s last category_len behaviors
@@ -34,7 +35,7 @@ from features.sequence import SequencePolicy
 from features.tables import TABLES
 from pipelines.beam_adapters import NAMESPACE, REJECTED, ItemShardFn, ReadValidateFn, ShardSettings, UserShardFn
 
-USER_TABLES = ("behavior_log", "user_sequence", "user_recent", "user_category_sequence", "examples", "user_stats")
+USER_TABLES = ("behavior_log", "event_log", "user_sequence", "user_recent", "user_category_sequence", "examples", "user_stats")
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,7 @@ class UserShardFn(beam.DoFn):
         self.duplicates.inc(dropped)
         log = offline.behavior_log(pa.concat_tables(keyed[1]), s.sequence)
         yield beam.pvalue.TaggedOutput("behavior_log", log)
+        yield beam.pvalue.TaggedOutput("event_log", offline.event_log(events))
         lifelong = offline.latest_sequences(log, s.sequence.max_len)
         yield beam.pvalue.TaggedOutput("user_sequence", lifelong)
         yield beam.pvalue.TaggedOutput("user_recent", offline.latest_sequences(log, s.recent_len))

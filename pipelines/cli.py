@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from pipelines.config import ConfigError, from_dict, load_toml
@@ -85,6 +86,33 @@ def _online(args, extra) -> int:
     return 0
 
 
+def _embed(args, extra) -> int:
+    from pipelines.embed import EmbedConfig, dataset_content, run_embed
+    from pipelines.encoders import EncoderSpec
+    from pipelines.feature_store import apply, materialize_item_vectors, open_store
+    from pipelines.sources.synthetic import SyntheticConfig
+
+    work = Path(args.workdir)
+    catalog = args.catalog
+    if args.dataset:
+        synthetic = from_dict(SyntheticConfig, json.loads(args.synthetic)) if args.synthetic else SyntheticConfig()
+        catalog = str(dataset_content(args.dataset, Path(args.path) if args.path else None, work, synthetic))
+    spec = from_dict(EncoderSpec, json.loads(args.encoder)) if args.encoder else EncoderSpec()
+    if args.version:
+        spec = dataclasses.replace(spec, version=args.version)
+    if args.no_image:
+        spec = dataclasses.replace(spec, image_model="none")
+    cfg = EmbedConfig(workdir=str(work), catalog=catalog, image_root=args.image_root, encoder=spec,
+                      batch_size=args.batch_size, serve=True if args.serve else None, device=args.device)
+    counts = run_embed(cfg, extra)
+    if not args.no_materialize:
+        store = open_store(work)
+        apply(store, work)  # points item_content at the serving version
+        counts["materialized_items"] = materialize_item_vectors(store, work)
+    print(json.dumps(counts, indent=2))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recstream", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -127,6 +155,25 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--max-len", type=int, default=200)
     s.set_defaults(func=_stream)
 
+    e = sub.add_parser("embed", help="Beam job: item catalog -> versioned multimodal item vectors -> Feast; "
+                                     "unknown flags go to Beam's PipelineOptions")
+    e.add_argument("--workdir", required=True, help="run folder (vectors go to WORKDIR/offline/item_embeddings)")
+    e.add_argument("--catalog", help="Parquet catalog: item_id (hashed), text, image_ref "
+                                     "(default WORKDIR/catalog.parquet)")
+    e.add_argument("--dataset", help="build the catalog from a dataset instead: synthetic | ml-latest-small | "
+                                     "ml-1m | ml-100k (MovieLens: titles, genres and tags)")
+    e.add_argument("--path", help="the dataset's folder")
+    e.add_argument("--synthetic", help="SyntheticConfig as JSON, with --dataset synthetic")
+    e.add_argument("--image-root", help="folder that relative image_ref paths are under (default: the catalog's)")
+    e.add_argument("--version", help="encoder version to embed into (default: EncoderSpec's)")
+    e.add_argument("--encoder", help='EncoderSpec as JSON, e.g. \'{"version": "mm-v2", "dim": 256}\'')
+    e.add_argument("--no-image", action="store_true", help="text only (image_model none)")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--device", default="cpu", help="torch device for the encoders (cpu, cuda, ...)")
+    e.add_argument("--serve", action="store_true", help="serve this version afterwards (default: only the first)")
+    e.add_argument("--no-materialize", action="store_true", help="skip feast apply + materialize")
+    e.set_defaults(func=_embed)
+
     o = sub.add_parser("online", help="read users' online features through Feast")
     o.add_argument("--workdir", required=True)
     o.add_argument("user", nargs="+", help="raw user IDs")
@@ -134,10 +181,30 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def quiet_libraries() -> None:
+    """Library deprecation notices and advice drown the progress lines; RECSTREAM_VERBOSE=1 keeps them.
+
+    Libraries add their own warning filters at import, so warnings raised inside
+    site-packages are dropped where they are shown; the project's own still show.
+    """
+    if os.environ.get("RECSTREAM_VERBOSE"):
+        return
+    show = warnings.showwarning
+
+    def show_ours(message, category, filename, lineno, file=None, line=None):
+        if "site-packages" not in str(filename):
+            show(message, category, filename, lineno, file, line)
+    warnings.showwarning = show_ours
+    for name in ("great_expectations", "great_expectations.data_context.types.base", "torchrec",
+                 "torch", "torch.fx._symbolic_trace", "py.warnings", "apache_beam"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("RECSTREAM_LOG", "WARNING"))
+    quiet_libraries()
     args, extra = parser().parse_known_args(argv)
-    if extra and args.command != "backfill":
+    if extra and args.command not in ("backfill", "embed"):
         parser().error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args, extra)

@@ -63,7 +63,8 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     work = Path(cfg.workdir).resolve()
     offline = work / "offline"
-    shutil.rmtree(work / "feast", ignore_errors=True)  # a rerun replaces the feature store cleanly
+    for name in ("feast", "stream_rejected"):  # a rerun replaces the feature store and the dead letters
+        shutil.rmtree(work / name, ignore_errors=True)
     stages = Stages(6)
     summary: dict = {"workdir": str(work), "config": to_dict(cfg)}
 
@@ -77,7 +78,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     with stages.stage("backfill (Beam)"):
         counts = run_backfill(BackfillConfig(input=str(work / "raw" / "backfill" / "*.jsonl"), output=str(offline),
                                              catalog=str(work / "catalog.parquet"), sequence=cfg.sequence,
-                                             labels=labels))
+                                             labels=labels, stats_as_of_ms=got.cutoff_ms))
         summary["backfill"] = counts
         stages.say(f"    read {counts['read']:,}, accepted {counts['accepted']:,}, rejected "
                    f"{counts['rejected_total']:,} {counts['rejected']}, duplicates {counts['duplicates']:,}, "
@@ -121,16 +122,19 @@ def run_demo(cfg: DemoConfig) -> dict:
     with stages.stage("stream (PyFlink): later events -> online features"):
         from pipelines.stream import StreamConfig, run_stream
 
-        users = [int(u) for u in sequences.column("user_id").to_pylist()[: cfg.show_users]]
+        users = [int(u) for u in sequences.column("user_id").to_pylist()]
         before = read_user_sequences(store, users)
         stream_counts = run_stream(StreamConfig(source=str(work / "raw" / "stream"), workdir=str(work),
                                                 dead_letter=str(work / "stream_rejected"), sequence=cfg.sequence))
         summary["stream"] = stream_counts
         after = read_user_sequences(open_store(work), users)
-        for u in users:
-            b, a = before.get(u) or {}, after.get(u) or {}
-            stages.say(f"    user {u}: last event {b.get('last_event_ms')} -> {a.get('last_event_ms')}, "
-                       f"latest items {list(a.get('seq_item_ids') or [])[-3:]}")
+        moved = [u for u in users if (after[u] or {}).get("last_event_ms") != (before[u] or {}).get("last_event_ms")]
+        summary["stream"]["users_moved_forward"] = len(moved)
+        stages.say(f"    {len(moved):,} of {len(users):,} users' online sequences moved forward, e.g.:")
+        for u in moved[: cfg.show_users]:
+            b, a = before[u] or {}, after[u] or {}
+            stages.say(f"    user {u}: {b.get('seq_length')} behaviors to {b.get('last_event_ms')} -> "
+                       f"{a.get('seq_length')} behaviors to {a.get('last_event_ms')}")
         stages.say(f"    {stream_counts}")
 
     with stages.stage("summary"):

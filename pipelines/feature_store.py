@@ -13,7 +13,9 @@ from feast import FeatureStore, RepoConfig
 from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
 from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
 
-from feature_repo.definitions import USER_SEQUENCE, USER_SEQUENCE_FIELDS, definitions
+from feature_repo.definitions import (ITEM_CONTENT, ITEM_CONTENT_FIELDS, USER_SEQUENCE, USER_SEQUENCE_FIELDS,
+                                      definitions)
+from features.item_vectors import DEFAULT_VERSION, EmbeddingVersionMismatch, serving_version, version_dir
 
 
 @dataclass(frozen=True)
@@ -106,3 +108,41 @@ def write_user_sequences(store: FeatureStore, rows: list[dict]) -> int:
 
 def utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def materialize_item_vectors(store: FeatureStore, workdir: Path) -> int:
+    """Load the serving encoder version's item vectors online (after ``apply``, which points
+    the item_content view at that version); returns the number of vector rows read."""
+    offline = Path(workdir) / "offline"
+    folder = version_dir(offline, serving_version(offline) or DEFAULT_VERSION)
+    if not folder.is_dir():
+        return 0
+    table = ds.dataset(folder, format="parquet").to_table(columns=["embedded_ts"])
+    if table.num_rows == 0:
+        return 0
+    lo, hi = pc.min_max(table.column("embedded_ts")).values()
+    store.materialize(lo.as_py() - timedelta(seconds=1), hi.as_py() + timedelta(seconds=1),
+                      feature_views=[ITEM_CONTENT])
+    return table.num_rows
+
+
+def read_item_vectors(store: FeatureStore, item_ids: list[int],
+                      expected_version: str | None = None) -> dict[int, dict | None]:
+    """Online item_content features by item (vector as a list of floats, encoder_version,
+    modalities); None for items the store does not hold. With ``expected_version`` (the
+    version a model was trained with), a vector of any other version raises
+    EmbeddingVersionMismatch instead of reaching the model."""
+    if not item_ids:
+        return {}
+    refs = [f"{ITEM_CONTENT}:{name}" for name in ITEM_CONTENT_FIELDS]
+    got = store.get_online_features(features=refs, entity_rows=[{"item_id": int(i)} for i in item_ids]).to_dict()
+    out = {}
+    for i, item in enumerate(got["item_id"]):
+        row = {name: got[name][i] for name in ITEM_CONTENT_FIELDS}
+        if row["encoder_version"] is None:
+            out[int(item)] = None
+            continue
+        if expected_version is not None and row["encoder_version"] != expected_version:
+            raise EmbeddingVersionMismatch(expected_version, row["encoder_version"])
+        out[int(item)] = row
+    return out

@@ -1,12 +1,18 @@
 """Gates before every promotion: Great Expectations suites on tables, a metric gate on models."""
 from __future__ import annotations
 
+import functools
+import itertools
+import logging
 from dataclasses import dataclass, field
 
 import pandas as pd
 import pyarrow as pa
 
 from features.validate import MIN_TIMESTAMP_MS
+
+
+_ASSETS = itertools.count()
 
 
 @dataclass
@@ -51,15 +57,24 @@ def _suite(name: str, table: str, max_len: int):
     return suite
 
 
-def validate_table(table: pa.Table | pd.DataFrame, kind: str, max_len: int = 10**6) -> GateResult:
-    """Run the suite for ``kind`` on a table; the result names every failed expectation."""
+@functools.cache
+def _context():
+    """One ephemeral GX context per process (each new one makes a temporary folder)."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    df = table.to_pandas() if isinstance(table, pa.Table) else table
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    batch = (ctx.data_sources.add_pandas("recstream").add_dataframe_asset(kind)
+    return ctx, ctx.data_sources.add_pandas("recstream")
+
+
+def validate_table(table: pa.Table | pd.DataFrame, kind: str, max_len: int = 10**6) -> GateResult:
+    """Run the suite for ``kind`` on a table; the result names every failed expectation."""
+    df = table.to_pandas() if isinstance(table, pa.Table) else table
+    _, source = _context()
+    asset = f"{kind}-{next(_ASSETS)}"
+    batch = (source.add_dataframe_asset(asset)
              .add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": df}))
     result = batch.validate(_suite(f"{kind}_suite", kind, max_len))
     failures = []
