@@ -12,6 +12,9 @@ import torch.distributed as dist
 from pipelines.backfill import BackfillConfig, run_backfill
 from pipelines.sources.raw_files import write_json_lines
 from pipelines.sources.synthetic import SyntheticConfig, SyntheticStream
+from features.ids import stable_ids
+from features.item_vectors import EmbeddingVersionMismatch
+from trainers.item_vectors import META_KEY, ItemVectors
 from trainers.metrics import auc
 from trainers.model import SequenceRanker
 from trainers.train import TrainConfig, predict, train
@@ -55,7 +58,7 @@ def test_training_beats_popularity_and_state_reloads(synthetic_tables):
     assert all(isinstance(v, torch.Tensor) and v.device.type == "cpu" for v in result.state_dict.values())
     assert result.state_dict["sparse_arch.ec.embeddings.item.weight"].shape == (cfg.item_table_size,
                                                                                 cfg.embedding_dim)
-    SequenceRanker(cfg.model).load_state_dict(result.state_dict, strict=True)
+    SequenceRanker(cfg.model_config()).load_state_dict(result.state_dict, strict=True)
     scores = predict(result.state_dict, cfg, eval_ex, log)
     assert scores.shape == (eval_ex.num_rows,)
     assert abs(auc(eval_ex.column("label").to_numpy(), scores) - m["auc"]) < 1e-6
@@ -103,3 +106,42 @@ def test_config_rejects_bad_values():
 def test_inputs_missing_columns_are_refused():
     with pytest.raises(ValueError, match="train_examples lacks columns \\['label'\\]"):
         train(TINY_EXAMPLES.drop(["label"]), TINY_EXAMPLES, TINY_LOG, TrainConfig(steps=1))
+
+
+def planted_vectors(version: str, dim: int = 16, seed: int = 0) -> ItemVectors:
+    """Each synthetic item's vector: its category's direction plus noise, normalized, the way
+    content embeddings place similar items near each other."""
+    catalog = SyntheticStream(SyntheticConfig(users=150, days=10, seed=0)).catalog()
+    ids = stable_ids(catalog.column("item_id"))
+    cats = catalog.column("category_id").to_numpy()
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(cats.max() + 1, dim))
+    vecs = base[cats] + 0.3 * rng.normal(size=(len(ids), dim))
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    order = np.argsort(ids)
+    table = torch.zeros(len(ids) + 1, dim)
+    table[1:] = torch.from_numpy(vecs[order].astype(np.float32))
+    return ItemVectors(version, ids[order], table)
+
+
+@pytest.mark.training
+def test_item_vectors_with_search_train_and_hold_their_version(synthetic_tables):
+    train_ex, eval_ex, log = synthetic_tables
+    vectors = planted_vectors("planted-v1")
+    cfg = TrainConfig(steps=250, batch_size=256, seed=0, threads=1, item_vectors=True, search_k=10)
+    result = train(train_ex, eval_ex, log, cfg, vectors=vectors)
+    m = result.eval_metrics
+    assert np.mean(result.losses[-20:]) < np.mean(result.losses[:20])
+    assert m["auc"] > m["baseline_auc"] and m["auc"] > 0.55
+    assert result.metadata() == {META_KEY: "planted-v1"}
+    assert "item_vectors" not in result.state_dict  # frozen, versioned apart from the weights
+
+    scores = predict(result.state_dict, cfg, eval_ex, log, vectors=vectors, model_meta=result.metadata())
+    assert abs(auc(eval_ex.column("label").to_numpy(), scores) - m["auc"]) < 1e-6
+    with pytest.raises(EmbeddingVersionMismatch, match="planted-v1"):
+        predict(result.state_dict, cfg, eval_ex, log, vectors=planted_vectors("planted-v2"),
+                model_meta=result.metadata())
+    with pytest.raises(ValueError, match="pass vectors="):
+        train(train_ex, eval_ex, log, cfg)
+    with pytest.raises(ValueError, match="set item_vectors = true"):
+        TrainConfig(search_k=5)

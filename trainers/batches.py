@@ -32,6 +32,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from features.ids import fold
 from features.pit import sequences_as_of
 from features.time import GAP_BUCKETS, gap_bucket
+from trainers.item_vectors import ItemVectors
 
 SPARSE_KEYS = ("target_item", "target_category", "hist_item", "hist_category", "hist_gap")
 GAP_TABLE_SIZE = GAP_BUCKETS
@@ -57,14 +58,18 @@ class FeatureSpec:
 
 @dataclass(frozen=True)
 class Batch:
-    """Sparse features (KJT over SPARSE_KEYS) and float labels, one per row."""
+    """Sparse features (KJT over SPARSE_KEYS), float labels, and, when the model reads frozen
+    item vectors, their table rows: the n targets' rows, then the histories' rows (hist_item's
+    lengths). Vector rows stay out of the KJT: they index a frozen buffer, not a sharded table."""
 
     sparse: KeyedJaggedTensor
     labels: torch.Tensor
+    vector_rows: torch.Tensor | None = None
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        rows = None if self.vector_rows is None else self.vector_rows.to(device=device, non_blocking=non_blocking)
         return Batch(self.sparse.to(device=torch.device(device), non_blocking=non_blocking),
-                     self.labels.to(device=device, non_blocking=non_blocking))
+                     self.labels.to(device=device, non_blocking=non_blocking), rows)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -82,19 +87,19 @@ def check_sorted(log: pa.Table) -> None:
                          "pass it through features.pit.sort_log first")
 
 
-def to_batch(examples: pa.Table, log: pa.Table, spec: FeatureSpec) -> Batch:
+def to_batch(examples: pa.Table, log: pa.Table, spec: FeatureSpec, vectors: ItemVectors | None = None) -> Batch:
     """Convert examples (EXAMPLE_SCHEMA columns) against the sorted log into one Batch."""
     users = examples.column("user_id").to_numpy()
     times = examples.column("timestamp").to_numpy()
     seq = sequences_as_of(log, users, times, spec.max_len)
-    return _assemble(examples, seq, spec)
+    return _assemble(examples, seq, spec, vectors)
 
 
 def _flat(table: pa.Table, name: str) -> np.ndarray:
     return pc.list_flatten(table.column(name)).to_numpy()
 
 
-def _assemble(examples: pa.Table, seq: pa.Table, spec: FeatureSpec) -> Batch:
+def _assemble(examples: pa.Table, seq: pa.Table, spec: FeatureSpec, vectors: ItemVectors | None = None) -> Batch:
     n = examples.num_rows
     hist_len = seq.column("seq_length").to_numpy().astype(np.int64)
     gaps = np.repeat(examples.column("timestamp").to_numpy(), hist_len) - _flat(seq, "seq_timestamps")
@@ -110,11 +115,16 @@ def _assemble(examples: pa.Table, seq: pa.Table, spec: FeatureSpec) -> Batch:
     sparse = KeyedJaggedTensor.from_lengths_sync(
         keys=list(SPARSE_KEYS), values=torch.from_numpy(values), lengths=torch.from_numpy(lengths))
     labels = torch.from_numpy(examples.column("label").to_numpy().astype(np.float32))
-    return Batch(sparse, labels)
+    rows = None
+    if vectors is not None:
+        rows = torch.from_numpy(np.concatenate([vectors.rows(examples.column("item_id").to_numpy()),
+                                                vectors.rows(_flat(seq, "seq_item_ids"))]))
+    return Batch(sparse, labels, rows)
 
 
 def epoch_batches(examples: pa.Table, log: pa.Table, spec: FeatureSpec, batch_size: int,
-                  seed: int | None = None, drop_last: bool = False) -> Iterator[Batch]:
+                  seed: int | None = None, drop_last: bool = False,
+                  vectors: ItemVectors | None = None) -> Iterator[Batch]:
     """One pass over the examples: shuffled by ``seed``, or in table order when seed is None."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -128,21 +138,23 @@ def epoch_batches(examples: pa.Table, log: pa.Table, spec: FeatureSpec, batch_si
         seq = sequences_as_of(log, rows.column("user_id").to_numpy(), rows.column("timestamp").to_numpy(),
                               spec.max_len)
         for b in range(0, rows.num_rows, batch_size):
-            yield _assemble(rows.slice(b, batch_size), seq.slice(b, batch_size), spec)
+            yield _assemble(rows.slice(b, batch_size), seq.slice(b, batch_size), spec, vectors)
 
 
 def training_batches(examples: pa.Table, log: pa.Table, spec: FeatureSpec, batch_size: int,
-                     seed: int) -> Iterator[Batch]:
+                     seed: int, vectors: ItemVectors | None = None) -> Iterator[Batch]:
     """Endless full batches; each epoch is reshuffled with its own seed drawn from ``seed``."""
     if examples.num_rows < batch_size:
         raise ValueError(f"{examples.num_rows} training examples cannot fill one batch of {batch_size}")
     check_sorted(log)
     seeds = np.random.default_rng(seed)
     while True:
-        yield from epoch_batches(examples, log, spec, batch_size, int(seeds.integers(2**31)), drop_last=True)
+        yield from epoch_batches(examples, log, spec, batch_size, int(seeds.integers(2**31)), drop_last=True,
+                                 vectors=vectors)
 
 
-def eval_batches(examples: pa.Table, log: pa.Table, spec: FeatureSpec, batch_size: int) -> Iterator[Batch]:
+def eval_batches(examples: pa.Table, log: pa.Table, spec: FeatureSpec, batch_size: int,
+                 vectors: ItemVectors | None = None) -> Iterator[Batch]:
     """Every example once, in table order (scores line up with the table's rows)."""
     check_sorted(log)
-    return epoch_batches(examples, log, spec, batch_size, seed=None)
+    return epoch_batches(examples, log, spec, batch_size, seed=None, vectors=vectors)

@@ -18,6 +18,7 @@ from torchrec.modules.embedding_modules import EmbeddingCollection
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from trainers.batches import GAP_TABLE_SIZE
+from trainers.item_vectors import general_search_unit, select
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,14 @@ class ModelConfig:
     attention_hidden: tuple[int, ...] = (64, 32)
     over_hidden: tuple[int, ...] = (128, 64)
     init_scale: float = 0.2  # tables start uniform in [-init_scale, init_scale]
+    item_vector_dim: int = 0  # > 0: frozen multimodal item vectors feed a side feature (and the search)
+    search_k: int = 0  # > 0: attend over the k behaviors nearest the target by item-vector cosine (MUSE GSU)
 
     def __post_init__(self) -> None:
+        if self.item_vector_dim < 0 or self.search_k < 0:
+            raise ValueError(f"ModelConfig.item_vector_dim and search_k must be >= 0: {self}")
+        if self.search_k and not self.item_vector_dim:
+            raise ValueError("ModelConfig.search_k needs item vectors (item_vector_dim > 0) to search by")
         if min(self.embedding_dim, self.max_len, *self.attention_hidden, *self.over_hidden) < 1:
             raise ValueError(f"ModelConfig sizes must be >= 1: {self}")
         if min(self.item_table_size, self.category_table_size) < 2:
@@ -86,28 +93,44 @@ class SequenceArch(nn.Module):
 
 
 class OverArch(nn.Module):
-    """MLP over [target, pooled, target*pooled] -> one logit per row."""
+    """MLP over [target, pooled, target*pooled, side features] -> one logit per row."""
 
-    def __init__(self, dim: int, hidden: tuple[int, ...]):
+    def __init__(self, dim: int, hidden: tuple[int, ...], side_dim: int = 0):
         super().__init__()
-        self.net = mlp([3 * dim, *hidden, 1])
+        self.net = mlp([3 * dim + side_dim, *hidden, 1])
 
-    def forward(self, target: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([target, pooled, target * pooled], dim=-1)).squeeze(-1)
+    def forward(self, target: torch.Tensor, pooled: torch.Tensor, side: list[torch.Tensor]) -> torch.Tensor:
+        return self.net(torch.cat([target, pooled, target * pooled, *side], dim=-1)).squeeze(-1)
 
 
 class SequenceRanker(nn.Module):
-    """Batch.sparse -> click logits. Build on device "meta" for DMP, "cpu" to run unsharded."""
+    """Batch.sparse (+ Batch.vector_rows) -> click logits. Build on device "meta" for DMP, "cpu" unsharded.
 
-    def __init__(self, cfg: ModelConfig, sparse_device: torch.device | None = None):
+    With item vectors (MUSE, Wu et al. 2024, "MUSE: A Multi-modal Target Attention Model
+    for CTR Prediction"), the frozen vectors enter twice: a general search unit keeps the
+    search_k behaviors whose vectors are nearest the target's (cosine), so the DIN
+    attention runs over those; and the target's vector, projected to the embedding size,
+    is a side input of the over-arch. The vectors are a non-persistent buffer: they are
+    not trained and not in the state_dict; trainers.item_vectors holds models to their version.
+    """
+
+    def __init__(self, cfg: ModelConfig, sparse_device: torch.device | None = None,
+                 item_vectors: torch.Tensor | None = None):
         super().__init__()
-        self.max_len = cfg.max_len
+        self.max_len, self.search_k = cfg.max_len, cfg.search_k
         d = cfg.embedding_dim
         self.sparse_arch = SparseArch(cfg, sparse_device)
         self.sequence_arch = SequenceArch(2 * d, d, cfg.attention_hidden)
-        self.over_arch = OverArch(2 * d, cfg.over_hidden)
+        self.vector_arch = None
+        if cfg.item_vector_dim:
+            if item_vectors is None or item_vectors.dim() != 2 or item_vectors.shape[1] != cfg.item_vector_dim:
+                shape = None if item_vectors is None else tuple(item_vectors.shape)
+                raise ValueError(f"the model expects item vectors of shape [n, {cfg.item_vector_dim}], got {shape}")
+            self.register_buffer("item_vectors", item_vectors.detach().float(), persistent=False)
+            self.vector_arch = nn.Linear(cfg.item_vector_dim, d)
+        self.over_arch = OverArch(2 * d, cfg.over_hidden, d if cfg.item_vector_dim else 0)
 
-    def forward(self, sparse: KeyedJaggedTensor) -> torch.Tensor:
+    def forward(self, sparse: KeyedJaggedTensor, vector_rows: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.sparse_arch(sparse)
         # target_* have exactly one value per row, so their values are [B, d] in row order.
         target = torch.cat([emb["target_item"].values(), emb["target_category"].values()], dim=-1)
@@ -116,8 +139,19 @@ class SequenceRanker(nn.Module):
         gap = self._padded(emb["hist_gap"].values(), offsets)
         lengths = emb["hist_item"].lengths()
         mask = (torch.arange(self.max_len, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)).to(hist.dtype)
+        side = []
+        if self.vector_arch is not None:
+            if vector_rows is None:
+                raise ValueError("this model reads item vectors: build batches with vectors=ItemVectors")
+            n = target.shape[0]
+            target_vec = self.item_vectors[vector_rows[:n]]
+            if self.search_k:
+                hist_vec = self._padded(self.item_vectors[vector_rows[n:]], offsets)
+                idx, _, picked = general_search_unit(hist_vec, target_vec, mask, self.search_k)
+                hist, gap, mask = select(hist, idx), select(gap, idx), picked.to(hist.dtype)
+            side.append(self.vector_arch(target_vec))
         pooled = self.sequence_arch(target, hist, gap, mask)
-        return self.over_arch(target, pooled)
+        return self.over_arch(target, pooled, side)
 
     def _padded(self, values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         return torch.ops.fbgemm.jagged_to_padded_dense(values, [offsets], [self.max_len], 0.0)
