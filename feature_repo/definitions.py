@@ -6,47 +6,80 @@ from datetime import timedelta
 from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
-from feast.types import Array, Float32, Int32, Int64, String
+from feast.types import Array, Float32, Float64, Int32, Int64, String
+
+from features import stats
 
 from features.item_vectors import DEFAULT_VERSION, serving_version, version_dir
 
 USER_SEQUENCE = "user_sequence"
 USER_SEQUENCE_PUSH = "user_sequence_push"
-USER_SEQUENCE_FIELDS = ("seq_item_ids", "seq_category_ids", "seq_event_types", "seq_timestamps",
-                        "seq_length", "last_event_ms")
+SEQUENCE_FIELDS = ("seq_item_ids", "seq_category_ids", "seq_event_types", "seq_timestamps",
+                   "seq_length", "last_event_ms")
+USER_SEQUENCE_FIELDS = SEQUENCE_FIELDS
 ITEM_CONTENT = "item_content"
 ITEM_CONTENT_FIELDS = ("vector", "encoder_version", "modalities")
+# Offline table (features.tables.TABLES) -> the entities its view is keyed by.
+VIEW_ENTITIES = {
+    "user_sequence": ("user",),
+    "user_recent": ("user",),
+    "user_category_sequence": ("user", "category"),
+    "user_stats": ("user",),
+    "item_stats": ("item",),
+}
+
+
+def _sequence_schema() -> list[Field]:
+    return [Field(name="seq_item_ids", dtype=Array(Int64)), Field(name="seq_category_ids", dtype=Array(Int64)),
+            Field(name="seq_event_types", dtype=Array(Int32)), Field(name="seq_timestamps", dtype=Array(Int64)),
+            Field(name="seq_length", dtype=Int64), Field(name="last_event_ms", dtype=Int64)]
+
+
+def _stats_schema() -> list[Field]:
+    return [Field(name=n, dtype=Float64 if n.startswith("ctr") else Int64) for n in stats.feature_names()]
+
+
+def entities() -> dict[str, Entity]:
+    def entity(name: str) -> Entity:
+        return Entity(name=name, join_keys=[f"{name}_id"], value_type=ValueType.INT64,
+                      description=f"A {name}; {name}_id is features.ids.stable_id of the raw ID")
+    return {name: entity(name) for name in ("user", "category", "item")}
 
 
 def definitions(offline_dir: str) -> dict:
     """Every Feast object of the project, by name, reading offline tables under offline_dir."""
-    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64,
-                  description="A user; user_id is features.ids.stable_id of the raw ID")
-    batch = FileSource(name="user_sequence_offline", path=str(Path(offline_dir) / USER_SEQUENCE),
-                       timestamp_field="feature_ts")
-    push = PushSource(name=USER_SEQUENCE_PUSH, batch_source=batch)
-    view = FeatureView(
-        name=USER_SEQUENCE,
-        entities=[user],
-        ttl=timedelta(0),  # sequences never expire; the newest row wins
-        schema=[
-            Field(name="seq_item_ids", dtype=Array(Int64)),
-            Field(name="seq_category_ids", dtype=Array(Int64)),
-            Field(name="seq_event_types", dtype=Array(Int32)),
-            Field(name="seq_timestamps", dtype=Array(Int64)),
-            Field(name="seq_length", dtype=Int64),
-            Field(name="last_event_ms", dtype=Int64),
-        ],
-        source=push,
-        online=True,
-        description="Each user's most recent behaviors (features.sequence), oldest first",
-    )
-    ranker = FeatureService(name="ranker", features=[view], description="Features the ranker reads online")
-    return {"user": user, "user_sequence_offline": batch, USER_SEQUENCE_PUSH: push,
-            USER_SEQUENCE: view, "ranker": ranker, **item_content_definitions(offline_dir)}
+    ents = entities()
+    out: dict = dict(ents)
+    descriptions = {
+        "user_sequence": "Each user's lifelong sequence: the most recent behaviors under the lifelong cap",
+        "user_recent": "Each user's last few behaviors, for the short-term branch",
+        "user_category_sequence": "Each (user, category)'s recent behaviors: SIM hard search by category",
+        "user_stats": "User impressions, clicks, behaviors and CTR over 1h / 1d / 7d / lifetime",
+        "item_stats": "Item impressions, clicks, behaviors and CTR over 1h / 1d / 7d / lifetime",
+    }
+    for name, keys in VIEW_ENTITIES.items():
+        batch = FileSource(name=f"{name}_offline", path=str(Path(offline_dir) / name), timestamp_field="feature_ts")
+        source = batch
+        if name == USER_SEQUENCE:  # the stream job pushes fresh sequences here
+            source = out[USER_SEQUENCE_PUSH] = PushSource(name=USER_SEQUENCE_PUSH, batch_source=batch)
+        out[batch.name] = batch
+        out[name] = FeatureView(
+            name=name, entities=[ents[k] for k in keys],
+            ttl=timedelta(0),  # never expires: the newest row wins
+            schema=_stats_schema() if name.endswith("_stats") else _sequence_schema(),
+            source=source, online=True, description=descriptions[name])
+    out.update(item_content_definitions(offline_dir, ents["item"]))
+    ranker_views = [out["user_recent"], out["user_category_sequence"], out["user_stats"], out["item_stats"]]
+    if ITEM_CONTENT in out:
+        ranker_views.append(out[ITEM_CONTENT])
+    out["ranker"] = FeatureService(name="ranker", features=ranker_views,
+                                   description="What the ranker reads online for a (user, item) request")
+    out["retriever"] = FeatureService(name="retriever", features=[out["user_sequence"], out["user_stats"]],
+                                      description="What the multi-interest retriever reads for a user")
+    return out
 
 
-def item_content_definitions(offline_dir: str) -> dict:
+def item_content_definitions(offline_dir: str, item: Entity) -> dict:
     """The item entity and the item_content view over the SERVING encoder version's vectors
     (item_embeddings/_serving.json; the default version before any embedding run). Empty
     while that version's folder does not exist (no `recstream embed` yet), so that
@@ -54,8 +87,6 @@ def item_content_definitions(offline_dir: str) -> dict:
     version = serving_version(offline_dir) or DEFAULT_VERSION
     if not version_dir(offline_dir, version).is_dir():
         return {}
-    item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64,
-                  description="An item; item_id is features.ids.stable_id of the raw ID")
     source = FileSource(name="item_embedding_offline", path=str(version_dir(offline_dir, version)),
                         timestamp_field="embedded_ts")
     view = FeatureView(
@@ -72,6 +103,4 @@ def item_content_definitions(offline_dir: str) -> dict:
         tags={"encoder_version": version},
         description="Frozen multimodal item vectors (pipelines/embed.py) and the encoder version that made them",
     )
-    service = FeatureService(name="ranker_item_content", features=[view],
-                             description="Item content vectors for the ranker's lifelong search unit")
-    return {"item": item, "item_embedding_offline": source, ITEM_CONTENT: view, "ranker_item_content": service}
+    return {"item_embedding_offline": source, ITEM_CONTENT: view}

@@ -44,26 +44,24 @@ def _backfill(args, extra) -> int:
     from pipelines.backfill import BackfillConfig, run_backfill
 
     cfg = BackfillConfig(input=args.input, output=args.output, catalog=args.catalog,
-                         sequence=SequencePolicy(max_len=args.max_len),
+                         sequence=SequencePolicy(max_len=args.max_len), recent_len=args.recent_len,
+                         category_len=args.category_len, stats_as_of_ms=args.stats_as_of,
                          labels=LabelPolicy(kind=args.labels, negatives=args.negatives))
     print(json.dumps(run_backfill(cfg, extra), indent=2))
     return 0
 
 
 def _materialize(args, extra) -> int:
-    from pipelines.demo import load_tables
-    from pipelines.feature_store import apply, materialize_user_sequences, open_store
-    from pipelines.gates import validate_table
+    from pipelines.feature_store import open_store
+    from pipelines.publish import publish
 
     work = Path(args.workdir)
-    gate = validate_table(load_tables(work / "offline", "user_sequence"), "user_sequence")
-    print(gate.summary())
-    if not gate.passed:
-        return 1
-    store = open_store(work)
-    apply(store, work)
-    print(f"materialized {materialize_user_sequences(store, work):,} users")
-    return 0
+    caps = {"user_sequence": args.max_len, "user_recent": args.recent_len, "user_category_sequence": args.category_len}
+    gates, online = publish(open_store(work), work, caps)
+    for gate in gates:
+        print(gate.summary())
+    print(f"online rows: {online}")
+    return 0 if all(g.passed for g in gates) else 1
 
 
 def _stream(args, extra) -> int:
@@ -74,6 +72,15 @@ def _stream(args, extra) -> int:
                        dead_letter=args.dead_letter or str(Path(args.workdir) / "stream_rejected"),
                        follow=args.follow, sequence=SequencePolicy(max_len=args.max_len))
     print(json.dumps(run_stream(cfg), indent=2))
+    return 0
+
+
+def _historical(args, extra) -> int:
+    from pipelines.historical import write_historical
+
+    caps = {"user_sequence": args.max_len, "user_recent": args.recent_len, "user_category_sequence": args.category_len}
+    rows = write_historical(Path(args.workdir), Path(args.entities), Path(args.out), caps, args.feast or None)
+    print(f"wrote {rows:,} rows with point-in-time features to {args.out}")
     return 0
 
 
@@ -138,13 +145,19 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--input", required=True, help="glob of raw JSON-lines files")
     b.add_argument("--output", required=True, help="folder for the offline tables")
     b.add_argument("--catalog", help="hashed catalog Parquet (needed for --labels next_item)")
-    b.add_argument("--max-len", type=int, default=200)
+    b.add_argument("--max-len", type=int, default=200, help="lifelong sequence cap")
+    b.add_argument("--recent-len", type=int, default=50)
+    b.add_argument("--category-len", type=int, default=50)
+    b.add_argument("--stats-as-of", type=int, help="ms; write user/item stats as of this time")
     b.add_argument("--labels", default="impression_click", choices=["impression_click", "next_item"])
     b.add_argument("--negatives", type=int, default=1)
     b.set_defaults(func=_backfill)
 
-    m = sub.add_parser("materialize", help="gate the user_sequence table and load it online")
+    m = sub.add_parser("materialize", help="gate every feature table; load the passing ones online")
     m.add_argument("--workdir", required=True)
+    m.add_argument("--max-len", type=int, default=200, help="the lifelong sequence cap the backfill used")
+    m.add_argument("--recent-len", type=int, default=50)
+    m.add_argument("--category-len", type=int, default=50)
     m.set_defaults(func=_materialize)
 
     s = sub.add_parser("stream", help="PyFlink job: raw event files -> online features")
@@ -173,6 +186,16 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--serve", action="store_true", help="serve this version afterwards (default: only the first)")
     e.add_argument("--no-materialize", action="store_true", help="skip feast apply + materialize")
     e.set_defaults(func=_embed)
+
+    h = sub.add_parser("historical", help="point-in-time features for an entity table (a training set)")
+    h.add_argument("--workdir", required=True, help="a run folder the backfill wrote")
+    h.add_argument("--entities", required=True, help="Parquet with user_id, timestamp (ms) [, item_id, category_id]")
+    h.add_argument("--out", required=True, help="Parquet file to write")
+    h.add_argument("--max-len", type=int, default=200)
+    h.add_argument("--recent-len", type=int, default=50)
+    h.add_argument("--category-len", type=int, default=50)
+    h.add_argument("--feast", action="append", help="also join a Feast feature, e.g. item_content:vector")
+    h.set_defaults(func=_historical)
 
     o = sub.add_parser("online", help="read users' online features through Feast")
     o.add_argument("--workdir", required=True)

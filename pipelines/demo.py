@@ -15,8 +15,9 @@ from features.pit import sort_log
 from features.sequence import SequencePolicy
 from pipelines.backfill import BackfillConfig, run_backfill
 from pipelines.config import to_dict
-from pipelines.feature_store import apply, materialize_user_sequences, open_store, read_user_sequences
+from pipelines.feature_store import open_store, read_user_sequences
 from pipelines.gates import model_gate, validate_table
+from pipelines.publish import publish
 from pipelines.ingest import ingest
 from pipelines.progress import Stages
 from pipelines.sources.synthetic import SyntheticConfig
@@ -29,7 +30,9 @@ class DemoConfig:
     dataset: str = "synthetic"
     path: str | None = None
     synthetic: SyntheticConfig = field(default_factory=lambda: SyntheticConfig(bad_fraction=0.001))
-    sequence: SequencePolicy = field(default_factory=lambda: SequencePolicy(max_len=50))
+    sequence: SequencePolicy = field(default_factory=lambda: SequencePolicy(max_len=200))  # lifelong
+    recent_len: int = 50
+    category_len: int = 50
     labels: LabelPolicy = field(default_factory=LabelPolicy)
     train: TrainConfig = field(default_factory=TrainConfig)
     stream_fraction: float = 0.1  # the latest share of time, replayed through the stream job
@@ -42,6 +45,12 @@ class DemoConfig:
         for name in ("stream_fraction", "eval_fraction"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+def caps(cfg: DemoConfig) -> dict[str, int]:
+    """Each sequence table's length cap, for its gate."""
+    return {"user_sequence": cfg.sequence.max_len, "user_recent": cfg.recent_len,
+            "user_category_sequence": cfg.category_len}
 
 
 def load_tables(offline: Path, name: str):
@@ -78,21 +87,23 @@ def run_demo(cfg: DemoConfig) -> dict:
     with stages.stage("backfill (Beam)"):
         counts = run_backfill(BackfillConfig(input=str(work / "raw" / "backfill" / "*.jsonl"), output=str(offline),
                                              catalog=str(work / "catalog.parquet"), sequence=cfg.sequence,
-                                             labels=labels, stats_as_of_ms=got.cutoff_ms))
+                                             labels=labels, stats_as_of_ms=got.cutoff_ms,
+                                             recent_len=cfg.recent_len, category_len=cfg.category_len))
         summary["backfill"] = counts
         stages.say(f"    read {counts['read']:,}, accepted {counts['accepted']:,}, rejected "
                    f"{counts['rejected_total']:,} {counts['rejected']}, duplicates {counts['duplicates']:,}, "
                    f"examples {counts['examples']:,}; dead letters in {offline / 'rejected'}")
 
     with stages.stage("feature store (Feast): gate, apply, materialize"):
-        sequences = load_tables(offline, "user_sequence")
-        gate = validate_table(sequences, "user_sequence", cfg.sequence.max_len)
-        stages.say(f"    {gate.summary()}")
-        summary["feature_gate"] = vars(gate)
         store = open_store(work)
-        apply(store, work)
-        summary["materialized_users"] = materialize_user_sequences(store, work) if gate.passed else 0
-        stages.say(f"    {summary['materialized_users']:,} users online in {work / 'feast' / 'online.db'}")
+        gates, online = publish(store, work, caps(cfg))
+        for gate in gates:
+            stages.say(f"    {gate.summary()}")
+        summary["feature_gates"] = [vars(g) for g in gates]
+        summary["materialized"] = online
+        summary["materialized_users"] = online.get("user_sequence", 0)
+        stages.say(f"    online rows: {online} in {work / 'feast' / 'online.db'}")
+        sequences = load_tables(offline, "user_sequence")
 
     with stages.stage("train (TorchRec) and gate"):
         examples = load_tables(offline, "examples")

@@ -39,7 +39,12 @@ def open_store(workdir: Path, online: OnlineStore = OnlineStore()) -> FeatureSto
     if online.kind == "redis":
         from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 
-        online_cfg = RedisOnlineStoreConfig(connection_string=online.redis_url or os.environ["RECSTREAM_REDIS_URL"])
+        # skip_dedup: Feast's Redis writer otherwise drops a row whose timestamp is not newer
+        # than the stored one (even an equal one, which SQLite writes). write_user_sequences
+        # owns the never-back-in-time rule for both stores (>= wins, e.g. a late event that does
+        # not raise last_event_ms), so Redis writes unconditionally, like SQLite's upsert.
+        online_cfg = RedisOnlineStoreConfig(connection_string=online.redis_url or os.environ["RECSTREAM_REDIS_URL"],
+                                            skip_dedup=True)
     else:
         online_cfg = SqliteOnlineStoreConfig(path=str(workdir / "feast" / "online.db"))
     config = RepoConfig(
@@ -61,15 +66,24 @@ def apply(store: FeatureStore, workdir: Path) -> list[str]:
     return sorted(objects)
 
 
+def materialize(store: FeatureStore, workdir: Path, views: list[str]) -> dict[str, int]:
+    """Load the latest rows of each view's offline table online; returns rows per view."""
+    rows, lo, hi = {}, None, None
+    for name in views:
+        table = ds.dataset(Path(workdir) / "offline" / name, format="parquet").to_table(columns=["feature_ts"])
+        rows[name] = table.num_rows
+        if table.num_rows:
+            a, b = (v.as_py() for v in pc.min_max(table.column("feature_ts")).values())
+            lo, hi = min(a, lo or a), max(b, hi or b)
+    loaded = [name for name in views if rows[name]]
+    if loaded:
+        store.materialize(lo - timedelta(seconds=1), hi + timedelta(seconds=1), feature_views=loaded)
+    return rows
+
+
 def materialize_user_sequences(store: FeatureStore, workdir: Path) -> int:
     """Load the latest user_sequence rows into the online store; returns the row count."""
-    table = ds.dataset(Path(workdir) / "offline" / USER_SEQUENCE, format="parquet").to_table(columns=["feature_ts"])
-    if table.num_rows == 0:
-        return 0
-    lo, hi = pc.min_max(table.column("feature_ts")).values()
-    store.materialize(lo.as_py() - timedelta(seconds=1), hi.as_py() + timedelta(seconds=1),
-                      feature_views=[USER_SEQUENCE])
-    return table.num_rows
+    return materialize(store, workdir, [USER_SEQUENCE])[USER_SEQUENCE]
 
 
 def read_user_sequences(store: FeatureStore, user_ids: list[int]) -> dict[int, dict | None]:
@@ -82,6 +96,18 @@ def read_user_sequences(store: FeatureStore, user_ids: list[int]) -> dict[int, d
     for i, user in enumerate(got["user_id"]):
         row = {name: got[name][i] for name in USER_SEQUENCE_FIELDS}
         out[int(user)] = None if row["last_event_ms"] is None else row
+    return out
+
+
+def read_online(store: FeatureStore, view: str, fields: list[str], entity_rows: list[dict]) -> list[dict | None]:
+    """Any view's online features for entity rows (join keys -> values), None where absent."""
+    if not entity_rows:
+        return []
+    got = store.get_online_features(features=[f"{view}:{f}" for f in fields], entity_rows=entity_rows).to_dict()
+    out = []
+    for i in range(len(entity_rows)):
+        row = {f: got[f][i] for f in fields}
+        out.append(None if all(v is None for v in row.values()) else row)
     return out
 
 

@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 import pyarrow as pa
 
+from features import stats
 from features.validate import MIN_TIMESTAMP_MS
+
+# Sequence tables and the keys that make a row unique.
+SEQUENCE_TABLES = {"user_sequence": ("user_id",), "user_recent": ("user_id",),
+                   "user_category_sequence": ("user_id", "category_id")}
 
 
 _ASSETS = itertools.count()
@@ -43,15 +48,27 @@ def _suite(name: str, table: str, max_len: int):
             e.ExpectColumnValuesToBeBetween(column="timestamp", min_value=MIN_TIMESTAMP_MS),
             e.ExpectColumnMeanToBeBetween(column="label", min_value=0.001, max_value=0.999),
         ]
-    elif table == "user_sequence":
+    elif table in SEQUENCE_TABLES:
+        keys = SEQUENCE_TABLES[table]
+        rows += [e.ExpectColumnValuesToNotBeNull(column=k) for k in keys]
         rows += [
-            e.ExpectColumnValuesToNotBeNull(column="user_id"),
-            e.ExpectColumnValuesToBeUnique(column="user_id"),
-            e.ExpectColumnValuesToBeBetween(column="seq_length", min_value=0, max_value=max_len),
+            e.ExpectCompoundColumnsToBeUnique(column_list=list(keys)) if len(keys) > 1
+            else e.ExpectColumnValuesToBeUnique(column=keys[0]),
+            e.ExpectColumnValuesToBeBetween(column="seq_length", min_value=1, max_value=max_len),
             e.ExpectColumnValuesToBeBetween(column="last_event_ms", min_value=MIN_TIMESTAMP_MS),
         ]
+    elif table in ("user_stats", "item_stats"):
+        key = f"{table.split('_')[0]}_id"
+        rows += [e.ExpectColumnValuesToNotBeNull(column=key), e.ExpectColumnValuesToBeUnique(column=key)]
+        rows += [e.ExpectColumnValuesToBeBetween(column=f"{k}_life", min_value=0) for k in stats.KINDS]
+        rows += [e.ExpectColumnValuesToBeBetween(column=f"ctr_{w}", min_value=0) for w in (*stats.WINDOWS, "life")]
+        windows = [*stats.WINDOWS, "life"]
+        rows += [e.ExpectColumnPairValuesAToBeGreaterThanB(column_A=f"{k}_{long}", column_B=f"{k}_{short}",
+                                                           or_equal=True)
+                 for k in stats.KINDS for short, long in zip(windows, windows[1:])]
     else:
-        raise ValueError(f"no expectation suite for table {table!r}; known: examples, user_sequence")
+        raise ValueError(f"no expectation suite for table {table!r}; known: examples, "
+                         f"{', '.join(SEQUENCE_TABLES)}, user_stats, item_stats")
     for expectation in rows:
         suite.add_expectation(expectation)
     return suite
@@ -81,9 +98,11 @@ def validate_table(table: pa.Table | pd.DataFrame, kind: str, max_len: int = 10*
     for r in result.results:
         if not r.success:
             cfg = r.expectation_config
-            column = cfg.kwargs.get("column")
+            kw = cfg.kwargs
+            where = kw.get("column") or (f"{kw['column_A']}, {kw['column_B']}" if "column_A" in kw else None) \
+                or ", ".join(kw.get("column_list") or []) or "table"
             observed = r.result.get("observed_value", r.result.get("partial_unexpected_list"))
-            failures.append(f"{cfg.type}({column or 'table'}) observed {observed!r}")
+            failures.append(f"{cfg.type}({where}) observed {observed!r}")
     return GateResult(f"data gate [{kind}]", result.success, failures, len(result.results))
 
 

@@ -32,7 +32,8 @@ def test_demo_end_to_end_twice(tmp_path):
     assert b["read"] == b["accepted"] + b["rejected_total"] and b["rejected_total"] > 0
     rejected = ds.dataset(tmp_path / "run" / "offline" / "rejected", format="parquet").to_table()
     assert rejected.num_rows == b["rejected_total"]
-    assert first["feature_gate"]["passed"] and first["materialized_users"] > 0
+    assert all(g["passed"] for g in first["feature_gates"]) and len(first["feature_gates"]) == 5
+    assert first["materialized_users"] > 0 and all(n > 0 for n in first["materialized"].values())
 
     m = first["metrics"]
     assert m["auc"] > m["baseline_auc"], m

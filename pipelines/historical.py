@@ -1,0 +1,72 @@
+"""Point-in-time training sets from a run folder, for an entity table the user supplies.
+
+Sequences and statistics come from the offline logs (features.historical), exact on
+every row. Other views (e.g. item_content vectors) come from Feast's
+get_historical_features; Feast's file store drops rows whose key has only newer data,
+so its result is joined back onto every input row (missing values are null)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from features.historical import point_in_time
+from features.pit import sort_log
+from pipelines.feature_store import open_store
+
+REQUIRED = ("user_id", "timestamp")
+
+
+def historical_features(workdir: Path, entities: pa.Table, caps: dict[str, int],
+                        feast_refs: list[str] | None = None) -> pa.Table:
+    missing = [c for c in REQUIRED if c not in entities.column_names]
+    if missing:
+        raise ValueError(f"the entity table lacks {missing}; it needs user_id, timestamp (ms) "
+                         f"and optionally item_id, category_id; it has {entities.column_names}")
+    offline = Path(workdir) / "offline"
+    for name in ("behavior_log", "event_log"):
+        if not (offline / name).is_dir():
+            raise FileNotFoundError(f"{offline / name} is missing: run the backfill into {workdir} first")
+    behavior_log = sort_log(ds.dataset(offline / "behavior_log", format="parquet").to_table())
+    event_log = ds.dataset(offline / "event_log", format="parquet").to_table()
+    out = point_in_time(entities, behavior_log, event_log, caps)
+    if feast_refs:
+        out = _join_feast(out, entities, workdir, feast_refs)
+    return out
+
+
+def _join_feast(out: pa.Table, entities: pa.Table, workdir: Path, refs: list[str]) -> pa.Table:
+    keys = [c for c in ("user_id", "item_id", "category_id") if c in entities.column_names]
+    df = entities.select(keys).to_pandas()
+    df["event_timestamp"] = pd.to_datetime(entities.column("timestamp").to_numpy(), unit="ms", utc=True)
+    df["_row"] = np.arange(len(df))
+    store = open_store(workdir)
+    got = store.get_historical_features(entity_df=df, features=refs).to_df()
+    names = [ref.split(":", 1)[1] for ref in refs]
+    joined = df[["_row"]].merge(got[["_row", *names]], on="_row", how="left").sort_values("_row")
+    for ref, name in zip(refs, names):
+        column = pa.Array.from_pandas(joined[name])  # NaN -> null
+        declared = _declared_type(store, ref)
+        out = out.append_column(name, column.cast(declared) if declared is not None else column)
+    return out
+
+
+def _declared_type(store, ref: str):
+    """The Arrow type a view declares for a feature: Feast's file store turns ints with gaps into floats."""
+    view, name = ref.split(":", 1)
+    for field in store.get_feature_view(view).schema:
+        if field.name == name:
+            return {"Int64": pa.int64(), "Int32": pa.int32(), "Float64": pa.float64(),
+                    "Float32": pa.float32(), "String": pa.string()}.get(str(field.dtype))
+    return None
+
+
+def write_historical(workdir: Path, entities_path: Path, out_path: Path, caps: dict[str, int],
+                     feast_refs: list[str] | None = None) -> int:
+    table = historical_features(workdir, pq.read_table(entities_path), caps, feast_refs)
+    pq.write_table(table, out_path)
+    return table.num_rows
