@@ -40,6 +40,7 @@ class DemoConfig:
     min_auc: float = 0.55
     min_lift: float = 0.0  # over the popularity baseline
     show_users: int = 3
+    embed: bool = True  # embed the catalog (text encoder) and serve item_content vectors
 
     def __post_init__(self) -> None:
         for name in ("stream_fraction", "eval_fraction"):
@@ -74,7 +75,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     offline = work / "offline"
     for name in ("feast", "stream_rejected"):  # a rerun replaces the feature store and the dead letters
         shutil.rmtree(work / name, ignore_errors=True)
-    stages = Stages(6)
+    stages = Stages(7)
     summary: dict = {"workdir": str(work), "config": to_dict(cfg)}
 
     with stages.stage("ingest events"):
@@ -94,6 +95,19 @@ def run_demo(cfg: DemoConfig) -> dict:
                    f"{counts['rejected_total']:,} {counts['rejected']}, duplicates {counts['duplicates']:,}, "
                    f"examples {counts['examples']:,}; dead letters in {offline / 'rejected'}")
 
+    with stages.stage("item embeddings (Beam + encoders)"):
+        vectors = None
+        if cfg.embed:
+            from pipelines.embed import EmbedConfig, run_embed
+            from trainers.item_vectors import load_item_vectors
+
+            embedded = run_embed(EmbedConfig(workdir=str(work)))
+            summary["embed"] = embedded
+            stages.say(f"    {embedded}")
+            vectors = load_item_vectors(work) if cfg.train.item_vectors else None
+        else:
+            stages.say("    skipped (embed = false)")
+
     with stages.stage("feature store (Feast): gate, apply, materialize"):
         store = open_store(work)
         gates, online = publish(store, work, caps(cfg))
@@ -102,6 +116,10 @@ def run_demo(cfg: DemoConfig) -> dict:
         summary["feature_gates"] = [vars(g) for g in gates]
         summary["materialized"] = online
         summary["materialized_users"] = online.get("user_sequence", 0)
+        if cfg.embed:
+            from pipelines.feature_store import materialize_item_vectors
+
+            online["item_content"] = materialize_item_vectors(store, work)
         stages.say(f"    online rows: {online} in {work / 'feast' / 'online.db'}")
         sequences = load_tables(offline, "user_sequence")
 
@@ -114,7 +132,7 @@ def run_demo(cfg: DemoConfig) -> dict:
                    f"{data_gate.summary()}")
         summary["data_gate"] = vars(data_gate)
         if data_gate.passed:
-            result = train(train_set, eval_set, log, cfg.train,
+            result = train(train_set, eval_set, log, cfg.train, vectors=vectors,
                            progress=lambda step, loss: stages.say(f"    step {step:>5}  loss {loss:.4f}"))
             metrics = result.eval_metrics
             gate = model_gate(metrics, cfg.min_auc, cfg.min_lift)
@@ -123,7 +141,7 @@ def run_demo(cfg: DemoConfig) -> dict:
             if gate.passed:
                 version = register(work / "models", result.state_dict,
                                    {"config": to_dict(cfg.train), "metrics": metrics, "sequence": to_dict(cfg.sequence),
-                                    "trained_until_ms": int(cut), "dataset": cfg.dataset})
+                                    "trained_until_ms": int(cut), "dataset": cfg.dataset, **result.metadata()})
                 set_champion(work / "models", version)
                 summary["model_version"] = version
                 stages.say(f"    registered {version} as champion in {work / 'models'}")
