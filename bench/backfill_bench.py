@@ -109,7 +109,13 @@ def measure(fn, *args) -> tuple[dict, float, float]:
     queue = ctx.Queue()
     p = ctx.Process(target=_child, args=(fn, args, queue))
     p.start()
-    result, seconds, rss_kib = queue.get()
+    while True:
+        try:
+            result, seconds, rss_kib = queue.get(timeout=5)
+            break
+        except Exception:  # queue.Empty: a child that died left nothing to wait for
+            if not p.is_alive():
+                raise RuntimeError(f"{fn.__name__} failed (exit code {p.exitcode}); its traceback is above") from None
     p.join()
     return result, seconds, rss_kib / 1024
 
