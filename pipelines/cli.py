@@ -7,10 +7,10 @@ import json
 import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 
 from pipelines.config import ConfigError, from_dict, load_toml
+from pipelines.progress import quiet_libraries
 
 
 def _demo(args, extra) -> int:
@@ -202,25 +202,6 @@ def parser() -> argparse.ArgumentParser:
     o.add_argument("user", nargs="+", help="raw user IDs")
     o.set_defaults(func=_online)
     return p
-
-
-def quiet_libraries() -> None:
-    """Library deprecation notices and advice drown the progress lines; RECSTREAM_VERBOSE=1 keeps them.
-
-    Libraries add their own warning filters at import, so warnings raised inside
-    site-packages are dropped where they are shown; the project's own still show.
-    """
-    if os.environ.get("RECSTREAM_VERBOSE"):
-        return
-    show = warnings.showwarning
-
-    def show_ours(message, category, filename, lineno, file=None, line=None):
-        if "site-packages" not in str(filename):
-            show(message, category, filename, lineno, file, line)
-    warnings.showwarning = show_ours
-    for name in ("great_expectations", "great_expectations.data_context.types.base", "torchrec",
-                 "torch", "torch.fx._symbolic_trace", "py.warnings", "apache_beam"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:

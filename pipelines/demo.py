@@ -34,7 +34,8 @@ class DemoConfig:
     recent_len: int = 50
     category_len: int = 50
     labels: LabelPolicy = field(default_factory=LabelPolicy)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    # The ranker reads the embedded item vectors: a side feature, and a MUSE-style search over the history.
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(item_vectors=True, search_k=20))
     stream_fraction: float = 0.1  # the latest share of time, replayed through the stream job
     eval_fraction: float = 0.2  # the latest share of backfilled examples, held out for evaluation
     min_auc: float = 0.55
@@ -43,6 +44,8 @@ class DemoConfig:
     embed: bool = True  # embed the catalog (text encoder) and serve item_content vectors
 
     def __post_init__(self) -> None:
+        if self.train.item_vectors and not self.embed:
+            raise ValueError("train.item_vectors needs the embed stage: set embed = true or train.item_vectors = false")
         for name in ("stream_fraction", "eval_fraction"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")

@@ -1,8 +1,11 @@
 """Stage progress for long jobs: a numbered line per stage with its time."""
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 
 
@@ -22,3 +25,22 @@ class Stages:
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
+
+
+def quiet_libraries() -> None:
+    """Library deprecation notices and advice drown the progress lines; RECSTREAM_VERBOSE=1 keeps them.
+
+    Libraries add their own warning filters at import, so warnings raised inside
+    site-packages are dropped where they are shown; the project's own still show.
+    """
+    if os.environ.get("RECSTREAM_VERBOSE"):
+        return
+    show = warnings.showwarning
+
+    def show_ours(message, category, filename, lineno, file=None, line=None):
+        if "site-packages" not in str(filename):
+            show(message, category, filename, lineno, file, line)
+    warnings.showwarning = show_ours
+    for name in ("great_expectations", "great_expectations.data_context.types.base", "torchrec",
+                 "torch", "torch.fx._symbolic_trace", "py.warnings", "apache_beam"):
+        logging.getLogger(name).setLevel(logging.ERROR)

@@ -33,6 +33,7 @@ from pyflink.datastream.connectors.file_system import (BucketAssigner, FileSink,
 from pyflink.datastream.data_stream import CloseableIterator, DataStream
 
 from features.sequence import SequencePolicy
+from pipelines.progress import quiet_libraries
 from pipelines.flink_adapters import DEAD_LETTERS, RECEIPTS, OnlineWriterFn, SequenceFn, parse_line, route_key
 
 MONITOR_MS = 1000  # follow mode: how often the folder is listed for new files
@@ -140,6 +141,7 @@ def run_stream(cfg: StreamConfig, progress: Callable[[dict], bool | None] | None
 
 
 def _child(cfg: StreamConfig, messages, stop) -> None:
+    quiet_libraries()  # a spawned child starts with fresh warning filters
     try:
         def report(counts: dict) -> bool:
             messages.put(("counts", counts))

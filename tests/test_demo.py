@@ -11,15 +11,15 @@ from features.sequence import SequencePolicy
 from pipelines.demo import DemoConfig, run_demo
 from pipelines.feature_store import open_store, read_user_sequences
 from pipelines.sources.synthetic import SyntheticConfig
-from trainers.registry import champion
-from trainers.train import TrainConfig
+from trainers.registry import champion, metadata
 
 pytestmark = pytest.mark.e2e
 
 
 def tiny(workdir) -> DemoConfig:
-    return DemoConfig(workdir=str(workdir), synthetic=SyntheticConfig(users=80, days=8, bad_fraction=0.005),
-                      sequence=SequencePolicy(max_len=30), train=replace(TrainConfig(), steps=200),
+    return DemoConfig(workdir=str(workdir),
+                      synthetic=SyntheticConfig(users=80, items=300, days=8, bad_fraction=0.005),
+                      sequence=SequencePolicy(max_len=30), train=replace(DemoConfig().train, steps=200),
                       stream_fraction=0.15, min_auc=0.5)
 
 
@@ -34,10 +34,13 @@ def test_demo_end_to_end_twice(tmp_path):
     assert rejected.num_rows == b["rejected_total"]
     assert all(g["passed"] for g in first["feature_gates"]) and len(first["feature_gates"]) == 5
     assert first["materialized_users"] > 0 and all(n > 0 for n in first["materialized"].values())
+    assert first["embed"]["embedded"] == 300 and first["materialized"]["item_content"] == 300
 
     m = first["metrics"]
     assert m["auc"] > m["baseline_auc"], m
     assert first["model_version"] == champion(tmp_path / "run" / "models")
+    assert metadata(tmp_path / "run" / "models", first["model_version"])["item_embedding_version"] == \
+        first["embed"]["version"]  # the model records the encoder version it read
 
     s = first["stream"]
     assert s["read"] == first["ingest"]["stream_records"] > 0
@@ -52,7 +55,8 @@ def test_demo_end_to_end_twice(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert set(summary["seconds"]) >= {"backfill (Beam)", "train (TorchRec) and gate"}
 
-    second = run_demo(cfg)  # a rerun replaces the run's tables and adds a model version
+    second = run_demo(cfg)  # a rerun replaces the run's tables, embeds nothing new, adds a model version
     assert second["backfill"] == first["backfill"]
+    assert second["embed"]["embedded"] == 0 and second["embed"]["skipped_unchanged"] == 300
     assert second["model_version"] != first["model_version"]
     assert second["model_version"] == champion(tmp_path / "run" / "models")
