@@ -231,8 +231,8 @@ def versions(redis_binary: str) -> dict:
 
 
 def print_table(results: list[dict]) -> None:
-    head = (f"| store  | behaviors | Feast p50 | Feast p99 | raw p50 | raw p99 | Feast/raw p50 | Feast/raw p99 "
-            f"| raw+proto p50 | raw+proto p99 | packed p50 | packed p99 |")
+    head = ("| store  | behaviors | Feast p50 | Feast p99 | raw p50 | raw p99 | Feast/raw p50 | Feast/raw p99 "
+            "| raw+proto p50 | raw+proto p99 | packed p50 | packed p99 |")
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for r in results:

@@ -88,15 +88,8 @@ def materialize_user_sequences(store: FeatureStore, workdir: Path) -> int:
 
 def read_user_sequences(store: FeatureStore, user_ids: list[int]) -> dict[int, dict | None]:
     """Online user_sequence features by user; None for users the store does not hold."""
-    if not user_ids:
-        return {}
-    refs = [f"{USER_SEQUENCE}:{name}" for name in USER_SEQUENCE_FIELDS]
-    got = store.get_online_features(features=refs, entity_rows=[{"user_id": int(u)} for u in user_ids]).to_dict()
-    out = {}
-    for i, user in enumerate(got["user_id"]):
-        row = {name: got[name][i] for name in USER_SEQUENCE_FIELDS}
-        out[int(user)] = None if row["last_event_ms"] is None else row
-    return out
+    rows = read_online(store, USER_SEQUENCE, list(USER_SEQUENCE_FIELDS), [{"user_id": int(u)} for u in user_ids])
+    return {int(u): row for u, row in zip(user_ids, rows)}
 
 
 def read_online(store: FeatureStore, view: str, fields: list[str], entity_rows: list[dict]) -> list[dict | None]:
@@ -158,17 +151,8 @@ def read_item_vectors(store: FeatureStore, item_ids: list[int],
     modalities); None for items the store does not hold. With ``expected_version`` (the
     version a model was trained with), a vector of any other version raises
     EmbeddingVersionMismatch instead of reaching the model."""
-    if not item_ids:
-        return {}
-    refs = [f"{ITEM_CONTENT}:{name}" for name in ITEM_CONTENT_FIELDS]
-    got = store.get_online_features(features=refs, entity_rows=[{"item_id": int(i)} for i in item_ids]).to_dict()
-    out = {}
-    for i, item in enumerate(got["item_id"]):
-        row = {name: got[name][i] for name in ITEM_CONTENT_FIELDS}
-        if row["encoder_version"] is None:
-            out[int(item)] = None
-            continue
-        if expected_version is not None and row["encoder_version"] != expected_version:
+    rows = read_online(store, ITEM_CONTENT, list(ITEM_CONTENT_FIELDS), [{"item_id": int(i)} for i in item_ids])
+    for row in rows:
+        if row is not None and expected_version is not None and row["encoder_version"] != expected_version:
             raise EmbeddingVersionMismatch(expected_version, row["encoder_version"])
-        out[int(item)] = row
-    return out
+    return {int(i): row for i, row in zip(item_ids, rows)}

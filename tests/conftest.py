@@ -62,3 +62,13 @@ def naive_sequence(events: list[Event], max_len: int, event_types=frozenset(EVEN
         "seq_length": len(kept),
         "last_event_ms": kept[-1][0] if kept else 0,
     }
+
+
+def naive_dedup(events: list[Event]) -> list[Event]:
+    """One copy per event_id: the greatest (timestamp, event_id, item, category, type code) tuple."""
+    best: dict[str, tuple[tuple, Event]] = {}
+    for e in events:
+        key = (e.timestamp, e.event_id, e.item_id, e.category_id or 0, EVENT_TYPE_CODE[e.event_type])
+        if e.event_id not in best or key > best[e.event_id][0]:
+            best[e.event_id] = (key, e)
+    return [e for _, e in best.values()]

@@ -7,13 +7,12 @@ import random
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 
-import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import NOW_MS, naive_dedup, naive_sequence
 
-from conftest import NOW_MS, naive_sequence, random_events
-from features import pit, sequence
+from features import pit
 from features.ids import stable_ids
 from features.labels import LabelPolicy, build_examples
 from features.schema import EVENT_TYPE_CODE, Event, Rejection
@@ -45,15 +44,6 @@ def raw_lines(rng: random.Random) -> list[bytes]:
 
 def read_rows(folder):
     return pq.read_table(folder).to_pylist()
-
-
-def dedup(events):
-    """One copy per event_id, the greatest behavior tuple (the backfill's rule for examples)."""
-    best = {}
-    for e in events:
-        if e.event_id not in best or sequence.behavior(e) > sequence.behavior(best[e.event_id]):
-            best[e.event_id] = e
-    return list(best.values())
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +105,7 @@ def test_behavior_log_is_deduplicated_and_slices_back_to_the_sequences(run):
     log = pq.read_table(out / "behavior_log")
     expected = Counter()
     for user, events in by_user.items():
-        kept = dedup([e for e in events if e.event_type in SequencePolicy().event_types])
+        kept = naive_dedup([e for e in events if e.event_type in SequencePolicy().event_types])
         expected.update((user, e.timestamp, e.event_id, e.item_id, e.category_id or 0, EVENT_TYPE_CODE[e.event_type])
                         for e in kept)
     assert Counter(tuple(r.values()) for r in log.to_pylist()) == expected
@@ -134,7 +124,7 @@ def test_examples_equal_build_examples(run):
     out, counts, _, by_user = run
     expected = Counter()
     for events in by_user.values():
-        expected.update(build_examples(dedup(events), LABELS))
+        expected.update(build_examples(naive_dedup(events), LABELS))
     got = Counter(tuple(r[k] for k in ("user_id", "item_id", "category_id", "timestamp", "label"))
                   for r in read_rows(out / "examples"))
     assert got == expected
@@ -160,7 +150,7 @@ def test_next_item_examples_with_a_catalog(tmp_path):
         by_user[e.user_id].append(e)
     expected = Counter()
     for events in by_user.values():
-        expected.update(build_examples(dedup(events), policy, items, categories))
+        expected.update(build_examples(naive_dedup(events), policy, items, categories))
     got = Counter(tuple(r.values()) for r in read_rows(tmp_path / "out" / "examples"))
     assert got == expected and counts["examples"] == sum(expected.values()) > 0
     assert Counter(label for *_, label in expected.elements()) == {1: sum(expected.values()) // 3,

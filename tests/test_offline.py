@@ -6,8 +6,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import T0, naive_dedup, naive_sequence, random_events
 
-from conftest import T0, naive_sequence, random_events
 from features import labels, offline, sequence, stats
 from features.labels import LabelPolicy
 from features.schema import BEHAVIOR_TYPES, events_to_table
@@ -23,19 +23,11 @@ def by_user(events):
     return out
 
 
-def python_dedup(events):
-    best = {}
-    for e in events:
-        if e.event_id not in best or sequence.behavior(e) > sequence.behavior(best[e.event_id]):
-            best[e.event_id] = e
-    return list(best.values())
-
-
 @pytest.mark.parametrize("seed", range(6))
 def test_dedup_keeps_the_greatest_copy(seed):
     events = random_events(random.Random(seed), 300, users=USERS)
     table, dropped = offline.dedup(events_to_table(events))
-    expected = python_dedup(events)
+    expected = naive_dedup(events)
     assert dropped == len(events) - len(expected)
     got = {r["event_id"]: (r["timestamp"], r["item_id"], r["event_type"]) for r in table.to_pylist()}
     assert got == {e.event_id: (e.timestamp, e.item_id, e.event_type) for e in expected}
@@ -62,7 +54,7 @@ def test_latest_sequences_equal_the_oracle(seed):
 @pytest.mark.parametrize("seed", range(6))
 def test_impression_click_equals_the_per_user_labels(seed):
     rng = random.Random(seed)
-    events = python_dedup(random_events(rng, 400, users=USERS, items=5, span_ms=200,
+    events = naive_dedup(random_events(rng, 400, users=USERS, items=5, span_ms=200,
                                         types=("impression", "click", "view")))
     window = rng.choice([0, 10, 60])
     got = Counter(tuple(r.values()) for r in offline.impression_click(events_to_table(events), window).to_pylist())
@@ -73,7 +65,7 @@ def test_impression_click_equals_the_per_user_labels(seed):
 
 
 def test_next_item_examples_match_build_examples():
-    events = python_dedup(random_events(random.Random(3), 200, users=USERS, types=("click", "view", "buy")))
+    events = naive_dedup(random_events(random.Random(3), 200, users=USERS, types=("click", "view", "buy")))
     items, cats = np.arange(100, 130), np.arange(30) % 4
     policy = LabelPolicy(kind="next_item", negatives=2, seed=9)
     got = Counter(tuple(r.values()) for r in offline.examples(events_to_table(events), policy, items, cats).to_pylist())
@@ -86,7 +78,7 @@ def test_next_item_examples_match_build_examples():
 @pytest.mark.parametrize("seed", range(4))
 def test_latest_stats_equal_the_state_algebra(seed):
     rng = random.Random(seed)
-    events = python_dedup(random_events(rng, 300, users=USERS, span_ms=9 * 86_400_000))
+    events = naive_dedup(random_events(rng, 300, users=USERS, span_ms=9 * 86_400_000))
     as_of = T0 + 9 * 86_400_000 + rng.randrange(3_600_000)
     for key in ("user_id", "item_id"):
         rows = {r[key]: r for r in offline.latest_stats(events_to_table(events), key, as_of).to_pylist()}
