@@ -30,18 +30,20 @@ def type_codes(table: pa.Table) -> np.ndarray:
 
 
 def dedup(table: pa.Table) -> tuple[pa.Table, int]:
-    """One row per event_id: the copy with the greatest (timestamp, event_id, item, category, type code).
+    """One row per (user_id, event_id): the copy with the greatest (timestamp, event_id, item,
+    category, type code). Event ids are per user, as in the stream's keyed state.
     Returns the table (in no particular order) and the number of copies dropped."""
     if table.num_rows == 0:
         return table, 0
     keyed = table.append_column("_code", pa.array(type_codes(table))).append_column(
         "_cat", pc.fill_null(table.column("category_id"), UNKNOWN_CATEGORY))
-    order = pc.sort_indices(keyed, sort_keys=[("event_id", "ascending"), ("timestamp", "ascending"),
-                                              ("item_id", "ascending"), ("_cat", "ascending"),
-                                              ("_code", "ascending")]).to_numpy()
+    order = pc.sort_indices(keyed, sort_keys=[("user_id", "ascending"), ("event_id", "ascending"),
+                                              ("timestamp", "ascending"), ("item_id", "ascending"),
+                                              ("_cat", "ascending"), ("_code", "ascending")]).to_numpy()
     ids = keyed.column("event_id").combine_chunks().dictionary_encode().indices.to_numpy()[order]
+    users = keyed.column("user_id").to_numpy()[order]
     last = np.ones(len(order), dtype=bool)
-    last[:-1] = ids[:-1] != ids[1:]
+    last[:-1] = (ids[:-1] != ids[1:]) | (users[:-1] != users[1:])
     return table.take(pa.array(order[last])), int(len(order) - last.sum())
 
 

@@ -166,6 +166,14 @@ def _optional_number(rec: dict, name: str) -> float | None:
     return number
 
 
+def timestamp_ms(value: Any) -> int | None:
+    """A raw timestamp as validation reads it (integer ms or ISO-8601), or None if unreadable."""
+    try:
+        return _timestamp(value)
+    except _Invalid:
+        return None
+
+
 def _timestamp(value: Any) -> int:
     """Integer milliseconds, or an ISO-8601 string with a zone (UTC assumed if none)."""
     if isinstance(value, bool):

@@ -128,6 +128,10 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     with stages.stage("train (TorchRec) and gate"):
         examples = load_tables(offline, "examples")
+        if labels.kind == "impression_click":  # a click may still come after the cutoff: not yet labeled
+            settled = pc.less(pc.add(examples.column("timestamp"), labels.window_ms), got.cutoff_ms)
+            summary["unsettled_examples_dropped"] = examples.num_rows - pc.sum(settled).as_py()
+            examples = examples.filter(settled)
         log = sort_log(load_tables(offline, "behavior_log"))
         train_set, eval_set, cut = time_split(examples, cfg.eval_fraction)
         data_gate = validate_table(train_set, "examples")

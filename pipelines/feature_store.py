@@ -75,9 +75,15 @@ def materialize(store: FeatureStore, workdir: Path, views: list[str]) -> dict[st
         if table.num_rows:
             a, b = (v.as_py() for v in pc.min_max(table.column("feature_ts")).values())
             lo, hi = min(a, lo or a), max(b, hi or b)
-    loaded = [name for name in views if rows[name]]
+    loaded = [name for name in views if rows[name] and name != USER_SEQUENCE]
     if loaded:
         store.materialize(lo - timedelta(seconds=1), hi + timedelta(seconds=1), feature_views=loaded)
+    if rows.get(USER_SEQUENCE):
+        # The stream writes this view too: load it through the writer that never moves a
+        # user back in time (Feast's materialize overwrites unconditionally).
+        table = ds.dataset(Path(workdir) / "offline" / USER_SEQUENCE, format="parquet").to_table()
+        for batch in table.to_batches(max_chunksize=5_000):
+            write_user_sequences(store, batch.to_pylist())
     return rows
 
 

@@ -31,8 +31,13 @@ REJECT_KEYS = 16  # rejections spread over this many negative keys (user ids are
 
 
 def parse_line(line: str, now_ms: int | None) -> tuple[str, Event | Rejection]:
-    """Keep the raw line with the result so that a late event is dead-lettered as it came."""
-    return line, parse_event(line, now_ms)
+    """Keep the raw line with the result so that a late event is dead-lettered as it came.
+
+    Lines are read as ISO-8859-1 (one character per byte), so the original bytes come back
+    exactly and parse_event rejects bad UTF-8 as the batch job does (a UTF-8 reader would
+    have replaced it silently)."""
+    raw = line.encode("latin-1")
+    return raw.decode("utf-8", "backslashreplace"), parse_event(raw, now_ms)
 
 
 def route_key(parsed: tuple[str, Event | Rejection]) -> int:

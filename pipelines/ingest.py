@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.ids import stable_ids
+from features.validate import timestamp_ms
 from pipelines.sources import datasets
 from pipelines.sources.raw_files import write_json_lines
 from pipelines.sources.synthetic import DAY_MS, SyntheticConfig, SyntheticStream
@@ -57,9 +58,9 @@ def ingest(dataset: str, path: Path | None, synthetic: SyntheticConfig, out: Pat
         "csv": lambda: datasets.csv_events(path),
         "parquet": lambda: datasets.parquet_events(path),
     }[dataset]
-    times = np.array([r["timestamp"] for r in make() if isinstance(r.get("timestamp"), int)], dtype=np.int64)
+    times = np.array([t for t in (timestamp_ms(r.get("timestamp")) for r in make()) if t is not None], dtype=np.int64)
     if len(times) == 0:
-        raise datasets.DatasetError(f"{path} holds no events with an integer timestamp")
+        raise datasets.DatasetError(f"{path} holds no events with a readable timestamp (ms or ISO-8601)")
     cutoff = int(np.quantile(times, 1 - stream_fraction)) if stream_fraction > 0 else int(times.max()) + 1
     n_back, n_stream = _split(make(), cutoff, out)
     if dataset.startswith("ml-"):
@@ -90,8 +91,8 @@ def _timestamp(rec: str | dict) -> int:
             rec = json.loads(rec)
         except ValueError:
             return -1
-    ts = rec.get("timestamp") if isinstance(rec, dict) else None
-    return ts if isinstance(ts, int) and not isinstance(ts, bool) else -1
+    ts = timestamp_ms(rec.get("timestamp")) if isinstance(rec, dict) else None
+    return -1 if ts is None else ts
 
 
 def _catalog_from_events(records: Iterable[dict]) -> pa.Table:
@@ -105,10 +106,11 @@ def _catalog_from_events(records: Iterable[dict]) -> pa.Table:
 def _write_catalog(raw: pa.Table, out: Path) -> int:
     """Hash the catalog's raw IDs the same way as events (features.ids)."""
     cats = raw.column("category_id").to_pylist()
-    hashed_cats = stable_ids([c if c is not None else "" for c in cats])
+    missing = [c is None or c == "" for c in cats]  # as in validation: no category is category 0
+    hashed_cats = stable_ids(["" if m else c for m, c in zip(missing, cats)])
     table = pa.table({
         "item_id": stable_ids(raw.column("item_id")),
-        "category_id": np.where([c is None for c in cats], 0, hashed_cats),
+        "category_id": np.where(missing, 0, hashed_cats),
         "text": raw.column("text").cast(pa.string()),
     })
     pq.write_table(table, out / "catalog.parquet")

@@ -71,7 +71,7 @@ class StreamConfig:
 
 def build(env: StreamExecutionEnvironment, cfg: StreamConfig) -> DataStream:
     """Add the job to env; returns the stream of count receipts."""
-    files = FileSource.for_record_stream_format(StreamFormat.text_line_format(), str(cfg.source.resolve()))
+    files = FileSource.for_record_stream_format(StreamFormat.text_line_format("ISO-8859-1"), str(cfg.source.resolve()))
     if cfg.follow:
         files = files.monitor_continuously(Duration.of_millis(MONITOR_MS))
     lines = env.from_source(files.build(), WatermarkStrategy.no_watermarks(), "event files")

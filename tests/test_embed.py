@@ -259,7 +259,7 @@ def test_feast_apply_from_the_feature_repo_registers_item_content(run, tmp_path)
     shutil.copytree(repo / "feature_repo", tmp_path / "feature_repo")
     demo = tmp_path / "runs" / "demo"  # where feature_store.yaml keeps the registry, relative to feature_repo/
     shutil.copytree(work / "offline", demo / "offline")
-    env = {**os.environ, "RECSTREAM_WORKDIR": str(demo), "PYTHONPATH": str(repo)}
+    env = {**os.environ, "PYTHONPATH": str(repo)}
     feast = Path(sys.executable).with_name("feast")
     for args in (["apply"], ["feature-views", "describe", "item_content"]):
         done = subprocess.run([str(feast), *args], cwd=tmp_path / "feature_repo", env=env, capture_output=True,

@@ -59,6 +59,18 @@ def test_online_features_never_move_back_in_time(run):
     assert list(read_user_sequences(store, [row["user_id"]])[row["user_id"]]["seq_item_ids"]) == [7, 8]
 
 
+def test_materializing_again_does_not_undo_a_fresher_online_row(run):
+    """After a stream moved a user forward, re-materializing the older backfill row is skipped."""
+    work, store = run
+    materialize_user_sequences(store, work)
+    row = pq.read_table(work / "offline" / "user_sequence").slice(1, 1).to_pylist()[0]
+    fresher = {**{k: row[k] for k in ("user_id", *USER_SEQUENCE_FIELDS)},
+               "last_event_ms": row["last_event_ms"] + 60_000, "seq_item_ids": [42]}
+    assert write_user_sequences(store, [fresher]) == 1
+    materialize_user_sequences(store, work)
+    assert read_user_sequences(store, [row["user_id"]])[row["user_id"]]["seq_item_ids"] == [42]
+
+
 def test_empty_table_materializes_nothing(tmp_path):
     (tmp_path / "offline" / "user_sequence").mkdir(parents=True)
     pq.write_table(USER_SEQUENCE_SCHEMA.empty_table(), tmp_path / "offline" / "user_sequence" / "empty.parquet")
@@ -78,7 +90,7 @@ def test_redis_config_needs_an_address(monkeypatch):
 def test_feast_apply_works_from_the_feature_repo_folder(tmp_path):
     """The repository of record: `feast apply` run in (a copy of) feature_repo/ registers every object."""
     shutil.copytree(REPO / "feature_repo", tmp_path / "feature_repo")
-    env = {**os.environ, "RECSTREAM_WORKDIR": str(tmp_path / "runs" / "demo"), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     feast = Path(sys.executable).with_name("feast")
     done = subprocess.run([str(feast), "apply"], cwd=tmp_path / "feature_repo", env=env,
                           capture_output=True, text=True, timeout=300)

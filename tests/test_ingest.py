@@ -52,6 +52,24 @@ def test_movielens_split(tmp_path, shared_data):
     assert got.label_kind == "next_item" and got.catalog_items == 9_742
 
 
+def test_iso_times_split_and_empty_categories_hash_like_events(tmp_path):
+    from features.validate import parse_event
+
+    csv = tmp_path / "events.csv"
+    csv.write_text("user,item,time,category\n"
+                   "u1,i1,2024-01-01T00:00:00Z,c1\n"
+                   "u1,i2,2024-01-02T00:00:00Z,\n"
+                   "u1,i3,2024-01-03T00:00:00Z,c1\n"
+                   "u1,i4,2024-01-04T00:00:00Z,c2\n")
+    got = ingest("csv", csv, SyntheticConfig(), tmp_path / "run", stream_fraction=0.25)
+    later = _lines(tmp_path / "run" / "raw" / "stream")
+    assert got.backfill_records == 3 and [json.loads(x)["item_id"] for x in later] == ["i4"]
+    catalog = {r["item_id"]: r["category_id"] for r in pq.read_table(tmp_path / "run" / "catalog.parquet").to_pylist()}
+    event = parse_event({"event_id": "x", "user_id": "u1", "item_id": "i2", "event_type": "rate",
+                         "timestamp": "2024-01-02T00:00:00Z", "category_id": ""})
+    assert catalog[stable_id("i2")] == 0 and (event.category_id or 0) == 0  # both: no category
+
+
 def test_bad_dataset_arguments(tmp_path):
     with pytest.raises(DatasetError, match="unknown dataset 'nope'"):
         ingest("nope", None, SyntheticConfig(), tmp_path, 0.1)

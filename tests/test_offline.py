@@ -10,7 +10,7 @@ from conftest import T0, naive_dedup, naive_sequence, random_events
 
 from features import labels, offline, sequence, stats
 from features.labels import LabelPolicy
-from features.schema import BEHAVIOR_TYPES, events_to_table
+from features.schema import BEHAVIOR_TYPES, Event, events_to_table
 from features.sequence import SequencePolicy
 
 USERS = (11, 22, 33, 44)
@@ -31,6 +31,12 @@ def test_dedup_keeps_the_greatest_copy(seed):
     assert dropped == len(events) - len(expected)
     got = {r["event_id"]: (r["timestamp"], r["item_id"], r["event_type"]) for r in table.to_pylist()}
     assert got == {e.event_id: (e.timestamp, e.item_id, e.event_type) for e in expected}
+
+
+def test_the_same_event_id_of_two_users_is_two_events():
+    a = Event("e1", user_id=1, item_id=5, event_type="click", timestamp=T0)
+    table, dropped = offline.dedup(events_to_table([a, a._replace(user_id=2), a]))
+    assert dropped == 1 and sorted(table.column("user_id").to_pylist()) == [1, 2]
 
 
 @pytest.mark.parametrize("seed", range(6))

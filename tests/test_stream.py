@@ -46,7 +46,11 @@ def _split_events(tmp_path):
     late_copies = clicks[::max(1, len(clicks) // 3)][:3]
     write_json_lines(early, tmp_path / "raw")
     write_json_lines(later + late_copies, tmp_path / "stream")
-    return early, later + late_copies, late_copies
+    # Bad UTF-8 must be a not_utf8 rejection in the stream too, as in the backfill.
+    bad = b'{"event_id": "bad-\xff", "user_id": 1, "item_id": 2, "event_type": "click", "timestamp": 1}'
+    with open(sorted((tmp_path / "stream").glob("*.jsonl"))[0], "ab") as f:
+        f.write(bad + b"\n")
+    return early, later + late_copies + [bad], late_copies
 
 
 def _dead_letters(folder):
@@ -90,7 +94,7 @@ def test_backfill_plus_stream_equals_oracle_and_replay_changes_nothing(tmp_path)
     after = read_user_sequences(store, users)
     assert after == expected  # backfill + stream == the oracle over every event
     invalid = Counter(r.reason for r in parsed if not isinstance(r, Event))
-    assert invalid  # bad_fraction planted some
+    assert invalid["not_utf8"] == 1 and len(invalid) > 1  # the planted bad bytes and bad_fraction's records
     assert counts["read"] == len(streamed) == counts["accepted"] + counts["rejected_total"]
     assert counts["rejected"] == {**invalid, "late": 3} and counts["late"] == 3
     assert counts["applied"] == len(seq_events) - 3
