@@ -5,18 +5,26 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
+import pyarrow as pa
+from feast import (
+    Entity,
+    FeatureService,
+    FeatureView,
+    Field,
+    FileSource,
+    PushSource,
+    ValueType,
+)
 from feast.types import Array, Float32, Float64, Int32, Int64, String
 
-from features import stats
-
 from features.item_vectors import DEFAULT_VERSION, serving_version, version_dir
+from features.tables import TABLES, USER_SEQUENCE_SCHEMA
 
 USER_SEQUENCE = "user_sequence"
 USER_SEQUENCE_PUSH = "user_sequence_push"
-SEQUENCE_FIELDS = ("seq_item_ids", "seq_category_ids", "seq_event_types", "seq_timestamps",
-                   "seq_length", "last_event_ms")
-USER_SEQUENCE_FIELDS = SEQUENCE_FIELDS
+KEYS = ("user_id", "item_id", "category_id", "feature_ts")
+# The feature columns of the sequence views, as the offline tables declare them.
+SEQUENCE_FIELDS = tuple(n for n in USER_SEQUENCE_SCHEMA.names if n not in KEYS)
 ITEM_CONTENT = "item_content"
 ITEM_CONTENT_FIELDS = ("vector", "encoder_version", "modalities")
 # Offline table (features.tables.TABLES) -> the entities its view is keyed by.
@@ -29,14 +37,13 @@ VIEW_ENTITIES = {
 }
 
 
-def _sequence_schema() -> list[Field]:
-    return [Field(name="seq_item_ids", dtype=Array(Int64)), Field(name="seq_category_ids", dtype=Array(Int64)),
-            Field(name="seq_event_types", dtype=Array(Int32)), Field(name="seq_timestamps", dtype=Array(Int64)),
-            Field(name="seq_length", dtype=Int64), Field(name="last_event_ms", dtype=Int64)]
+_FEAST_TYPES = {pa.int32(): Int32, pa.int64(): Int64, pa.float64(): Float64,
+                pa.list_(pa.int32()): Array(Int32), pa.list_(pa.int64()): Array(Int64)}
 
 
-def _stats_schema() -> list[Field]:
-    return [Field(name=n, dtype=Float64 if n.startswith("ctr") else Int64) for n in stats.feature_names()]
+def feast_schema(table: str) -> list[Field]:
+    """A view's fields, derived from its offline table's Arrow schema (features.tables)."""
+    return [Field(name=f.name, dtype=_FEAST_TYPES[f.type]) for f in TABLES[table] if f.name not in KEYS]
 
 
 def entities() -> dict[str, Entity]:
@@ -66,7 +73,7 @@ def definitions(offline_dir: str) -> dict:
         out[name] = FeatureView(
             name=name, entities=[ents[k] for k in keys],
             ttl=timedelta(0),  # never expires: the newest row wins
-            schema=_stats_schema() if name.endswith("_stats") else _sequence_schema(),
+            schema=feast_schema(name),
             source=source, online=True, description=descriptions[name])
     out.update(item_content_definitions(offline_dir, ents["item"]))
     ranker_views = [out["user_recent"], out["user_category_sequence"], out["user_stats"], out["item_stats"]]

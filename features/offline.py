@@ -124,10 +124,16 @@ def _search3(a, b, c, qa, qb, qc) -> np.ndarray:
 
 
 def examples(events: pa.Table, policy: LabelPolicy, catalog_items: np.ndarray | None = None,
-             catalog_categories: np.ndarray | None = None) -> pa.Table:
-    """Labeled examples of a deduplicated batch of events (any users, any order)."""
+             catalog_categories: np.ndarray | None = None, until_ms: int | None = None) -> pa.Table:
+    """Labeled examples of a deduplicated batch of events (any users, any order).
+
+    ``until_ms``: the end of the data. An impression whose click window is not over by then
+    cannot be labeled yet (its click may come later) and yields no example."""
     if policy.kind == "impression_click":
-        return impression_click(events, policy.window_ms)
+        labeled = impression_click(events, policy.window_ms)
+        if until_ms is None:
+            return labeled
+        return labeled.filter(pc.less(pc.add(labeled.column("timestamp"), policy.window_ms), until_ms))
     rows = []
     by_user = events.sort_by([("user_id", "ascending")])
     users = by_user.column("user_id").to_numpy()

@@ -20,8 +20,6 @@ from features.schema import BEHAVIOR_TYPES, EVENT_TYPE_CODE, UNKNOWN_CATEGORY, E
 Behavior = tuple[int, str, int, int, int]
 SequenceState = dict[str, Behavior]
 
-SEQUENCE_FIELDS = ("seq_item_ids", "seq_category_ids", "seq_event_types", "seq_timestamps")
-
 
 @dataclass(frozen=True)
 class SequencePolicy:

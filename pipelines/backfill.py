@@ -48,6 +48,7 @@ class BackfillConfig:
     category_len: int = 50
     labels: LabelPolicy = field(default_factory=LabelPolicy)
     stats_as_of_ms: int | None = None  # None: no stats tables (they need an as-of time)
+    labels_until_ms: int | None = None  # the data's end: impressions whose click window runs past it get no label
     now_ms: int | None = None  # validation clock; None means the wall clock
     shards: int = 16
 
@@ -83,6 +84,7 @@ def build(p: beam.Pipeline, cfg: BackfillConfig, files: list[str]) -> None:
     if cfg.catalog:
         catalog = beam.pvalue.AsSingleton(p | "Catalog" >> beam.Create([_load_catalog(cfg.catalog)]))
     settings = ShardSettings(cfg.sequence, cfg.recent_len, cfg.category_len, cfg.labels, cfg.stats_as_of_ms,
+                             cfg.labels_until_ms,
                              cfg.shards)
     tables = (read.events
               | "GroupUserShards" >> beam.GroupByKey()

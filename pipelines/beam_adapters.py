@@ -77,6 +77,7 @@ class ShardSettings:
     category_len: int
     labels: LabelPolicy
     stats_as_of_ms: int | None
+    labels_until_ms: int | None
     shards: int
 
 
@@ -101,7 +102,7 @@ class UserShardFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput("user_recent", offline.latest_sequences(log, s.recent_len))
         yield beam.pvalue.TaggedOutput("user_category_sequence", offline.latest_category_sequences(log, s.category_len))
         items, cats = catalog if catalog is not None else (None, None)
-        examples = offline.examples(events, s.labels, items, cats)
+        examples = offline.examples(events, s.labels, items, cats, s.labels_until_ms)
         self.examples.inc(examples.num_rows)
         yield beam.pvalue.TaggedOutput("examples", examples)
         as_of = s.stats_as_of_ms

@@ -46,6 +46,7 @@ def _backfill(args, extra) -> int:
     cfg = BackfillConfig(input=args.input, output=args.output, catalog=args.catalog,
                          sequence=SequencePolicy(max_len=args.max_len), recent_len=args.recent_len,
                          category_len=args.category_len, stats_as_of_ms=args.stats_as_of,
+                         labels_until_ms=args.labels_until,
                          labels=LabelPolicy(kind=args.labels, negatives=args.negatives))
     print(json.dumps(run_backfill(cfg, extra), indent=2))
     return 0
@@ -149,6 +150,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--recent-len", type=int, default=50)
     b.add_argument("--category-len", type=int, default=50)
     b.add_argument("--stats-as-of", type=int, help="ms; write user/item stats as of this time")
+    b.add_argument("--labels-until", type=int,
+                   help="ms; the data's end: impressions whose click window runs past it get no label")
     b.add_argument("--labels", default="impression_click", choices=["impression_click", "next_item"])
     b.add_argument("--negatives", type=int, default=1)
     b.set_defaults(func=_backfill)

@@ -92,6 +92,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         counts = run_backfill(BackfillConfig(input=str(work / "raw" / "backfill" / "*.jsonl"), output=str(offline),
                                              catalog=str(work / "catalog.parquet"), sequence=cfg.sequence,
                                              labels=labels, stats_as_of_ms=got.cutoff_ms,
+                                             labels_until_ms=got.cutoff_ms,
                                              recent_len=cfg.recent_len, category_len=cfg.category_len))
         summary["backfill"] = counts
         stages.say(f"    read {counts['read']:,}, accepted {counts['accepted']:,}, rejected "
@@ -128,10 +129,6 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     with stages.stage("train (TorchRec) and gate"):
         examples = load_tables(offline, "examples")
-        if labels.kind == "impression_click":  # a click may still come after the cutoff: not yet labeled
-            settled = pc.less(pc.add(examples.column("timestamp"), labels.window_ms), got.cutoff_ms)
-            summary["unsettled_examples_dropped"] = examples.num_rows - pc.sum(settled).as_py()
-            examples = examples.filter(settled)
         log = sort_log(load_tables(offline, "behavior_log"))
         train_set, eval_set, cut = time_split(examples, cfg.eval_fraction)
         data_gate = validate_table(train_set, "examples")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -13,9 +13,19 @@ from feast import FeatureStore, RepoConfig
 from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
 from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
 
-from feature_repo.definitions import (ITEM_CONTENT, ITEM_CONTENT_FIELDS, USER_SEQUENCE, USER_SEQUENCE_FIELDS,
-                                      definitions)
-from features.item_vectors import DEFAULT_VERSION, EmbeddingVersionMismatch, serving_version, version_dir
+from feature_repo.definitions import (
+    ITEM_CONTENT,
+    ITEM_CONTENT_FIELDS,
+    SEQUENCE_FIELDS,
+    USER_SEQUENCE,
+    definitions,
+)
+from features.item_vectors import (
+    DEFAULT_VERSION,
+    EmbeddingVersionMismatch,
+    serving_version,
+    version_dir,
+)
 
 
 @dataclass(frozen=True)
@@ -94,7 +104,7 @@ def materialize_user_sequences(store: FeatureStore, workdir: Path) -> int:
 
 def read_user_sequences(store: FeatureStore, user_ids: list[int]) -> dict[int, dict | None]:
     """Online user_sequence features by user; None for users the store does not hold."""
-    rows = read_online(store, USER_SEQUENCE, list(USER_SEQUENCE_FIELDS), [{"user_id": int(u)} for u in user_ids])
+    rows = read_online(store, USER_SEQUENCE, list(SEQUENCE_FIELDS), [{"user_id": int(u)} for u in user_ids])
     return {int(u): row for u, row in zip(user_ids, rows)}
 
 
@@ -111,7 +121,7 @@ def read_online(store: FeatureStore, view: str, fields: list[str], entity_rows: 
 
 
 def write_user_sequences(store: FeatureStore, rows: list[dict]) -> int:
-    """Write finalized sequence rows (user_id + USER_SEQUENCE_FIELDS) online.
+    """Write finalized sequence rows (user_id + SEQUENCE_FIELDS) online.
 
     A row whose last_event_ms is older than what the store holds is skipped, so
     a replay or a restart never moves a user's features back in time.
@@ -130,9 +140,6 @@ def write_user_sequences(store: FeatureStore, rows: list[dict]) -> int:
     store.write_to_online_store(USER_SEQUENCE, df)
     return len(fresh)
 
-
-def utc(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
 def materialize_item_vectors(store: FeatureStore, workdir: Path) -> int:

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from features.tables import USER_SEQUENCE_SCHEMA
-from feature_repo.definitions import USER_SEQUENCE_FIELDS
+from feature_repo.definitions import SEQUENCE_FIELDS
 from pipelines.feature_store import (OnlineStore, apply, materialize_user_sequences, open_store,
                                      read_user_sequences, write_user_sequences)
 from tests.helpers import backfilled_run
@@ -37,8 +37,8 @@ def test_materialized_features_equal_the_offline_table(run):
     assert len(online) == len(offline)
     for row in offline:
         got = online[row["user_id"]]
-        assert {k: list(got[k]) if isinstance(got[k], list) else got[k] for k in USER_SEQUENCE_FIELDS} == \
-               {k: row[k] for k in USER_SEQUENCE_FIELDS}
+        assert {k: list(got[k]) if isinstance(got[k], list) else got[k] for k in SEQUENCE_FIELDS} == \
+               {k: row[k] for k in SEQUENCE_FIELDS}
 
 
 def test_unknown_user_reads_as_none(run):
@@ -50,7 +50,7 @@ def test_online_features_never_move_back_in_time(run):
     work, store = run
     materialize_user_sequences(store, work)
     row = pq.read_table(work / "offline" / "user_sequence").slice(0, 1).to_pylist()[0]
-    features = {k: row[k] for k in ("user_id", *USER_SEQUENCE_FIELDS)}
+    features = {k: row[k] for k in ("user_id", *SEQUENCE_FIELDS)}
     older = {**features, "last_event_ms": row["last_event_ms"] - 1, "seq_item_ids": [7]}
     assert write_user_sequences(store, [older]) == 0
     assert list(read_user_sequences(store, [row["user_id"]])[row["user_id"]]["seq_item_ids"]) == row["seq_item_ids"]
@@ -64,7 +64,7 @@ def test_materializing_again_does_not_undo_a_fresher_online_row(run):
     work, store = run
     materialize_user_sequences(store, work)
     row = pq.read_table(work / "offline" / "user_sequence").slice(1, 1).to_pylist()[0]
-    fresher = {**{k: row[k] for k in ("user_id", *USER_SEQUENCE_FIELDS)},
+    fresher = {**{k: row[k] for k in ("user_id", *SEQUENCE_FIELDS)},
                "last_event_ms": row["last_event_ms"] + 60_000, "seq_item_ids": [42]}
     assert write_user_sequences(store, [fresher]) == 1
     materialize_user_sequences(store, work)

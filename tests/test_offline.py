@@ -70,6 +70,14 @@ def test_impression_click_equals_the_per_user_labels(seed):
     assert got == expected and sum(expected.values()) > 0
 
 
+def test_impressions_whose_window_passes_the_data_end_get_no_label():
+    imp = Event("i", user_id=1, item_id=5, event_type="impression", timestamp=T0)
+    late = imp._replace(event_id="j", timestamp=T0 + 50)
+    got = offline.examples(events_to_table([imp, late]), LabelPolicy(window_ms=30), until_ms=T0 + 60)
+    assert got.column("timestamp").to_pylist() == [T0]  # T0 + 50 + 30 is past the end: not labeled yet
+    assert offline.examples(events_to_table([imp, late]), LabelPolicy(window_ms=30)).num_rows == 2
+
+
 def test_next_item_examples_match_build_examples():
     events = naive_dedup(random_events(random.Random(3), 200, users=USERS, types=("click", "view", "buy")))
     items, cats = np.arange(100, 130), np.arange(30) % 4

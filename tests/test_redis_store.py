@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
-from feature_repo.definitions import USER_SEQUENCE, USER_SEQUENCE_FIELDS
+from feature_repo.definitions import USER_SEQUENCE, SEQUENCE_FIELDS
 from pipelines.feature_store import (OnlineStore, apply, materialize_user_sequences, open_store,
                                      read_user_sequences, write_user_sequences)
 from tests.helpers import backfilled_run
@@ -23,7 +23,7 @@ def plain(row: dict | None) -> dict | None:
     """An online row as plain Python values (lists as lists), for comparing with Parquet rows."""
     if row is None:
         return None
-    return {k: list(row[k]) if isinstance(row[k], (list, tuple)) else row[k] for k in USER_SEQUENCE_FIELDS}
+    return {k: list(row[k]) if isinstance(row[k], (list, tuple)) else row[k] for k in SEQUENCE_FIELDS}
 
 
 def offline_rows(work) -> list[dict]:
@@ -65,7 +65,7 @@ def test_materialize_loads_every_user_into_redis_and_reads_equal_the_offline_row
     online = read_user_sequences(stores["redis"], [r["user_id"] for r in offline])
     assert len(online) == len(offline)
     for row in offline:
-        assert plain(online[row["user_id"]]) == {k: row[k] for k in USER_SEQUENCE_FIELDS}, row["user_id"]
+        assert plain(online[row["user_id"]]) == {k: row[k] for k in SEQUENCE_FIELDS}, row["user_id"]
 
 
 def test_unknown_user_reads_as_none_on_redis(stores):
@@ -89,7 +89,7 @@ def test_online_features_never_move_back_in_time(run, stores, kind):
     base = {"user_id": NEW_USER, "seq_item_ids": [11], "seq_category_ids": [1], "seq_event_types": [2],
             "seq_timestamps": [t], "seq_length": 1, "last_event_ms": t}
     assert write_user_sequences(store, [base]) == 1
-    assert plain(read_user_sequences(store, [NEW_USER])[NEW_USER]) == {k: base[k] for k in USER_SEQUENCE_FIELDS}
+    assert plain(read_user_sequences(store, [NEW_USER])[NEW_USER]) == {k: base[k] for k in SEQUENCE_FIELDS}
 
     older = {**base, "seq_item_ids": [99], "last_event_ms": t - 1, "seq_timestamps": [t - 1]}
     assert write_user_sequences(store, [older]) == 0
@@ -106,15 +106,15 @@ def test_online_features_never_move_back_in_time(run, stores, kind):
              "seq_event_types": [2, 2, 2], "seq_timestamps": [t - 5, t, t + 1], "seq_length": 3,
              "last_event_ms": t + 1}
     assert write_user_sequences(store, [newer]) == 1
-    assert plain(read_user_sequences(store, [NEW_USER])[NEW_USER]) == {k: newer[k] for k in USER_SEQUENCE_FIELDS}
+    assert plain(read_user_sequences(store, [NEW_USER])[NEW_USER]) == {k: newer[k] for k in SEQUENCE_FIELDS}
 
     # A materialized user: a replayed older row is skipped and the user keeps the offline row.
     row = offline_rows(run)[0]
-    stale = {**{k: row[k] for k in ("user_id", *USER_SEQUENCE_FIELDS)}, "seq_item_ids": [7],
+    stale = {**{k: row[k] for k in ("user_id", *SEQUENCE_FIELDS)}, "seq_item_ids": [7],
              "last_event_ms": row["last_event_ms"] - 1}
     assert write_user_sequences(store, [stale, {**newer, "last_event_ms": t - 10}]) == 0
     assert plain(read_user_sequences(store, [row["user_id"]])[row["user_id"]]) == \
-        {k: row[k] for k in USER_SEQUENCE_FIELDS}
+        {k: row[k] for k in SEQUENCE_FIELDS}
 
 
 def test_redis_outage_raises_a_connection_error_then_recovers_after_restart(run, stores):
@@ -146,7 +146,7 @@ def test_redis_outage_raises_a_connection_error_then_recovers_after_restart(run,
         assert materialize_user_sequences(store, run) == len(offline)
         online = read_user_sequences(store, users)
         for row in offline:
-            assert plain(online[row["user_id"]]) == {k: row[k] for k in USER_SEQUENCE_FIELDS}
+            assert plain(online[row["user_id"]]) == {k: row[k] for k in SEQUENCE_FIELDS}
     finally:
         last = server.pid
         server.close()
