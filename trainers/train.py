@@ -10,10 +10,7 @@ plain model on CPU, with no process group, as serving does.
 from __future__ import annotations
 
 import math
-import socket
 import time
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -22,21 +19,15 @@ import pyarrow as pa
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.distributed._shard.sharded_tensor import ShardedTensor
-from torch.distributed.tensor import DTensor
-from torchrec.distributed.embedding import EmbeddingCollectionSharder
-from torchrec.distributed.model_parallel import DistributedModelParallel
-from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
-from torchrec.distributed.types import ShardingEnv, ShardingType
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
-from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
-from torchrec.optim.optimizers import in_backward_optimizer_filter
+from torchrec.optim.keyed import CombinedOptimizer
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
 from features.labels import EXAMPLE_SCHEMA
 from features.pit import LOG_COLUMNS, sort_log
 from trainers import metrics
 from trainers.batches import Batch, FeatureSpec, eval_batches, training_batches
+from trainers.distributed import combined_optimizer, process_group, shard, threads, unsharded_state_dict
 from trainers.item_vectors import META_KEY, ItemVectors, require_version
 from trainers.model import ModelConfig, SequenceRanker
 
@@ -114,11 +105,15 @@ def train(train_examples: pa.Table, eval_examples: pa.Table, log: pa.Table, cfg:
     _check_columns(log, LOG_COLUMNS, "log")
     log = sort_log(log)
     torch.manual_seed(cfg.seed)
-    with _threads(cfg.threads), _process_group() as pg:
-        model = _sharded_model(cfg, pg, vectors)
-        dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(model.named_parameters())),
-                                      lambda params: torch.optim.Adam(params, lr=cfg.dense_lr))
-        optimizer = CombinedOptimizer([model.fused_optimizer, dense])
+    with threads(cfg.threads), process_group() as pg:
+        if dist.get_world_size(pg) != 1:
+            raise RuntimeError(f"train() runs at world size 1; the initialized process group has "
+                               f"{dist.get_world_size(pg)} ranks")
+        model = SequenceRanker(cfg.model_config(vectors.dim if vectors else 0), sparse_device=torch.device("meta"),
+                               item_vectors=None if vectors is None else vectors.table)
+        apply_optimizer_in_backward(RowWiseAdagrad, model.sparse_arch.parameters(), {"lr": cfg.sparse_lr})
+        model = shard(model, pg)
+        optimizer = combined_optimizer(model, cfg.dense_lr)
         losses, seconds = _fit(model, optimizer,
                                training_batches(train_examples, log, cfg.features, cfg.batch_size, cfg.seed,
                                                 vectors), cfg, progress)
@@ -152,7 +147,7 @@ def predict(state_dict: dict[str, torch.Tensor], cfg: TrainConfig, examples: pa.
     if vectors is not None:  # to_empty() leaves buffers uninitialized; the vectors are not in state_dict
         model.item_vectors = vectors.table.float()
     model.load_state_dict(state_dict, strict=True)
-    with _threads(cfg.threads):
+    with threads(cfg.threads):
         return _score(model, eval_batches(examples, sort_log(log), cfg.features, cfg.eval_batch_size, vectors))
 
 
@@ -202,72 +197,6 @@ def _score(model: torch.nn.Module, batches: Iterator[Batch]) -> np.ndarray:
         for batch in batches:
             out.append(torch.sigmoid(model(batch.sparse, batch.vector_rows)).double().numpy())
     return np.concatenate(out) if out else np.zeros(0)
-
-
-def _sharded_model(cfg: TrainConfig, pg: dist.ProcessGroup, vectors: ItemVectors | None) -> DistributedModelParallel:
-    """Tables on "meta" get a fused RowWiseAdagrad, then DMP shards them table-wise on CPU."""
-    model = SequenceRanker(cfg.model_config(vectors.dim if vectors else 0), sparse_device=torch.device("meta"),
-                           item_vectors=None if vectors is None else vectors.table)
-    apply_optimizer_in_backward(RowWiseAdagrad, model.sparse_arch.parameters(), {"lr": cfg.sparse_lr})
-    env = ShardingEnv.from_process_group(pg)
-    sharders = [EmbeddingCollectionSharder()]
-    # data_parallel fails for EmbeddingCollection on CPU; table-wise works at any world size.
-    constraints = {table.name: ParameterConstraints(sharding_types=[ShardingType.TABLE_WISE.value])
-                   for table in model.sparse_arch.ec.embedding_configs()}
-    planner = EmbeddingShardingPlanner(
-        topology=Topology(world_size=env.world_size, local_world_size=env.world_size, compute_device="cpu"),
-        constraints=constraints)
-    plan = planner.collective_plan(model, sharders, pg)
-    return DistributedModelParallel(model, env=env, device=torch.device("cpu"), plan=plan, sharders=sharders)
-
-
-def unsharded_state_dict(model: DistributedModelParallel) -> dict[str, torch.Tensor]:
-    """The DMP state_dict with sharded tables gathered into plain CPU tensors (world size 1)."""
-    out = {}
-    with warnings.catch_warnings():  # torchrec 1.8's EmbeddingCollection state is ShardedTensor (deprecated)
-        warnings.filterwarnings("ignore", message="Please use DTensor", category=FutureWarning)
-        for key, value in model.state_dict().items():
-            if isinstance(value, ShardedTensor):
-                full = torch.empty(value.size(), dtype=value.dtype)
-                value.gather(dst=0, out=full)
-                value = full
-            elif isinstance(value, DTensor):
-                value = value.full_tensor()
-            out[key] = value.detach().to("cpu").clone()
-    return out
-
-
-@contextmanager
-def _process_group() -> Iterator[dist.ProcessGroup]:
-    """Reuse an initialized group of size 1, or create a gloo group on a free port and destroy it after."""
-    if dist.is_initialized():
-        if dist.get_world_size() != 1:
-            raise RuntimeError(f"train() runs at world size 1; the initialized process group has "
-                               f"{dist.get_world_size()} ranks")
-        yield dist.group.WORLD
-        return
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
-    try:
-        yield dist.group.WORLD
-    finally:
-        dist.destroy_process_group()
-
-
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _check_columns(table: pa.Table, names, what: str) -> None:
