@@ -1,8 +1,11 @@
 """Backfill speed and memory: the Beam job against the same computation written directly
-(parse_event + features.offline in one process, no Beam), in one run; plus point-in-time
-retrieval rows/s. Each measurement runs in its own process so peak memory is its own.
+(features.validate_arrow + features.offline in one process, no Beam), in one run; plus
+point-in-time retrieval rows/s. Each measurement runs in its own process so peak memory is
+its own. Each synthetic event count runs twice: with the usual ~240 events per user, and with
+--user-factor times more users (so ~240/factor events each), to show whether memory grows
+with the number of users beyond the output.
 
-    .venv/bin/python bench/backfill_bench.py --events 1000000 [--events 10000000] [--movielens PATH]
+    .venv/bin/python bench/backfill_bench.py --events 1000000 --workers 2 [--events 10000000] [--movielens PATH]
 """
 from __future__ import annotations
 
@@ -18,12 +21,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def make_raw(folder: Path, events: int, seed: int = 0) -> int:
+def make_raw(folder: Path, events: int, seed: int = 0, user_factor: int = 1) -> int:
     from pipelines.sources.raw_files import write_json_lines
     from pipelines.sources.synthetic import SyntheticConfig, SyntheticStream
 
-    # ~240 events per user over 30 days; users scale with the event count.
-    cfg = SyntheticConfig(users=max(10, events // 240), items=max(1000, events // 50), seed=seed)
+    # ~240 events per user over 30 days; users scale with the event count (and the factor: the
+    # stream is cut at the event count, so more users means fewer events each, over fewer days).
+    cfg = SyntheticConfig(users=max(10, events // 240) * user_factor, items=max(1000, events // 50), seed=seed)
 
     def lines():
         n = 0
@@ -47,27 +51,29 @@ def direct_job(raw: str, out: str, workers: int) -> dict:
     """The reference: the same validation and table builders, one process, no Beam."""
     import glob
 
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from features import offline
     from features.labels import LabelPolicy
-    from features.schema import Rejection, events_to_table
     from features.sequence import SequencePolicy
-    from features.validate import parse_event
+    from features.json_lines import line_blocks
+    from features.validate_arrow import parse_lines
 
-    events, rejected = [], 0
+    chunks, read = [], 0
     for path in sorted(glob.glob(raw)):
         with open(path, "rb") as f:
-            for line in f:
-                got = parse_event(line.rstrip(b"\n"))
-                if isinstance(got, Rejection):
-                    rejected += 1
-                else:
-                    events.append(got)
-    table, dropped = offline.dedup(events_to_table(events))
-    log = offline.behavior_log(table, SequencePolicy())
+            for lines in line_blocks(f, 8 << 20):
+                chunks.append(parse_lines(lines).events)
+                read += len(lines)
+    raw_events = pa.concat_tables(chunks)
+    del chunks
+    table, dropped = offline.dedup(raw_events)
+    policy = SequencePolicy()
+    log = offline.behavior_log(raw_events, policy)
     tables = {"behavior_log": log, "event_log": offline.event_log(table),
-              "user_sequence": offline.latest_sequences(log, 200), "user_recent": offline.latest_sequences(log, 50),
+              "user_sequence": offline.lifelong_sequences(raw_events, log, policy),
+              "user_recent": offline.latest_sequences(log, 50),
               "user_category_sequence": offline.latest_category_sequences(log, 50),
               "examples": offline.examples(table, LabelPolicy()),
               "user_stats": offline.latest_stats(table, "user_id", 1_706_745_600_000),
@@ -75,7 +81,7 @@ def direct_job(raw: str, out: str, workers: int) -> dict:
     Path(out).mkdir(parents=True, exist_ok=True)
     for name, t in tables.items():
         pq.write_table(t, Path(out) / f"{name}.parquet")
-    return {"read": len(events) + rejected, "accepted": len(events), "duplicates": dropped}
+    return {"read": read, "accepted": table.num_rows + dropped, "duplicates": dropped}
 
 
 def historical_job(out: str, rows: int) -> dict:
@@ -91,6 +97,34 @@ def historical_job(out: str, rows: int) -> dict:
     start = time.perf_counter()
     got = historical_features(Path(out).parent, entities, {"user_sequence": 200, "user_recent": 50,
                                                            "user_category_sequence": 50})
+    return {"rows": got.num_rows, "seconds_inner": time.perf_counter() - start}
+
+
+def pit_scale_job(log_rows: int, rows: int) -> dict:
+    """Point-in-time retrieval alone against a synthetic sorted log of log_rows behaviors (and as
+    many events), ~240 per user, for ``rows`` entity rows: what historical_job measures, without
+    running a backfill of that size first."""
+    import numpy as np
+    import pyarrow as pa
+
+    from features.historical import point_in_time
+    from features.tables import BEHAVIOR_LOG_SCHEMA, EVENT_LOG_SCHEMA
+
+    rng = np.random.default_rng(0)
+    users = np.sort(rng.integers(0, 2**62, max(1, log_rows // 240)))
+    user = np.sort(rng.choice(users, log_rows))
+    times = 1_704_067_200_000 + rng.integers(0, 30 * 86_400_000, log_rows)
+    order = np.lexsort((times, user))
+    user, times = user[order], times[order]
+    items, codes = rng.integers(0, 10**6, log_rows), rng.integers(1, 8, log_rows).astype(np.int32)
+    log = pa.table({"user_id": user, "timestamp": times, "event_id": pa.array(np.arange(log_rows).astype(str)),
+                    "item_id": items, "category_id": items % 40, "event_type_code": codes}, schema=BEHAVIOR_LOG_SCHEMA)
+    events = pa.table({"user_id": user, "item_id": items, "timestamp": times, "event_type_code": codes},
+                      schema=EVENT_LOG_SCHEMA)
+    entities = pa.table({"user_id": rng.choice(users, rows),
+                         "timestamp": rng.integers(1_704_067_200_000, 1_706_745_600_000, rows)})
+    start = time.perf_counter()
+    got = point_in_time(entities, log, events, {"user_sequence": 200, "user_recent": 50, "user_category_sequence": 50})
     return {"rows": got.num_rows, "seconds_inner": time.perf_counter() - start}
 
 
@@ -124,20 +158,26 @@ def folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*.parquet"))
 
 
-def run(events: int, movielens: str | None, workers: int, history_rows: int) -> list[dict]:
+def run(events: int, movielens: str | None, workers: int, history_rows: int, user_factor: int) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        sources = [(f"synthetic {events:,}", lambda f: make_raw(f, events))] if events else []
+        sources = []
+        if events:
+            sources.append((f"synthetic {events:,}", max(10, events // 240), lambda f: make_raw(f, events)))
+            if user_factor > 1:
+                users = max(10, events // 240) * user_factor
+                sources.append((f"synthetic {events:,} x{user_factor} users", users,
+                                lambda f: make_raw(f, events, user_factor=user_factor)))
         if movielens:
             def ml(folder, path=movielens):
                 from pipelines.ingest import ingest
                 from pipelines.sources.synthetic import SyntheticConfig
                 got = ingest("ml-latest-small", Path(path), SyntheticConfig(), folder.parent.parent, 0.0)
                 return got.backfill_records
-            sources.append(("ml-latest-small", ml))
-        for name, make in sources:
-            raw = tmp / name.split()[0] / "raw" / "backfill"
+            sources.append(("ml-latest-small", 610, ml))
+        for k, (name, users, make) in enumerate(sources):
+            raw = tmp / f"source{k}" / "raw" / "backfill"
             start = time.perf_counter()
             n = make(raw)
             gen = time.perf_counter() - start
@@ -147,7 +187,7 @@ def run(events: int, movielens: str | None, workers: int, history_rows: int) -> 
             assert beam["accepted"] == ref["accepted"], (beam, ref)
             hist, hist_s, _ = measure(historical_job, str(raw.parent.parent / "offline"), history_rows)
             out_bytes = folder_bytes(raw.parent.parent / "offline")
-            rows.append({"data": name, "events": n, "generate_s": round(gen, 1),
+            rows.append({"data": name, "events": n, "users": users, "generate_s": round(gen, 1),
                          "beam_s": round(beam_s, 1), "beam_events_per_s": round(n / beam_s),
                          "direct_s": round(ref_s, 1), "direct_events_per_s": round(n / ref_s),
                          "beam_over_direct": round(beam_s / ref_s, 2),
@@ -165,15 +205,27 @@ def main() -> None:
     p.add_argument("--movielens", help="ml-latest-small folder (e.g. ../shared/data/ml-latest-small)")
     p.add_argument("--workers", type=int, default=1, help="DirectRunner workers for the Beam job")
     p.add_argument("--history-rows", type=int, default=100_000)
+    p.add_argument("--user-factor", type=int, default=10,
+                   help="also run each event count with this many times more users (1: do not)")
+    p.add_argument("--pit-log", type=int, action="append",
+                   help="only time point-in-time retrieval against a synthetic log of this many rows (repeatable)")
     args = p.parse_args()
+    if args.pit_log:
+        for n in args.pit_log:
+            got, _, peak = measure(pit_scale_job, n, args.history_rows)
+            rate = round(got["rows"] / got["seconds_inner"])
+            print(json.dumps({"log_rows": n, "rows": got["rows"], "rows_per_s": rate, "peak_mib": round(peak)}),
+                  flush=True)
+        return
     results = []
     for i, n in enumerate(args.events or ([0] if args.movielens else [1_000_000])):
-        results += run(n, args.movielens if i == 0 else None, args.workers, args.history_rows)
-    print("\n| data | events | Beam s | Beam ev/s | direct s | direct ev/s | Beam/direct | Beam MiB | direct MiB "
-          "| bytes/event | PIT rows/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+        results += run(n, args.movielens if i == 0 else None, args.workers, args.history_rows, args.user_factor)
+    print("\n| data | events | users | Beam s | Beam ev/s | direct s | direct ev/s | Beam/direct | Beam MiB "
+          "| direct MiB | bytes/event | PIT rows/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['data']} | {r['events']:,} | {r['beam_s']} | {r['beam_events_per_s']:,} | {r['direct_s']} | "
+        print(f"| {r['data']} | {r['events']:,} | {r['users']:,} | {r['beam_s']} | {r['beam_events_per_s']:,} | "
+              f"{r['direct_s']} | "
               f"{r['direct_events_per_s']:,} | {r['beam_over_direct']} | {r['beam_peak_mib']} | "
               f"{r['direct_peak_mib']} | {r['output_bytes_per_event']} | {r['historical_rows_per_s']:,} |")
 

@@ -33,18 +33,30 @@ def dedup(table: pa.Table) -> tuple[pa.Table, int]:
     """One row per (user_id, event_id): the copy with the greatest (timestamp, event_id, item,
     category, type code). Event ids are per user, as in the stream's keyed state.
     Returns the table (in no particular order) and the number of copies dropped."""
+    kept = _greatest(table, [])
+    return table.take(pa.array(kept)), int(table.num_rows - len(kept))
+
+
+def _greatest(table: pa.Table, extra_keys: list[tuple[str, np.ndarray]]) -> np.ndarray:
+    """Row numbers of the greatest copy per (user_id, *extra keys, event_id) (see dedup)."""
     if table.num_rows == 0:
-        return table, 0
+        return np.empty(0, np.int64)
     keyed = table.append_column("_code", pa.array(type_codes(table))).append_column(
         "_cat", pc.fill_null(table.column("category_id"), UNKNOWN_CATEGORY))
-    order = pc.sort_indices(keyed, sort_keys=[("user_id", "ascending"), ("event_id", "ascending"),
-                                              ("timestamp", "ascending"), ("item_id", "ascending"),
-                                              ("_cat", "ascending"), ("_code", "ascending")]).to_numpy()
-    ids = keyed.column("event_id").combine_chunks().dictionary_encode().indices.to_numpy()[order]
-    users = keyed.column("user_id").to_numpy()[order]
-    last = np.ones(len(order), dtype=bool)
-    last[:-1] = (ids[:-1] != ids[1:]) | (users[:-1] != users[1:])
-    return table.take(pa.array(order[last])), int(len(order) - last.sum())
+    for name, values in extra_keys:
+        keyed = keyed.append_column(name, pa.array(values))
+    group = ["user_id", *[name for name, _ in extra_keys], "event_id"]
+    order = pc.sort_indices(keyed, sort_keys=[(k, "ascending") for k in group] + [
+        ("timestamp", "ascending"), ("item_id", "ascending"), ("_cat", "ascending"), ("_code", "ascending")]).to_numpy()
+    last = np.zeros(len(order), dtype=bool)
+    last[-1] = True
+    for name in group:
+        column = keyed.column(name)
+        if name == "event_id":
+            column = column.combine_chunks().dictionary_encode().indices
+        values = column.to_numpy()[order]
+        last[:-1] |= values[:-1] != values[1:]
+    return order[last]
 
 
 def behavior_log(events: pa.Table, policy: SequencePolicy) -> pa.Table:
@@ -60,6 +72,38 @@ def behavior_log(events: pa.Table, policy: SequencePolicy) -> pa.Table:
         "event_type_code": pa.array(type_codes(kept), pa.int32()),
     }, schema=BEHAVIOR_LOG_SCHEMA)
     return log.sort_by([("user_id", "ascending"), ("timestamp", "ascending"), ("event_id", "ascending")])
+
+
+def capped_log(events: pa.Table, policy: SequencePolicy) -> pa.Table:
+    """The behavior-log rows that survive the policy's per-type caps (sequence.py, type_caps):
+    in each pool (a capped type's copies; the uncapped types' copies) one copy per event_id and
+    the most recent pool-limit of them; then one copy per event_id across pools. Sorted like
+    behavior_log; its last max_len per user are the user's sequence."""
+    typed = events.filter(pc.is_in(events.column("event_type"), pa.array(sorted(policy.event_types))))
+    if typed.num_rows == 0:
+        return behavior_log(typed, policy)
+    limits = policy.pool_limits()
+    codes = type_codes(typed)
+    pool = np.where(np.isin(codes, [c for c in limits if c is not None]), codes, 0)
+    first = _greatest(typed, [("_pool", pool)])
+    typed, pool = typed.take(pa.array(first)), pool[first]
+    order = pc.sort_indices(typed.append_column("_pool", pa.array(pool)), sort_keys=[
+        ("user_id", "ascending"), ("_pool", "ascending"), ("timestamp", "ascending"),
+        ("event_id", "ascending")]).to_numpy()
+    users, pools = typed.column("user_id").to_numpy()[order], pool[order]
+    ends = np.flatnonzero(np.r_[(users[1:] != users[:-1]) | (pools[1:] != pools[:-1]), True])
+    group_end = np.repeat(ends, np.diff(np.r_[-1, ends]))  # each row's last row in its (user, pool)
+    limit = np.array([limits.get(code or None, 0) for code in range(max(EVENT_TYPE_CODE.values()) + 1)])[pools]
+    survivors = typed.take(pa.array(order[group_end - np.arange(len(order)) < limit]))
+    return behavior_log(survivors, policy)
+
+
+def lifelong_sequences(events: pa.Table, log: pa.Table, policy: SequencePolicy) -> pa.Table:
+    """Each user's lifelong sequence under the policy (sequence.finalize after every event):
+    ``events`` are the raw (not deduplicated) events, ``log`` is behavior_log(events, policy)."""
+    if policy.type_caps:
+        log = capped_log(events, policy)
+    return latest_sequences(log, policy.max_len)
 
 
 def event_log(events: pa.Table) -> pa.Table:

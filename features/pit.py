@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 LOG_COLUMNS = ("user_id", "timestamp", "event_id", "item_id", "category_id", "event_type_code")
+LARGE_LIST_VALUES = 2**31  # list columns with this many values in all need int64 offsets (large_list)
 SLICE_COLUMNS = {
     "item_id": "seq_item_ids",
     "category_id": "seq_category_ids",
@@ -31,40 +32,62 @@ def sort_log(log: pa.Table) -> pa.Table:
 def rows_before(log_keys: np.ndarray, log_times: np.ndarray, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
     """For each (key, time) query, the number of log rows ordered before it: rows of smaller
     keys plus rows of the same key with time strictly before. The log is sorted by (key, time)."""
-    keys = np.asarray(keys, dtype=np.int64)
-    times = np.asarray(times, dtype=np.int64)
-    n_log = len(log_keys)
-    # Merge queries into the log order; a query sorts before log rows of equal (key, time).
-    is_log = np.concatenate([np.ones(n_log, np.int8), np.zeros(len(keys), np.int8)])
-    order = np.lexsort((is_log, np.concatenate([log_times, times]), np.concatenate([log_keys, keys])))
-    log_rows_before = np.cumsum(is_log[order]) - is_log[order]
-    out = np.empty(len(keys), dtype=np.int64)
-    query_pos = order >= n_log
-    out[order[query_pos] - n_log] = log_rows_before[query_pos]
+    begin, end = key_ranges(log_keys, keys)
+    return first_at_or_after(log_times, begin, end, np.asarray(times, dtype=np.int64))
+
+
+def key_ranges(log_keys: np.ndarray, keys) -> tuple[np.ndarray, np.ndarray]:
+    """The per-key index of a log sorted by key: each query key's rows are [begin, end) (empty,
+    at its insertion point, for a key the log lacks). The sorted key column is the index, so
+    nothing is built or sorted per call: a binary search per query."""
+    distinct, inverse = np.unique(np.asarray(keys, dtype=np.int64), return_inverse=True)  # searched once each
+    begin = np.searchsorted(log_keys, distinct, side="left").astype(np.int64)
+    end = np.searchsorted(log_keys, distinct, side="right").astype(np.int64)
+    return begin[inverse.reshape(-1)], end[inverse.reshape(-1)]
+
+
+def first_at_or_after(values: np.ndarray, begin: np.ndarray, end: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """For each query, the first position in [begin, end) whose value is >= its target (end if none),
+    where values are sorted within each range: a binary search run for all queries at once
+    (about log2 of the longest range rounds of vectorized steps)."""
+    order = np.lexsort((targets, begin))  # nearby queries together: the log is read in order
+    lo, hi, goal = begin[order], end[order], targets[order]
+    live = np.flatnonzero(lo < hi)
+    while len(live):
+        mid = (lo[live] + hi[live]) // 2
+        below = values[mid] < goal[live]
+        lo[live] = np.where(below, mid + 1, lo[live])
+        hi[live] = np.where(below, hi[live], mid)
+        live = live[lo[live] < hi[live]]
+    out = np.empty_like(lo)
+    out[order] = lo
     return out
 
 
 def slice_bounds(log_users: np.ndarray, log_times: np.ndarray, users: np.ndarray, times: np.ndarray,
                  max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """[start, end) row ranges into the sorted log for each (user, time) query."""
-    user_begin = np.searchsorted(log_users, np.asarray(users, dtype=np.int64), side="left")
-    end = rows_before(log_users, log_times, users, times)
-    start = np.maximum(user_begin, end - max_len)
-    return start, end
+    """[start, end) row ranges into the sorted log for each (user, time) query: O(queries * log(log rows))."""
+    user_begin, user_end = key_ranges(log_users, users)
+    end = first_at_or_after(log_times, user_begin, user_end, np.asarray(times, dtype=np.int64))
+    return np.maximum(user_begin, end - max_len), end
 
 
 def sequences_as_of(log: pa.Table, users, times, max_len: int) -> pa.Table:
-    """List columns (seq_item_ids, ...) and seq_length for each (user, time) query."""
+    """List columns (seq_item_ids, ...) and seq_length for each (user, time) query. Lists use int32
+    offsets, or int64 (large_list) when the slices hold 2**31 values or more."""
     log_users = log.column("user_id").to_numpy()
     log_times = log.column("timestamp").to_numpy()
     start, end = slice_bounds(log_users, log_times, users, times, max_len)
     lengths = end - start
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
     index = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1], lengths) + np.repeat(start, lengths)
     take = pa.array(index)
+    large = offsets[-1] >= LARGE_LIST_VALUES
+    list_array = pa.LargeListArray if large else pa.ListArray
+    offsets = pa.array(offsets if large else offsets.astype(np.int32))
     columns = {}
     for log_name, seq_name in SLICE_COLUMNS.items():
         values = pc.take(log.column(log_name), take).combine_chunks()
-        columns[seq_name] = pa.ListArray.from_arrays(pa.array(offsets), values)
+        columns[seq_name] = list_array.from_arrays(offsets, values)
     columns["seq_length"] = pa.array(lengths, type=pa.int64())
     return pa.table(columns)

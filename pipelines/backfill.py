@@ -11,8 +11,9 @@ Writes under ``output`` (one folder of Parquet files per table, features.tables.
   rejected/                dead letters: reason, field, detail, raw record
   counts.json              read / accepted / rejected by reason / duplicates / examples
 The job moves Arrow tables, not single events: files are read and validated in
-chunks, events are grouped into user shards, and each shard's tables are built
-by features.offline. Runner options pass through to Beam (DirectRunner by default;
+chunks (features.validate_arrow), events are grouped into user shards, and each
+shard's tables are built by features.offline and written by the worker that built them.
+Runner options pass through to Beam (DirectRunner by default;
 add --direct_num_workers=2 --direct_running_mode=multi_processing to use 2 cores).
 """
 from __future__ import annotations
@@ -25,17 +26,13 @@ from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from features.labels import LabelPolicy
 from features.sequence import SequencePolicy
 from features.tables import TABLES
-from pipelines.beam_adapters import NAMESPACE, REJECTED, ItemShardFn, ReadValidateFn, ShardSettings, UserShardFn
-
-USER_TABLES = ("behavior_log", "event_log", "user_sequence", "user_recent", "user_category_sequence", "examples", "user_stats")
+from pipelines.beam_adapters import NAMESPACE, ItemShardFn, ReadValidateFn, ShardSettings, UserShardFn
 
 
 @dataclass(frozen=True)
@@ -58,57 +55,24 @@ class BackfillConfig:
                 raise ValueError(f"BackfillConfig.{name} must be >= 1, got {getattr(self, name)}")
 
 
-def conform(table: pa.Table, name: str) -> pa.Table:
-    """Put a table in its declared schema, adding feature_ts where the schema has one."""
-    schema = TABLES[name]
-    if "feature_ts" in schema.names and "feature_ts" not in table.column_names:
-        ms = table.column("last_event_ms") if "last_event_ms" in table.column_names else None
-        if ms is None:
-            raise ValueError(f"table {name} has no time to stamp")
-        table = table.append_column("feature_ts", pc.cast(pc.multiply(ms, 1000), pa.timestamp("us", tz="UTC")))
-    return table.select(schema.names).cast(schema)
-
-
-def _stamp_stats(table: pa.Table, as_of_ms: int, name: str) -> pa.Table:
-    ts = pa.array(np.full(table.num_rows, as_of_ms * 1000), pa.timestamp("us", tz="UTC"))
-    return table.append_column("feature_ts", ts).select(TABLES[name].names).cast(TABLES[name])
-
-
 def build(p: beam.Pipeline, cfg: BackfillConfig, files: list[str]) -> None:
-    out = Path(cfg.output)
-    read = (p | "Files" >> beam.Create(files)
-            | "ReadValidate" >> beam.ParDo(ReadValidateFn(cfg.shards, cfg.now_ms)).with_outputs(REJECTED,
-                                                                                                main="events"))
-    _write(read[REJECTED], out, "rejected")
+    """Files -> validated event chunks by user shard -> per-shard tables (written by the shard's
+    worker) -> item events by item shard -> item statistics. Rejections are written as they are found."""
+    out = str(Path(cfg.output).resolve()) if "://" not in cfg.output else cfg.output
+    events = (p | "Files" >> beam.Create(list(enumerate(files)))
+              | "ReadValidate" >> beam.ParDo(ReadValidateFn(out, cfg.shards, cfg.now_ms)))
     catalog = None
     if cfg.catalog:
         catalog = beam.pvalue.AsSingleton(p | "Catalog" >> beam.Create([_load_catalog(cfg.catalog)]))
-    settings = ShardSettings(cfg.sequence, cfg.recent_len, cfg.category_len, cfg.labels, cfg.stats_as_of_ms,
-                             cfg.labels_until_ms,
-                             cfg.shards)
-    tables = (read.events
-              | "GroupUserShards" >> beam.GroupByKey()
-              | "UserShards" >> beam.ParDo(UserShardFn(settings), catalog=catalog).with_outputs(
-                  *USER_TABLES, main="item_events"))
-    for name in USER_TABLES:
-        if name == "user_stats":
-            if cfg.stats_as_of_ms is not None:
-                as_of = cfg.stats_as_of_ms
-                _write(tables[name] | f"Stamp_{name}" >> beam.Map(_stamp_stats, as_of, name), out, name)
-            continue
-        conformed = tables[name] | f"Conform_{name}" >> beam.Map(conform, name)
-        _write(conformed, out, name)
+    settings = ShardSettings(out, cfg.sequence, cfg.recent_len, cfg.category_len, cfg.labels, cfg.stats_as_of_ms,
+                             cfg.labels_until_ms, cfg.shards)
+    item_events = (events
+                   | "GroupUserShards" >> beam.GroupByKey()
+                   | "UserShards" >> beam.ParDo(UserShardFn(settings), catalog=catalog))
     if cfg.stats_as_of_ms is not None:
-        items = (tables.item_events
-                 | "GroupItemShards" >> beam.GroupByKey()
-                 | "ItemShards" >> beam.ParDo(ItemShardFn(cfg.stats_as_of_ms))
-                 | "Stamp_item_stats" >> beam.Map(_stamp_stats, cfg.stats_as_of_ms, "item_stats"))
-        _write(items, out, "item_stats")
-
-
-def _write(tables, out: Path, name: str) -> None:
-    tables | f"Write_{name}" >> beam.io.WriteToParquetBatched(
-        str(out / name / "part"), TABLES[name], file_name_suffix=".parquet")
+        (item_events
+         | "GroupItemShards" >> beam.GroupByKey()
+         | "ItemShards" >> beam.ParDo(ItemShardFn(out, cfg.stats_as_of_ms)))
 
 
 def _load_catalog(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +94,7 @@ def run_backfill(cfg: BackfillConfig, pipeline_args: list[str] | None = None) ->
         build(p, cfg, files)
     counts = _counts(p.result)
     for name in TABLES:  # a table with no rows still gets a file, so readers find its schema
-        if not list((out / name).glob("*.parquet")):
+        if not list((out / name).glob("part-*.parquet")):
             (out / name).mkdir(parents=True, exist_ok=True)
             pq.write_table(TABLES[name].empty_table(), out / name / "empty.parquet")
     (out / "counts.json").write_text(json.dumps(counts, indent=2, sort_keys=True))

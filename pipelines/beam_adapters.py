@@ -1,26 +1,34 @@
 """Thin Beam adapters over features/: read + validate in chunks, per-shard offline tables.
 
 Elements are Arrow tables (thousands of events), not single events, so Beam's
-per-element cost is paid per chunk; the per-shard work is features.offline.
+per-element cost is paid per chunk; the per-shard work is features.offline. Each
+shard's tables are written where they are built, to a file named by table and shard
+(written under a temporary name, then renamed): a retried bundle rewrites the same
+file, and no table crosses a process boundary just to be written.
 """
 from __future__ import annotations
 
+import uuid
+from collections import Counter
 from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from features import offline
 from features.labels import LabelPolicy
-from features.schema import REJECTION_SCHEMA, Rejection, events_to_table
 from features.sequence import SequencePolicy
-from features.validate import parse_event
+from features.tables import TABLES
+from features.json_lines import line_blocks
+from features.validate_arrow import parse_lines
 
 NAMESPACE = "recstream"
-REJECTED = "rejected"
-CHUNK_LINES = 20_000
+CHUNK_BYTES = 8 << 20  # about 50k JSON lines per validated chunk
 
 
 def shard_of(ids: np.ndarray, shards: int) -> np.ndarray:
@@ -29,49 +37,84 @@ def shard_of(ids: np.ndarray, shards: int) -> np.ndarray:
 
 
 def split_by_shard(table: pa.Table, key: str, shards: int):
+    """(shard, rows of that shard), each its own copy (a slice would pickle the whole table's buffers)."""
     shard = shard_of(table.column(key).to_numpy(), shards)
-    for s in np.unique(shard):
-        yield int(s), table.filter(pa.array(shard == s))
+    order = np.argsort(shard, kind="stable")
+    bounds = np.searchsorted(shard[order], np.arange(shards + 1))
+    for s in range(shards):
+        if bounds[s + 1] > bounds[s]:
+            yield s, table.take(pa.array(order[bounds[s]:bounds[s + 1]]))
+
+
+def unused_columns_dropped(events: pa.Table) -> pa.Table:
+    """value, request_id and position feed no offline table: nulled before the shuffle (a null
+    column has no buffers to pickle), so the events keep their schema."""
+    n = events.num_rows
+    return events.set_column(events.schema.get_field_index("value"), "value", pa.nulls(n, pa.float64())) \
+        .set_column(events.schema.get_field_index("request_id"), "request_id", pa.nulls(n, pa.string())) \
+        .set_column(events.schema.get_field_index("position"), "position", pa.nulls(n, pa.int32()))
+
+
+def conform(table: pa.Table, name: str, as_of_ms: int | None = None) -> pa.Table:
+    """Put a table in its declared schema, adding feature_ts where the schema has one: the
+    statistics' as-of time, or else the row's last_event_ms."""
+    schema = TABLES[name]
+    if "feature_ts" in schema.names and "feature_ts" not in table.column_names:
+        if as_of_ms is not None:
+            ms = pa.array(np.full(table.num_rows, as_of_ms, np.int64))
+        elif "last_event_ms" in table.column_names:
+            ms = table.column("last_event_ms")
+        else:
+            raise ValueError(f"table {name} has no time to stamp")
+        table = table.append_column("feature_ts", pc.cast(pc.multiply(ms, 1000), pa.timestamp("us", tz="UTC")))
+    return table.select(schema.names).cast(schema)
+
+
+def write_part(table: pa.Table, output: str, name: str, part: str) -> None:
+    """Write one table's part as output/name/part-<part>.parquet (any Beam filesystem); empty parts are skipped."""
+    if table.num_rows == 0:
+        return
+    final = FileSystems.join(output, name, f"part-{part}.parquet")
+    temp = FileSystems.join(output, name, f"_tmp-{part}-{uuid.uuid4().hex}.parquet")  # "_": readers skip it
+    with FileSystems.create(temp) as f:
+        pq.write_table(table, f)
+    FileSystems.rename([temp], [final])
 
 
 class ReadValidateFn(beam.DoFn):
-    """A raw JSON-lines file -> (user shard, events table) chunks; rejections tagged as tables."""
+    """A raw JSON-lines file -> (user shard, events table) chunks; rejections tagged as tables.
+    Validation is features.validate_arrow.parse_lines: parse_event's results, vectorized."""
 
-    def __init__(self, shards: int, now_ms: int | None = None):
-        self.shards, self.now_ms = shards, now_ms
+    def __init__(self, output: str, shards: int, now_ms: int | None = None):
+        self.output, self.shards, self.now_ms = output, shards, now_ms
         self.read = Metrics.counter(NAMESPACE, "read")
         self.accepted = Metrics.counter(NAMESPACE, "accepted")
 
-    def process(self, path: str):
-        with beam.io.filesystems.FileSystems.open(path) as f:
-            chunk: list[bytes] = []
-            for line in f:
-                chunk.append(line.rstrip(b"\r\n"))
-                if len(chunk) == CHUNK_LINES:
-                    yield from self._chunk(chunk)
-                    chunk = []
-            if chunk:
-                yield from self._chunk(chunk)
+    def process(self, numbered_path: tuple[int, str]):
+        number, path = numbered_path
+        with FileSystems.open(path) as f:
+            for chunk, lines in enumerate(line_blocks(f, CHUNK_BYTES)):
+                yield from self._chunk(lines, f"{number:05d}-{chunk:05d}")
 
-    def _chunk(self, lines: list[bytes]):
-        events, rejections = [], []
-        for line in lines:
-            result = parse_event(line, self.now_ms)
-            (rejections if isinstance(result, Rejection) else events).append(result)
+    def _chunk(self, lines: list[bytes], part: str):
+        parsed = parse_lines(lines, self.now_ms)
         self.read.inc(len(lines))
-        self.accepted.inc(len(events))
+        self.accepted.inc(parsed.events.num_rows)
+        rejections = parsed.rejections
         if rejections:
-            for reason in set(r.reason for r in rejections):
-                Metrics.counter(NAMESPACE, f"rejected.{reason}").inc(sum(r.reason == reason for r in rejections))
+            for reason, count in Counter(r.reason for r in rejections).items():
+                Metrics.counter(NAMESPACE, f"rejected.{reason}").inc(count)
+            schema = TABLES["rejected"]
             cols = list(zip(*rejections))
-            yield beam.pvalue.TaggedOutput(REJECTED, pa.table(
-                [pa.array(c, f.type) for c, f in zip(cols, REJECTION_SCHEMA)], schema=REJECTION_SCHEMA))
-        if events:
-            yield from split_by_shard(events_to_table(events), "user_id", self.shards)
+            write_part(pa.table([pa.array(c, f.type) for c, f in zip(cols, schema)], schema=schema), self.output,
+                       "rejected", part)
+        if parsed.events.num_rows:
+            yield from split_by_shard(unused_columns_dropped(parsed.events), "user_id", self.shards)
 
 
 @dataclass(frozen=True)
 class ShardSettings:
+    output: str
     sequence: SequencePolicy
     recent_len: int
     category_len: int
@@ -82,8 +125,8 @@ class ShardSettings:
 
 
 class UserShardFn(beam.DoFn):
-    """Every event of a shard of users -> log, sequences, category sequences, examples, user stats;
-    and the deduplicated events re-keyed by item shard for the item statistics."""
+    """Every event of a shard of users -> log, sequences, category sequences, examples, user stats
+    (written as this shard's parts); the deduplicated events re-keyed by item shard for the item statistics."""
 
     def __init__(self, settings: ShardSettings):
         self.s = settings
@@ -91,29 +134,35 @@ class UserShardFn(beam.DoFn):
         self.examples = Metrics.counter(NAMESPACE, "examples")
 
     def process(self, keyed, catalog=None):
-        s = self.s
-        events, dropped = offline.dedup(pa.concat_tables(keyed[1]))
+        s, part = self.s, f"{keyed[0]:05d}"
+        raw = pa.concat_tables(keyed[1])
+        events, dropped = offline.dedup(raw)
         self.duplicates.inc(dropped)
-        log = offline.behavior_log(pa.concat_tables(keyed[1]), s.sequence)
-        yield beam.pvalue.TaggedOutput("behavior_log", log)
-        yield beam.pvalue.TaggedOutput("event_log", offline.event_log(events))
-        lifelong = offline.latest_sequences(log, s.sequence.max_len)
-        yield beam.pvalue.TaggedOutput("user_sequence", lifelong)
-        yield beam.pvalue.TaggedOutput("user_recent", offline.latest_sequences(log, s.recent_len))
-        yield beam.pvalue.TaggedOutput("user_category_sequence", offline.latest_category_sequences(log, s.category_len))
+        log = offline.behavior_log(raw, s.sequence)
+        lifelong = offline.lifelong_sequences(raw, log, s.sequence)
+        del raw
         items, cats = catalog if catalog is not None else (None, None)
         examples = offline.examples(events, s.labels, items, cats, s.labels_until_ms)
         self.examples.inc(examples.num_rows)
-        yield beam.pvalue.TaggedOutput("examples", examples)
-        as_of = s.stats_as_of_ms
-        if as_of is not None:
-            yield beam.pvalue.TaggedOutput("user_stats", offline.latest_stats(events, "user_id", as_of))
+        tables = {"behavior_log": log, "event_log": offline.event_log(events), "examples": examples,
+                  "user_sequence": lifelong,
+                  "user_recent": offline.latest_sequences(log, s.recent_len),
+                  "user_category_sequence": offline.latest_category_sequences(log, s.category_len)}
+        if s.stats_as_of_ms is not None:
+            tables["user_stats"] = offline.latest_stats(events, "user_id", s.stats_as_of_ms)
+        for name, table in tables.items():
+            write_part(conform(table, name, s.stats_as_of_ms if name == "user_stats" else None), s.output, name, part)
+        if s.stats_as_of_ms is not None:
             yield from split_by_shard(events.select(["item_id", "event_type", "timestamp"]), "item_id", s.shards)
 
 
 class ItemShardFn(beam.DoFn):
-    def __init__(self, as_of_ms: int):
-        self.as_of_ms = as_of_ms
+    """A shard of items' events -> item statistics as of as_of_ms, written as this shard's part."""
+
+    def __init__(self, output: str, as_of_ms: int):
+        self.output, self.as_of_ms = output, as_of_ms
 
     def process(self, keyed):
-        yield offline.latest_stats(pa.concat_tables(keyed[1]), "item_id", self.as_of_ms)
+        stats = offline.latest_stats(pa.concat_tables(keyed[1]), "item_id", self.as_of_ms)
+        write_part(conform(stats, "item_stats", self.as_of_ms), self.output, "item_stats", f"{keyed[0]:05d}")
+        return []

@@ -66,14 +66,69 @@ def _materialize(args, extra) -> int:
 
 
 def _stream(args, extra) -> int:
-    from features.sequence import SequencePolicy
     from pipelines.stream import StreamConfig, run_stream
 
-    cfg = StreamConfig(source=args.source, workdir=args.workdir,
-                       dead_letter=args.dead_letter or str(Path(args.workdir) / "stream_rejected"),
-                       follow=args.follow, sequence=SequencePolicy(max_len=args.max_len))
+    cfg = from_dict(StreamConfig, stream_settings(args))
+    if args.target != "local" or args.jobmanager:
+        return _stream_on_cluster(cfg, args)
     print(json.dumps(run_stream(cfg), indent=2))
     return 0
+
+
+def stream_settings(args) -> dict:
+    """StreamConfig's settings: the --config file's, then the flags given on top."""
+    import tomllib
+
+    data: dict = tomllib.loads(Path(args.config).read_text(encoding="utf-8")) if args.config else {}
+    flags = {"workdir": args.workdir, "source": args.source, "dead_letter": args.dead_letter,
+             "allowed_lateness_ms": args.allowed_lateness_ms, "out_of_orderness_ms": args.out_of_orderness_ms,
+             "idleness_ms": args.idleness_ms, "checkpoints": args.checkpoints,
+             "checkpoint_interval_ms": args.checkpoint_interval_ms, "restore": args.restore,
+             "parallelism": args.parallelism, "flush_every": args.flush_every, "flush_ms": args.flush_ms}
+    data.update({k: v for k, v in flags.items() if v is not None})
+    if args.follow:
+        data["follow"] = True
+    if args.no_examples:
+        data["examples"] = False
+    if args.max_len is not None:
+        data["sequence"] = {**data.get("sequence", {}), "max_len": args.max_len}
+    kafka = {"bootstrap_servers": args.kafka, "topic": args.topic, "group_id": args.group_id,
+             "dead_letter_topic": args.dead_letter_topic, "examples_topic": args.examples_topic,
+             "starting_offsets": args.starting_offsets}
+    kafka = {k: v for k, v in kafka.items() if v is not None}
+    for prop in args.kafka_property or []:
+        key, eq, value = prop.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--kafka-property takes KEY=VALUE (e.g. security.protocol=SASL_SSL), got {prop!r}")
+        kafka.setdefault("properties", dict(data.get("kafka", {}).get("properties", {})))[key] = value
+    if kafka:
+        data["kafka"] = {**data.get("kafka", {}), **kafka}
+    if "workdir" not in data:
+        raise ConfigError("recstream stream needs --workdir (or workdir in --config)")
+    return data
+
+
+def _stream_on_cluster(cfg, args) -> int:
+    """--target cluster: package the job and submit it to a running Flink cluster (pipelines/flink_cluster.py)."""
+    from pipelines.flink_cluster import FlinkJobError, submit_stream
+
+    if args.target != "cluster" or not args.jobmanager:
+        raise ValueError("--target cluster and --jobmanager host:port (the cluster's REST address, e.g. "
+                         "localhost:8081) go together")
+    try:
+        client = submit_stream(args.jobmanager, cfg)
+    except FlinkJobError as err:
+        print(f"recstream stream: error: {err}", file=sys.stderr)
+        return 1
+    print(f"job {client.job_id} runs on {args.jobmanager}; its driver runs here until it ends (Ctrl-C stops it)",
+          file=sys.stderr, flush=True)
+    try:
+        code = client.wait()
+    except KeyboardInterrupt:
+        code = 130
+    client.stop()
+    print(client.output())  # the client's lines, then the driver's counts
+    return 0 if code == 0 else 1
 
 
 def _historical(args, extra) -> int:
@@ -163,13 +218,38 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--category-len", type=int, default=50)
     m.set_defaults(func=_materialize)
 
-    s = sub.add_parser("stream", help="PyFlink job: raw event files -> online features")
-    s.add_argument("--source", required=True, help="folder of JSON-lines files")
-    s.add_argument("--workdir", required=True)
-    s.add_argument("--dead-letter")
-    s.add_argument("--follow", action="store_true", help="keep watching the folder (Ctrl-C stops)")
-    s.add_argument("--max-len", type=int, default=200)
+    s = sub.add_parser("stream", help="PyFlink job: Kafka topic or event files -> online features, examples, "
+                                      "dead letters (docs/streaming.md)")
+    s.add_argument("--config", help="a TOML file of StreamConfig settings; the flags below override it")
+    s.add_argument("--workdir", help="run folder whose Feast store receives the updates")
+    s.add_argument("--source", help="folder of JSON-lines files (instead of --kafka)")
+    s.add_argument("--kafka", metavar="HOST:PORT[,...]", help="Kafka bootstrap servers (instead of --source)")
+    s.add_argument("--topic", help="events topic (default events)")
+    s.add_argument("--group-id", help="consumer group (default recstream-stream)")
+    s.add_argument("--dead-letter-topic", help="rejected and late records (default events-dead-letters)")
+    s.add_argument("--examples-topic", help="labeled examples (default training-examples)")
+    s.add_argument("--starting-offsets", choices=("committed", "earliest", "latest"))
+    s.add_argument("--kafka-property", action="append", metavar="KEY=VALUE",
+                   help="more client properties, repeatable; VALUE may be ${ENV_VAR} (keep secrets there)")
+    s.add_argument("--dead-letter", help="files source: folder for dead letters (default WORKDIR/stream_rejected)")
+    s.add_argument("--follow", action="store_true", help="keep reading until Ctrl-C (default: read what is there)")
+    s.add_argument("--max-len", type=int, help="lifelong sequence cap (default 200)")
+    s.add_argument("--allowed-lateness-ms", type=int)
+    s.add_argument("--out-of-orderness-ms", type=int)
+    s.add_argument("--idleness-ms", type=int)
+    s.add_argument("--checkpoints", help="folder for checkpoints (turns checkpointing on)")
+    s.add_argument("--checkpoint-interval-ms", type=int)
+    s.add_argument("--restore", help="'latest' (newest checkpoint in --checkpoints) or a chk-N folder")
+    s.add_argument("--parallelism", type=int)
+    s.add_argument("--flush-every", type=int, help="rows per online write")
+    s.add_argument("--flush-ms", type=int, help="following: the longest a row waits for its online write (200)")
+    s.add_argument("--no-examples", action="store_true", help="no training-example stream")
     s.set_defaults(func=_stream)
+    # Where the job runs (pipelines/flink_cluster.py).
+    s.add_argument("--target", choices=("local", "cluster"), default="local",
+                   help="local: a PyFlink mini-cluster here (default); cluster: submit to --jobmanager (the "
+                        "job's driver stays here until the job ends)")
+    s.add_argument("--jobmanager", help="host:port of a running Flink cluster's REST endpoint (with --target cluster)")
 
     e = sub.add_parser("embed", help="Beam job: item catalog -> versioned multimodal item vectors -> Feast; "
                                      "unknown flags go to Beam's PipelineOptions")

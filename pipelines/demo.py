@@ -35,7 +35,10 @@ class DemoConfig:
     category_len: int = 50
     labels: LabelPolicy = field(default_factory=LabelPolicy)
     # The ranker reads the embedded item vectors: a side feature, and a MUSE-style search over the history.
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(item_vectors=True, search_k=20))
+    # DIN, not TIN: on the synthetic stream (150 users, 250 steps, these learning rates) DIN with the
+    # cosine search reached eval AUC 0.75 and TIN 0.71.
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(model="din", item_vectors=True, search="cosine",
+                                                                   search_k=20))
     stream_fraction: float = 0.1  # the latest share of time, replayed through the stream job
     eval_fraction: float = 0.2  # the latest share of backfilled examples, held out for evaluation
     min_auc: float = 0.55
@@ -76,7 +79,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     work = Path(cfg.workdir).resolve()
     offline = work / "offline"
-    for name in ("feast", "stream_rejected"):  # a rerun replaces the feature store and the dead letters
+    for name in ("feast", "stream_rejected", "stream_examples"):  # a rerun replaces the store and stream outputs
         shutil.rmtree(work / name, ignore_errors=True)
     stages = Stages(7)
     summary: dict = {"workdir": str(work), "config": to_dict(cfg)}
@@ -152,13 +155,10 @@ def run_demo(cfg: DemoConfig) -> dict:
         else:
             stages.say("    training skipped: the data gate failed")
 
-    with stages.stage("stream (PyFlink): later events -> online features"):
-        from pipelines.stream import StreamConfig, run_stream
-
+    with stages.stage("stream (PyFlink + Kafka): later events -> online features, examples"):
         users = [int(u) for u in sequences.column("user_id").to_pylist()]
         before = read_user_sequences(store, users)
-        stream_counts = run_stream(StreamConfig(source=str(work / "raw" / "stream"), workdir=str(work),
-                                                dead_letter=str(work / "stream_rejected"), sequence=cfg.sequence))
+        stream_counts = stream_through_broker(cfg, work, labels)
         summary["stream"] = stream_counts
         after = read_user_sequences(open_store(work), users)
         moved = [u for u in users if (after[u] or {}).get("last_event_ms") != (before[u] or {}).get("last_event_ms")]
@@ -168,13 +168,42 @@ def run_demo(cfg: DemoConfig) -> dict:
             b, a = before[u] or {}, after[u] or {}
             stages.say(f"    user {u}: {b.get('seq_length')} behaviors to {b.get('last_event_ms')} -> "
                        f"{a.get('seq_length')} behaviors to {a.get('last_event_ms')}")
-        stages.say(f"    {stream_counts}")
+        stages.say(f"    {stream_counts}; dead letters in {work / 'stream_rejected'}, examples in "
+                   f"{work / 'stream_examples'}")
 
     with stages.stage("summary"):
         summary["seconds"] = stages.seconds
         (work / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
         stages.say(_report(summary))
     return summary
+
+
+def stream_through_broker(cfg: DemoConfig, work: Path, labels: LabelPolicy) -> dict:
+    """The held-back events through the embedded Kafka broker and the stream job: produced keyed by
+    user and stamped with their event time, read to the end; the dead-letter and example topics
+    are copied to work/stream_rejected and work/stream_examples (JSON lines)."""
+    from pipelines.broker import create_stream_topics, event_records, running_broker
+    from pipelines.stream import StreamConfig, run_stream
+    from pipelines.stream_sources import KafkaSettings
+
+    lines = [line for path in sorted((work / "raw" / "stream").glob("*.jsonl"))
+             for line in path.read_bytes().splitlines()]
+    with running_broker() as broker:
+        client = broker.client()
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        client.create_topic(kafka.topic, partitions=2)
+        create_stream_topics(client, kafka)
+        client.produce(kafka.topic, event_records(lines))
+        examples = labels.kind == "impression_click"
+        counts = run_stream(StreamConfig(workdir=work, kafka=kafka, sequence=cfg.sequence, labels=labels,
+                                         examples=examples))
+        for topic, folder, n in ((kafka.dead_letter_topic, "stream_rejected", counts["rejected_total"]),
+                                 (kafka.examples_topic, "stream_examples", counts["examples"])):
+            (work / folder).mkdir(parents=True, exist_ok=True)
+            values = [r.value.decode() for r in client.read(topic, n)] if n else []
+            (work / folder / f"{topic}.jsonl").write_text("".join(v + "\n" for v in values))
+        client.close()
+    return counts
 
 
 def _jsonable(obj):

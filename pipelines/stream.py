@@ -1,17 +1,22 @@
-"""PyFlink streaming job: raw event files -> validated events -> keyed sequence state -> online features.
+"""PyFlink streaming job: raw events (Kafka or files) -> validated events -> keyed state -> online features.
 
-    files (FileSource, text lines) -> validate (features.validate.parse_event)
-      -> key by user -> SequenceFn (ValueState: features.sequence, bootstrapped from the online store)
-           |-> dead letters (FileSink, JSON lines: reason, field, detail, raw)
+    Kafka topic | folder of JSON-lines files -> validate (features.validate.parse_event)
+      -> event time (watermarks: bounded out-of-orderness, idleness) -> key by user
+      -> SequenceFn (keyed state: features.sequence, bootstrapped from the online store;
+                     the click join of stream_examples, fired by event-time timers)
+           |-> dead letters (reason, field, detail, raw): Kafka topic | JSON-lines files
+           |-> training examples (impression + click within the window): Kafka topic | files
            '-> feature rows -> key by user -> OnlineWriterFn (micro-batched write_user_sequences)
-    receipts (counts) of both keyed functions -> collected and summed by the driver
+    receipts (counts) of both keyed functions -> a local socket -> summed by the driver (stream_receipts)
 
-Bounded (follow=False): reads the files present and finishes. Follow (follow=True):
-watches the folder for new files until stopped: Ctrl-C in the driver, or a
-``progress`` callback that returns True; the job is then cancelled. Rows still
-buffered at that moment (at most one micro-batch, at most ~1 s old) are not
-written; a rerun applies their events again, as they are newer than the online
-features.
+Bounded (follow=False): reads what is there (the files present; the topic up to its end
+offsets at start) and finishes. Follow (follow=True): keeps reading until stopped: Ctrl-C in
+the driver, or a ``progress`` callback that returns True; the job is then cancelled.
+
+Checkpoints (``checkpoints`` set): the keyed state, the timers and the Kafka offsets are
+saved every ``checkpoint_interval_ms``; ``restore="latest"`` (or a chk-N path) resumes from
+one, as after a crash. Online writes are flushed before each checkpoint and are idempotent,
+so a restored run ends with the online store an uninterrupted run would have.
 """
 from __future__ import annotations
 
@@ -19,125 +24,202 @@ import functools
 import multiprocessing
 import queue
 import sys
+import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from pyflink.common import Configuration, Duration, Types, WatermarkStrategy
-from pyflink.common.serialization import Encoder
+from pyflink.common import Configuration, Types
 from pyflink.datastream import RuntimeExecutionMode, StreamExecutionEnvironment
-from pyflink.datastream.connectors.file_system import (BucketAssigner, FileSink, FileSource, OutputFileConfig,
-                                                       RollingPolicy, StreamFormat)
-from pyflink.datastream.data_stream import CloseableIterator, DataStream
+from pyflink.datastream.connectors.base import Sink
+from pyflink.java_gateway import get_gateway
 
+from features.labels import LabelPolicy
 from features.sequence import SequencePolicy
+from pipelines.config import from_dict
+from pipelines.flink_adapters import DEAD_LETTERS, EXAMPLES, OnlineWriterFn, SequenceFn, parse_line, route_key
 from pipelines.progress import quiet_libraries
-from pipelines.flink_adapters import DEAD_LETTERS, RECEIPTS, OnlineWriterFn, SequenceFn, parse_line, route_key
+from pipelines.stream_receipts import ReceiptServer
+from pipelines.stream_sources import (KafkaSettings, file_lines, file_sink, kafka_lines, kafka_sink, stamp_files,
+                                      watermarks)
 
-MONITOR_MS = 1000  # follow mode: how often the folder is listed for new files
-CHECKPOINT_MS = 5000  # follow mode: dead-letter files are committed on each checkpoint
+LEDGER = "bootstrap.sqlite"
 
 
 @dataclass(frozen=True)
 class StreamConfig:
-    source: Path  # a folder of JSON-lines event files
     workdir: Path  # the run folder whose Feast store receives the updates (apply must have run)
-    dead_letter: Path  # a folder; rejected and late records land here as JSON lines
-    follow: bool = False  # False: read the files present and finish; True: watch the folder
+    source: Path | None = None  # a folder of JSON-lines event files, or:
+    kafka: KafkaSettings | None = None  # a Kafka topic (and the dead-letter and example topics)
+    dead_letter: Path | None = None  # files source: folder for rejected and late records (workdir/stream_rejected)
+    examples_dir: Path | None = None  # files source: folder for training examples (workdir/stream_examples)
+    follow: bool = False  # False: read what is there and finish; True: keep reading until stopped
     sequence: SequencePolicy = field(default_factory=SequencePolicy)
+    labels: LabelPolicy = field(default_factory=LabelPolicy)  # the example stream's attribution window
+    examples: bool = True  # emit the training-example stream
+    out_of_orderness_ms: int = 300_000  # watermark = the newest event time seen - this
+    allowed_lateness_ms: int = 0  # events older than watermark - this are dead-lettered as 'late'
+    idleness_ms: int = 30_000  # a partition (Kafka) or reader with no record for this long stops holding the watermark
+    checkpoints: Path | None = None  # folder for checkpoints (and the bootstrap ledger); None: none kept
+    checkpoint_interval_ms: int = 5_000
+    restore: str | None = None  # "latest" (the newest checkpoint in `checkpoints`) or a chk-N folder
     flush_every: int = 500  # rows per online write (and records per count receipt)
+    flush_ms: int = 200  # following: the longest a row waits for its online write (Python bundles end as often)
     parallelism: int = 1
     now_ms: int | None = None  # validation clock; None means the wall clock
 
     def __post_init__(self) -> None:
-        for name in ("source", "workdir", "dead_letter"):
+        if isinstance(self.kafka, dict):
+            object.__setattr__(self, "kafka", from_dict(KafkaSettings, self.kafka, "kafka"))
+        if (self.source is None) == (self.kafka is None):
+            raise ValueError("StreamConfig needs exactly one source: source (a folder of JSON-lines files) "
+                             "or kafka (bootstrap_servers, topic, ...)")
+        if self.kafka is not None and not isinstance(self.kafka, KafkaSettings):
+            raise ValueError(f"StreamConfig.kafka must be KafkaSettings, got {type(self.kafka).__name__}")
+        for name in ("workdir", "source", "dead_letter", "examples_dir", "checkpoints"):
             value = getattr(self, name)
+            if value is None and name != "workdir":
+                continue
             if not isinstance(value, (str, Path)) or str(value) == "":
                 raise ValueError(f"StreamConfig.{name} must be a non-empty path, got {value!r}")
             object.__setattr__(self, name, Path(value))
-        for name in ("flush_every", "parallelism"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"StreamConfig.{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.follow, bool):
-            raise ValueError(f"StreamConfig.follow must be True or False, got {self.follow!r}")
+        for name in ("dead_letter", "examples_dir"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, self.workdir / f"stream_{'rejected' if name == 'dead_letter' else 'examples'}")
+        for name in ("flush_every", "flush_ms", "parallelism", "out_of_orderness_ms", "idleness_ms",
+                     "checkpoint_interval_ms"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("allowed_lateness_ms", self.allowed_lateness_ms, 0)
+        for name in ("follow", "examples"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"StreamConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.sequence, SequencePolicy):
             raise ValueError(f"StreamConfig.sequence must be a SequencePolicy, got {type(self.sequence).__name__}")
+        if self.examples and self.labels.kind != "impression_click":
+            raise ValueError(f"the example stream builds impression_click labels, not {self.labels.kind!r}; "
+                             "set examples = false or labels.kind = 'impression_click'")
+        if self.restore is not None and self.checkpoints is None and self.restore == "latest":
+            raise ValueError("StreamConfig.restore = 'latest' needs the checkpoints folder")
         if self.now_ms is not None and (isinstance(self.now_ms, bool) or not isinstance(self.now_ms, int)):
             raise ValueError(f"StreamConfig.now_ms must be integer milliseconds or None, got {self.now_ms!r}")
 
 
-def build(env: StreamExecutionEnvironment, cfg: StreamConfig) -> DataStream:
-    """Add the job to env; returns the stream of count receipts."""
-    files = FileSource.for_record_stream_format(StreamFormat.text_line_format("ISO-8859-1"), str(cfg.source.resolve()))
-    if cfg.follow:
-        files = files.monitor_continuously(Duration.of_millis(MONITOR_MS))
-    lines = env.from_source(files.build(), WatermarkStrategy.no_watermarks(), "event files")
+def _check_int(name: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"StreamConfig.{name} must be an integer >= {low}, got {value!r}")
+
+
+def build(env: StreamExecutionEnvironment, cfg: StreamConfig, ledger: str | None = None,
+          receipts: str | None = None) -> None:
+    """Add the job to env. ledger: the bootstrap ledger's path; receipts: the driver's
+    host:port for count receipts (None: Flink metrics only)."""
+    strategy = watermarks(cfg.out_of_orderness_ms, cfg.idleness_ms)
+    parse = functools.partial(parse_line, now_ms=cfg.now_ms)
+    if cfg.kafka is not None:
+        parsed = kafka_lines(env, cfg.kafka, strategy, bounded=not cfg.follow).map(parse).name("validate").uid("validate")
+    else:
+        lines = file_lines(env, str(cfg.source.resolve()), cfg.follow)
+        parsed = stamp_files(lines.map(parse).name("validate").uid("validate"), strategy).uid("event-time")
     workdir = str(cfg.workdir.resolve())
-    sequences = (lines.map(functools.partial(parse_line, now_ms=cfg.now_ms)).name("validate")
-                 .key_by(route_key, key_type=Types.LONG())
-                 .process(SequenceFn(workdir, cfg.sequence, cfg.flush_every, cfg.follow)).name("sequences"))
-    sequences.get_side_output(DEAD_LETTERS).sink_to(
-        FileSink.for_row_format(str(cfg.dead_letter.resolve()), Encoder.simple_string_encoder())
-        .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
-        .with_rolling_policy(RollingPolicy.on_checkpoint_rolling_policy())  # follow mode: visible per checkpoint
-        .with_output_file_config(OutputFileConfig.builder().with_part_prefix("dead").with_part_suffix(".jsonl").build())
-        .build()).name("dead letters")
+    window = cfg.labels.window_ms if cfg.examples else None
+    flush_ms = cfg.flush_ms if cfg.follow else None  # a bounded run flushes at its end
+    sequences = (parsed.key_by(route_key, key_type=Types.LONG())
+                 .process(SequenceFn(workdir, cfg.sequence, cfg.flush_every, flush_ms, cfg.allowed_lateness_ms,
+                                     window, ledger, receipts)).name("sequences").uid("sequences"))
+    dead, examples = sequences.get_side_output(DEAD_LETTERS), sequences.get_side_output(EXAMPLES)
+    if cfg.kafka is not None:
+        dead.sink_to(kafka_sink(cfg.kafka, cfg.kafka.dead_letter_topic, "dead-letters")).name("dead letters").uid("dead")
+        if cfg.examples:
+            examples.sink_to(kafka_sink(cfg.kafka, cfg.kafka.examples_topic, "examples")).name("examples").uid("examples")
+    else:
+        dead.sink_to(file_sink(str(cfg.dead_letter.resolve()), "dead")).name("dead letters").uid("dead")
+        if cfg.examples:
+            examples.sink_to(file_sink(str(cfg.examples_dir.resolve()), "examples")).name("examples").uid("examples")
     writes = (sequences.key_by(lambda row: row["user_id"], key_type=Types.LONG())
-              .process(OnlineWriterFn(workdir, cfg.flush_every, cfg.follow)).name("online writes"))
-    return writes.union(sequences.get_side_output(RECEIPTS))
+              .process(OnlineWriterFn(workdir, cfg.flush_every, flush_ms, receipts))
+              .name("online writes").uid("online-writes"))
+    discard = get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink()
+    writes.sink_to(Sink(discard)).name("end").uid("end")  # the writer's effect is the store; it emits nothing
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest completed checkpoint (a chk-N folder with its _metadata) under folder."""
+    done = [m.parent for m in Path(folder).glob("*/chk-*/_metadata")]
+    return max(done, key=lambda p: (p.stat().st_mtime, int(p.name.split("-")[1])), default=None)
 
 
 class StreamJobError(RuntimeError):
     """The stream job failed; the message carries the job's own traceback."""
 
 
+class StreamProcess:
+    """The job's driver in a child process (spawned), as it would run on a cluster.
+
+    PyFlink's local Python workers share the driver's process-wide Beam worker state, and a
+    Beam job run afterwards in the same process fails: a child keeps callers clean. ``pid``
+    is the child's (its JVM exits with it: the gateway stops when its stdin closes)."""
+
+    def __init__(self, cfg: StreamConfig):
+        if cfg.source is not None and not cfg.source.is_dir():
+            raise FileNotFoundError(f"stream source {str(cfg.source)!r} is not a folder")
+        if not (cfg.workdir / "feast" / "registry.db").exists():
+            raise FileNotFoundError(f"no Feast registry under {str(cfg.workdir)!r}: apply the definitions first")
+        self.cfg = cfg
+        ctx = multiprocessing.get_context("spawn")
+        self.messages, self.stop = ctx.Queue(), ctx.Event()
+        self.child = ctx.Process(target=_child, args=(cfg, self.messages, self.stop), name="recstream-stream")
+
+    def start(self) -> "StreamProcess":
+        self.child.start()
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+    def wait(self, progress: Callable[[dict], bool | None] | None = None,
+             until: Callable[[], bool] | None = None) -> dict:
+        """The job's counts once it finishes or is stopped: progress(counts) returning True, or
+        until() (polled every second, e.g. "the group's offsets reached the end") returning True."""
+        counts = _shape(Counter())
+        try:
+            while True:
+                try:
+                    kind, payload = self.messages.get(timeout=1.0)
+                except queue.Empty:
+                    if not self.child.is_alive():
+                        raise StreamJobError(f"the stream job exited with code {self.child.exitcode} "
+                                             "and no result") from None
+                    if until is not None and not self.stop.is_set() and until():
+                        self.stop.set()
+                    continue
+                except KeyboardInterrupt:
+                    self.stop.set()  # the child got the same Ctrl-C; wait for its final counts
+                    continue
+                if kind == "error":
+                    raise StreamJobError(payload)
+                counts = payload
+                if kind == "done":
+                    return counts
+                if progress is not None and progress(counts):
+                    self.stop.set()
+        finally:
+            self.child.join(timeout=60)
+            if self.child.is_alive():
+                self.child.kill()
+
+
 def run_stream(cfg: StreamConfig, progress: Callable[[dict], bool | None] | None = None) -> dict:
-    """Run the job on a local mini-cluster; returns its counts.
+    """Run the job on a local mini-cluster (in a child process); returns its counts.
 
-    counts: read, accepted (valid and not late), rejected {reason: n} (validation
-    reasons and 'late'), rejected_total, late, applied (events added to a sequence),
-    users_updated, rows_written. read == accepted + rejected_total, and each
-    rejection is one line in dead_letter/. progress(counts) is called after each
-    receipt; returning True stops the job.
-
-    The job's driver runs in a child process, as it would on a cluster: PyFlink's
-    local Python workers share the driver's process-wide Beam worker state, and a
-    Beam job run afterwards in the same process fails. A child keeps callers clean.
+    counts: read, accepted (valid and not late), rejected {reason: n} (validation reasons and
+    'late'), rejected_total, late, applied (events added to a sequence), users_updated,
+    rows_written, examples. read == accepted + rejected_total, and each rejection is one
+    dead letter. progress(counts) is called after each receipt; returning True stops the job.
     """
-    if not cfg.source.is_dir():
-        raise FileNotFoundError(f"stream source {str(cfg.source)!r} is not a folder")
-    if not (cfg.workdir / "feast" / "registry.db").exists():
-        raise FileNotFoundError(f"no Feast registry under {str(cfg.workdir)!r}: apply the definitions first")
-    ctx = multiprocessing.get_context("spawn")
-    messages, stop = ctx.Queue(), ctx.Event()
-    child = ctx.Process(target=_child, args=(cfg, messages, stop), name="recstream-stream")
-    child.start()
-    counts = _shape(Counter())
-    try:
-        while True:
-            try:
-                kind, payload = messages.get(timeout=1.0)
-            except queue.Empty:
-                if not child.is_alive():
-                    raise StreamJobError(f"the stream job exited with code {child.exitcode} and no result") from None
-                continue
-            except KeyboardInterrupt:
-                stop.set()  # the child got the same Ctrl-C; wait for its final counts
-                continue
-            if kind == "error":
-                raise StreamJobError(payload)
-            counts = payload
-            if kind == "done":
-                return counts
-            if progress is not None and progress(counts):
-                stop.set()
-    finally:
-        child.join(timeout=60)
-        if child.is_alive():
-            child.kill()
+    return StreamProcess(cfg).start().wait(progress)
 
 
 def _child(cfg: StreamConfig, messages, stop) -> None:
@@ -146,40 +228,92 @@ def _child(cfg: StreamConfig, messages, stop) -> None:
         def report(counts: dict) -> bool:
             messages.put(("counts", counts))
             return stop.is_set()
-        messages.put(("done", run_here(cfg, report)))
+        messages.put(("done", run_here(cfg, report, stop.is_set)))
     except BaseException:  # noqa: BLE001 - every failure must reach the parent with its traceback
         messages.put(("error", traceback.format_exc()))
 
 
-def run_here(cfg: StreamConfig, progress: Callable[[dict], bool | None] | None = None) -> dict:
-    """The job in this process (see run_stream for why callers want a child)."""
-    cfg.dead_letter.mkdir(parents=True, exist_ok=True)
+def environment(cfg: StreamConfig) -> tuple[StreamExecutionEnvironment, str | None]:
+    """The execution environment with checkpointing, restore and jars set; and the ledger path."""
     conf = Configuration()
-    conf.set_string("restart-strategy.type", "none")  # fail fast instead of retrying a broken job
+    conf.set_string("restart-strategy.type", "none")  # fail fast; a restart is a restore from a checkpoint
+    if cfg.follow:  # Python operators pass rows on (and the writer writes) when a bundle ends
+        conf.set_string("python.fn-execution.bundle.time", str(cfg.flush_ms))
+    ledger = None
+    if cfg.checkpoints is not None:
+        cfg.checkpoints.mkdir(parents=True, exist_ok=True)
+        conf.set_string("state.checkpoints.dir", cfg.checkpoints.resolve().as_uri())
+        conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+        ledger = str(cfg.checkpoints.resolve() / LEDGER)
+        if cfg.restore is None:  # a fresh start bootstraps from the online store as it is now
+            for suffix in ("", "-wal", "-shm"):
+                Path(ledger + suffix).unlink(missing_ok=True)
+    if cfg.restore is not None:
+        path = latest_checkpoint(cfg.checkpoints) if cfg.restore == "latest" else Path(cfg.restore)
+        if path is None or not (path / "_metadata").is_file():
+            raise FileNotFoundError(f"no completed checkpoint to restore from ({cfg.restore!r} under "
+                                    f"{cfg.checkpoints}); start without restore")
+        conf.set_string("execution.state-recovery.path", path.resolve().as_uri())
+        conf.set_string("execution.state-recovery.ignore-unclaimed-state", "true")  # the old run's receipts sink
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_runtime_mode(RuntimeExecutionMode.STREAMING)
     env.set_parallelism(cfg.parallelism)
     env.set_python_executable(sys.executable)
-    if cfg.follow:
-        env.enable_checkpointing(CHECKPOINT_MS)
-    receipts = build(env, cfg)
-    # execute_and_collect() would run only the collected branch (the dead-letter sink would never
-    # run), so collect asynchronously and execute the whole job.
-    results = CloseableIterator(receipts._j_data_stream.collectAsync(), receipts.get_type())
-    env.execute_async("recstream stream")
+    if cfg.kafka is not None:
+        from pipelines.broker import kafka_jars
+
+        env.add_jars(*[p.resolve().as_uri() for p in kafka_jars()])
+    if cfg.checkpoints is not None or cfg.follow:  # follow: dead-letter files are committed per checkpoint
+        env.enable_checkpointing(cfg.checkpoint_interval_ms)
+    return env, ledger
+
+
+def run_here(cfg: StreamConfig, progress: Callable[[dict], bool | None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> dict:
+    """The job in this process (see run_stream for why callers want a child); returns its counts
+    when it finishes, or once progress(counts) or should_stop() (polled twice a second) returns
+    True, which cancels it."""
+    if cfg.kafka is None:
+        cfg.dead_letter.mkdir(parents=True, exist_ok=True)
+        if cfg.examples:
+            cfg.examples_dir.mkdir(parents=True, exist_ok=True)
+    env, ledger = environment(cfg)
+    server = ReceiptServer()
     totals: Counter = Counter()
-    with results:
-        try:
-            for receipt in results:
+    client = None
+    try:
+        build(env, cfg, ledger, server.address)
+        client = env.execute_async("recstream stream")
+        result = client.get_job_execution_result()  # done when the job ends (the mini-cluster then stops)
+        stopping, ended = False, 0.0
+        while True:
+            receipt = server.get(timeout=0.5)
+            if receipt is not None:
                 totals.update(receipt)
-                if progress is not None and progress(_shape(totals)):
+                if not stopping and progress is not None and progress(_shape(totals)):
+                    stopping = True
+                    client.cancel()
+                continue
+            if result.done():
+                ended = ended or time.monotonic()
+                if server.open_connections == 0 or time.monotonic() - ended > 10:
                     break
-        except KeyboardInterrupt:
-            pass
+                continue  # the functions' last receipts are still on their way
+            if not stopping and should_stop is not None and should_stop():
+                stopping = True
+                client.cancel()
+        if not stopping:
+            result.result()  # raises the job's own error if it failed
+    except KeyboardInterrupt:  # Ctrl-C: the job stops with its driver
+        if client is not None:
+            client.cancel()
+    finally:
+        server.close()
     return _shape(totals)
 
 
 def _shape(totals: Counter) -> dict:
     rejected = {k.split(".", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("rejected.")}
-    out = {name: totals.get(name, 0) for name in ("read", "accepted", "applied", "users_updated", "rows_written")}
+    names = ("read", "accepted", "applied", "users_updated", "rows_written", "examples")
+    out = {name: totals.get(name, 0) for name in names}
     return {**out, "rejected": rejected, "rejected_total": sum(rejected.values()), "late": rejected.get("late", 0)}

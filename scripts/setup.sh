@@ -40,4 +40,5 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
 fi
 "$VENV/bin/python" -c 'import torchrec, pyflink, apache_beam, feast, great_expectations' 2>/dev/null || {
   say "the environment does not import cleanly; remove $VENV and rerun"; exit 1; }
+PYTHON="$VENV/bin/python" bash scripts/fetch_stream_deps.sh  # Kafka broker + connector jars (docs/streaming.md)
 say "ready ($VENV)"

@@ -1,8 +1,7 @@
 """Trainer side of the item vectors: loading a version (newest row per item), exact and folded
-lookups, the MUSE general search unit against a naive oracle, and the version check."""
+lookups, and the version check. (The MUSE cosine search over them: tests/test_search_units.py.)"""
 from __future__ import annotations
 
-import random
 from datetime import datetime, timezone
 
 import numpy as np
@@ -14,8 +13,7 @@ import torch
 from features.ids import fold
 from features.item_vectors import (ITEM_EMBEDDING_SCHEMA, EmbeddingVersionMismatch, l2_normalize,
                                    set_serving_version, version_dir)
-from trainers.item_vectors import (META_KEY, general_search_unit, load_item_vectors, require_version, select,
-                                   vectors_for_model)
+from trainers.item_vectors import META_KEY, load_item_vectors, require_version, vectors_for_model
 
 DIM = 8
 
@@ -105,58 +103,6 @@ def test_folded_table_matches_a_naive_fold(work):
             np.testing.assert_allclose(table[r].numpy(), l2_normalize(np.sum(naive[r], axis=0)), atol=1e-6)
 
 
-def naive_gsu(hist, target, mask, k):
-    """Per row: cosines of the real positions, the k best (ties: lower position first)."""
-    out = []
-    for b in range(hist.shape[0]):
-        t = target[b] / np.linalg.norm(target[b])
-        scored = [(float(hist[b, i] @ t / np.linalg.norm(hist[b, i])), i) for i in range(hist.shape[1]) if mask[b, i]]
-        best = sorted(scored, key=lambda s: (-s[0], s[1]))[:k]
-        out.append(best)
-    return out
-
-
-def test_general_search_unit_against_a_naive_oracle():
-    rng = np.random.default_rng(2)
-    B, L, d, k = 7, 12, 5, 4
-    hist = rng.standard_normal((B, L, d)).astype(np.float32)
-    target = rng.standard_normal((B, d)).astype(np.float32)
-    lengths = [12, 0, 3, 4, 9, 1, 12]
-    mask = np.arange(L)[None, :] < np.array(lengths)[:, None]
-    idx, scores, picked = general_search_unit(torch.from_numpy(hist), torch.from_numpy(target),
-                                              torch.from_numpy(mask), k)
-    assert idx.shape == scores.shape == picked.shape == (B, k)
-    for b, best in enumerate(naive_gsu(hist, target, mask, k)):
-        n = len(best)
-        assert picked[b].tolist() == [True] * n + [False] * (k - n)
-        want = sorted(i for _, i in best)  # chronological: picked positions in history order
-        assert idx[b, :n].tolist() == want
-        cos = {i: s for s, i in best}
-        np.testing.assert_allclose(scores[b, :n].numpy(), [cos[i] for i in want], atol=1e-5)
-        assert not scores[b, n:].any()
-    by_score_idx, by_score, by_score_picked = general_search_unit(
-        torch.from_numpy(hist), torch.from_numpy(target), torch.from_numpy(mask), k, chronological=False)
-    for b, best in enumerate(naive_gsu(hist, target, mask, k)):
-        assert by_score_idx[b, :len(best)].tolist() == [i for _, i in best]
-    # k over L takes everything real; padding never wins even against negative cosines.
-    idx, _, picked = general_search_unit(torch.from_numpy(-np.abs(hist)), torch.from_numpy(np.abs(target)),
-                                         torch.from_numpy(mask), 50)
-    assert idx.shape == (B, L) and picked.sum(dim=1).tolist() == lengths
-    with pytest.raises(ValueError, match="shapes"):
-        general_search_unit(torch.zeros(2, 3, 4), torch.zeros(2, 5), torch.ones(2, 3), 2)
-
-
-def test_select_gathers_and_keeps_gradients():
-    values = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3).requires_grad_()
-    idx = torch.tensor([[4, 0], [1, 1]])
-    got = select(values, idx)
-    assert got.shape == (2, 2, 3)
-    assert got[0, 0].tolist() == values[0, 4].tolist() and got[1, 1].tolist() == values[1, 1].tolist()
-    got.sum().backward()
-    assert values.grad[1, 1].tolist() == [2.0, 2.0, 2.0] and values.grad[0, 2].tolist() == [0.0] * 3
-    assert select(torch.arange(10).reshape(2, 5), idx).tolist() == [[4, 0], [6, 6]]
-
-
 def test_version_check_names_both_versions(work):
     path, _ = work
     require_version({META_KEY: "v1", "other": 1}, "v1")
@@ -169,15 +115,3 @@ def test_version_check_names_both_versions(work):
     with pytest.raises(EmbeddingVersionMismatch, match="'v1'.*'v2'"):
         vectors_for_model(path, {META_KEY: "v1"})
     assert vectors_for_model(path, {META_KEY: "v1"}, version="v1").ids.tolist() == [5, 10, 20, 30]
-
-
-def test_random_histories_of_real_shapes_run_fast():
-    """A long-history batch (MUSE-sized: 1,000 behaviors) in one call, no Python loop per row."""
-    rng = random.Random(3)
-    B, L, d = 32, 1000, 384
-    hist = torch.randn(B, L, d)
-    lengths = torch.tensor([rng.randrange(L + 1) for _ in range(B)])
-    mask = torch.arange(L)[None, :] < lengths[:, None]
-    idx, scores, picked = general_search_unit(hist, torch.randn(B, d), mask, 50)
-    assert picked.sum(dim=1).tolist() == torch.clamp(lengths, max=50).tolist()
-    assert bool((idx[picked] < lengths.repeat_interleave(50).reshape(B, 50)[picked]).all())

@@ -12,6 +12,7 @@ from features import labels, offline, sequence, stats
 from features.labels import LabelPolicy
 from features.schema import BEHAVIOR_TYPES, Event, events_to_table
 from features.sequence import SequencePolicy
+from test_sequence import CAPPED, naive_capped_sequence
 
 USERS = (11, 22, 33, 44)
 
@@ -55,6 +56,30 @@ def test_latest_sequences_equal_the_oracle(seed):
         assert {k: rows[user][k] for k in expected} == expected
         state = sequence.add_all(sequence.empty(), evs, policy)
         assert sequence.finalize(state, policy) == expected
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_capped_lifelong_sequences_equal_the_oracle_and_the_algebra(seed):
+    rng = random.Random(seed)
+    events = random_events(rng, 500, users=USERS, span_ms=rng.choice([30, 300]))
+    policy = CAPPED[seed % len(CAPPED)]
+    table = events_to_table(events)
+    rows = {r["user_id"]: r for r in offline.lifelong_sequences(table, offline.behavior_log(table, policy),
+                                                                 policy).to_pylist()}
+    for user, evs in by_user(events).items():
+        expected = naive_capped_sequence(evs, policy)
+        assert sequence.finalize(sequence.add_all(sequence.empty(), evs, policy), policy) == expected
+        if expected["seq_length"] == 0:
+            assert user not in rows
+        else:
+            assert {k: rows[user][k] for k in expected} == expected, (seed, user)
+
+
+def test_lifelong_sequences_without_caps_are_the_log_slices():
+    events = events_to_table(random_events(random.Random(1), 300, users=USERS))
+    policy = SequencePolicy(max_len=7)
+    log = offline.behavior_log(events, policy)
+    assert offline.lifelong_sequences(events, log, policy) == offline.latest_sequences(log, 7)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -111,4 +136,5 @@ def test_empty_batches():
     assert offline.dedup(empty)[1] == 0
     log = offline.behavior_log(empty, SequencePolicy())
     assert log.num_rows == 0 and offline.latest_sequences(log, 5).num_rows == 0
+    assert offline.lifelong_sequences(empty, log, CAPPED[0]).num_rows == 0
     assert offline.impression_click(empty, 10).num_rows == 0

@@ -135,3 +135,24 @@ def test_a_retimed_copy_moves_the_event_to_its_greatest_time():
     table = log_table(rows, random.Random(0))
     got = pit.sequences_as_of(table, [1, 1], [T0 + 16, T0 + 21], 10).column("seq_item_ids").to_pylist()
     assert got == [[7], [7, 6]]
+
+
+def test_rows_before_equals_counting():
+    rng = np.random.default_rng(4)
+    keys = np.sort(rng.integers(0, 30, 2_000))
+    times = np.concatenate([np.sort(rng.integers(0, 50, (keys == k).sum())) for k in np.unique(keys)])
+    qk, qt = rng.integers(-2, 33, 3_000), rng.integers(-5, 55, 3_000)
+    expected = [int(((keys < k) | ((keys == k) & (times < t))).sum()) for k, t in zip(qk, qt)]
+    assert pit.rows_before(keys, times, qk, qt).tolist() == expected
+
+
+def test_slices_past_two_to_the_31_values_use_large_lists(monkeypatch):
+    rng = random.Random(6)
+    events = random_events(rng, 150, users=USERS[:3], span_ms=40)
+    table = log_table(log_rows(events), rng)
+    qs = queries(rng, events)
+    small = pit.sequences_as_of(table, [u for u, _ in qs], [t for _, t in qs], 5)
+    monkeypatch.setattr(pit, "LARGE_LIST_VALUES", 3)
+    large = pit.sequences_as_of(table, [u for u, _ in qs], [t for _, t in qs], 5)
+    assert large.schema.field("seq_item_ids").type == pa.large_list(pa.int64())
+    assert large.to_pylist() == small.to_pylist() and small.schema.field("seq_item_ids").type == pa.list_(pa.int64())

@@ -37,10 +37,11 @@ def test_drawn_example_exact_values_lengths_offsets():
     assert kjt.keys() == list(SPARSE_KEYS)
     # Row 0 sees e1 (60 s before: gap bucket 1+floor(log2(61)) = 6) and e2 (1 s before: bucket 2);
     # row 1 sees nothing; row 2 sees e4 (3600 s before: bucket 1+floor(log2(3601)) = 12).
-    # Item 1020 folds to 1020 % 999 + 1 = 22.
-    assert kjt.values().tolist() == [14, 31, 22,  7, 9, 8,  11, 12, 22,  6, 7, 8,  6, 2, 12]
-    assert kjt.lengths().tolist() == [1, 1, 1,  1, 1, 1,  2, 0, 1,  2, 0, 1,  2, 0, 1]
-    assert kjt.offsets().tolist() == [0, 1, 2, 3, 4, 5, 6, 8, 8, 9, 11, 11, 12, 14, 14, 15]
+    # Item 1020 folds to 1020 % 999 + 1 = 22. Every target's own gap is 0: bucket 1.
+    assert kjt.values().tolist() == [14, 31, 22,  7, 9, 8,  1, 1, 1,  11, 12, 22,  6, 7, 8,  6, 2, 12]
+    assert kjt.lengths().tolist() == [1, 1, 1,  1, 1, 1,  1, 1, 1,  2, 0, 1,  2, 0, 1,  2, 0, 1]
+    assert kjt.offsets().tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 11, 12, 14, 14, 15, 17, 17, 18]
+    assert kjt["target_gap"].values().tolist() == [1, 1, 1]
     hist = kjt["hist_item"]
     assert hist.values().tolist() == [11, 12, 22]
     assert hist.offsets().tolist() == [0, 2, 2, 3]

@@ -128,7 +128,7 @@ def planted_vectors(version: str, dim: int = 16, seed: int = 0) -> ItemVectors:
 def test_item_vectors_with_search_train_and_hold_their_version(synthetic_tables):
     train_ex, eval_ex, log = synthetic_tables
     vectors = planted_vectors("planted-v1")
-    cfg = TrainConfig(steps=250, batch_size=256, seed=0, threads=1, item_vectors=True, search_k=10)
+    cfg = TrainConfig(steps=250, batch_size=256, seed=0, threads=1, item_vectors=True, search="cosine", search_k=10)
     result = train(train_ex, eval_ex, log, cfg, vectors=vectors)
     m = result.eval_metrics
     assert np.mean(result.losses[-20:]) < np.mean(result.losses[:20])
@@ -144,4 +144,4 @@ def test_item_vectors_with_search_train_and_hold_their_version(synthetic_tables)
     with pytest.raises(ValueError, match="pass vectors="):
         train(train_ex, eval_ex, log, cfg)
     with pytest.raises(ValueError, match="set item_vectors = true"):
-        TrainConfig(search_k=5)
+        TrainConfig(search="cosine", search_k=5)

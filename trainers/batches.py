@@ -11,10 +11,15 @@ behaviors (keys in SPARSE_KEYS order, values key-major)::
 
     target_item      1 1 1        one value per row
     target_category  1 1 1
+    target_gap       1 1 1        the target's own gap bucket (gap 0: bucket 1)
     hist_item        2 0 1        jagged; an empty history is length 0
     hist_category    2 0 1
     hist_gap         2 0 1        gap bucket of each behavior
-    lengths = [1,1,1, 1,1,1, 2,0,1, 2,0,1, 2,0,1]
+    lengths = [1,1,1, 1,1,1, 1,1,1, 2,0,1, 2,0,1, 2,0,1]
+
+The model's search units (trainers/search.py) cut every ``hist_*`` key to the same kept
+behaviors, so every history feature must be named ``hist_*`` and every other key must hold
+one value per row.
 
 Everything is vectorized: numpy and Arrow compute, no per-row Python loop.
 """
@@ -34,7 +39,7 @@ from features.pit import sequences_as_of
 from features.time import GAP_BUCKETS, gap_bucket
 from trainers.item_vectors import ItemVectors
 
-SPARSE_KEYS = ("target_item", "target_category", "hist_item", "hist_category", "hist_gap")
+SPARSE_KEYS = ("target_item", "target_category", "target_gap", "hist_item", "hist_category", "hist_gap")
 GAP_TABLE_SIZE = GAP_BUCKETS
 # Rows converted per sequences_as_of call: one pass over the log serves many batches.
 CHUNK_BATCHES = 32
@@ -106,12 +111,13 @@ def _assemble(examples: pa.Table, seq: pa.Table, spec: FeatureSpec, vectors: Ite
     values = np.concatenate([
         fold(examples.column("item_id").to_numpy(), spec.item_table_size),
         fold(examples.column("category_id").to_numpy(), spec.category_table_size),
+        gap_bucket(np.zeros(n, dtype=np.int64)),
         fold(_flat(seq, "seq_item_ids"), spec.item_table_size),
         fold(_flat(seq, "seq_category_ids"), spec.category_table_size),
         gap_bucket(gaps),
     ])
     ones = np.ones(n, dtype=np.int64)
-    lengths = np.concatenate([ones, ones, hist_len, hist_len, hist_len])
+    lengths = np.concatenate([ones, ones, ones, hist_len, hist_len, hist_len])
     sparse = KeyedJaggedTensor.from_lengths_sync(
         keys=list(SPARSE_KEYS), values=torch.from_numpy(values), lengths=torch.from_numpy(lengths))
     labels = torch.from_numpy(examples.column("label").to_numpy().astype(np.float32))

@@ -4,20 +4,32 @@ Any model whose tables live in EmbeddingCollection / EmbeddingBagCollection
 modules (built on device "meta") can be wrapped: ``shard`` plans every table
 with one declared sharding type and returns a DistributedModelParallel on CPU
 (gloo) or GPU (nccl). ``unsharded_state_dict`` gathers the tables back into
-plain tensors, which load into the same model built unsharded for serving.
+plain tensors, which load into the same model built unsharded for serving;
+``load_unsharded`` copies such plain tensors back into a sharded model.
+
+Data parallelism over N ranks (a torchrun job, or ``trainers.launch.spawn_local``):
+every rank reads the same tables and draws the same global batch order from the
+seed; ``rank_batches`` gives rank r the r-th of N equal slices of each global batch,
+``eval_share`` / ``gather_scores`` split evaluation and give every rank all scores.
+Gradients: DDP averages the dense ones over ranks, and TorchRec's all-to-all divides
+the tables' by the world size (torchrec.distributed.comm_ops.GRADIENT_DIVISION, on by
+default), so both are the gradient of the global batch's mean loss, as at world size 1.
 """
 from __future__ import annotations
 
+import os
 import socket
 import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
+import numpy as np
+import pyarrow as pa
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
@@ -26,6 +38,9 @@ from torchrec.distributed.types import ShardingEnv, ShardingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
+
+from trainers.batches import Batch, FeatureSpec, check_sorted, epoch_batches
+from trainers.item_vectors import ItemVectors
 
 # What runs on CPU with gloo (ENVIRONMENT.md); data_parallel fails for EmbeddingCollection.
 SHARDING_TYPES = (ShardingType.TABLE_WISE.value, ShardingType.ROW_WISE.value, ShardingType.COLUMN_WISE.value)
@@ -51,7 +66,12 @@ def shard(model: nn.Module, pg: dist.ProcessGroup, sharding: str = "table_wise",
     device = device or torch.device("cpu")
     env = ShardingEnv.from_process_group(pg)
     sharders = [EmbeddingCollectionSharder(), EmbeddingBagCollectionSharder()]
-    constraints = {t.name: ParameterConstraints(sharding_types=[sharding]) for t in tables(model)}
+    # column_wise: TorchRec's default column block (128 wide) leaves narrower tables whole; ask for
+    # blocks of about embedding_dim / world_size (a multiple of 4) so each table is split over ranks.
+    constraints = {t.name: ParameterConstraints(
+        sharding_types=[sharding],
+        min_partition=max(4, t.embedding_dim // env.world_size) if sharding == ShardingType.COLUMN_WISE.value else None)
+        for t in tables(model)}
     local = torch.cuda.device_count() if device.type == "cuda" else env.world_size
     planner = EmbeddingShardingPlanner(
         topology=Topology(world_size=env.world_size, local_world_size=min(local, env.world_size) or 1,
@@ -75,11 +95,14 @@ def unsharded_state_dict(model: DistributedModelParallel) -> dict[str, torch.Ten
     ranks the gathered entries are empty tensors."""
     out = {}
     rank = dist.get_rank() if dist.is_initialized() else 0
+    # NCCL gathers between GPUs; the result is copied to CPU below.
+    nccl = dist.is_initialized() and dist.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
     with warnings.catch_warnings():  # torchrec 1.8's EmbeddingCollection state is ShardedTensor (deprecated)
         warnings.filterwarnings("ignore", message="Please use DTensor", category=FutureWarning)
         for key, value in model.state_dict().items():
             if isinstance(value, ShardedTensor):
-                full = torch.empty(value.size(), dtype=value.dtype) if rank == 0 else None
+                full = torch.empty(value.size(), dtype=value.dtype, device=device) if rank == 0 else None
                 value.gather(dst=0, out=full)
                 value = full if rank == 0 else torch.empty(0)
             elif isinstance(value, DTensor):
@@ -90,16 +113,118 @@ def unsharded_state_dict(model: DistributedModelParallel) -> dict[str, torch.Ten
 
 @contextmanager
 def process_group(backend: str = "gloo") -> Iterator[dist.ProcessGroup]:
-    """Reuse the initialized default group (torchrun, or a test's spawn), or create a gloo group of
-    size 1 on a free 127.0.0.1 port and destroy it afterwards."""
+    """Reuse the initialized default group (torchrun's launcher, a test's spawn); else join the group
+    that torchrun-style env vars describe (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE); else create a
+    group of size 1 on a free 127.0.0.1 port. A group made here is destroyed afterwards."""
     if dist.is_initialized():
         yield dist.group.WORLD
         return
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    if all(k in os.environ for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE")):
+        if backend == "nccl":  # one GPU per rank on each node
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend, init_method="env://")
+    else:
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     try:
         yield dist.group.WORLD
     finally:
         dist.destroy_process_group()
+
+
+def load_unsharded(model: DistributedModelParallel, state: dict[str, torch.Tensor]) -> None:
+    """Copy plain full tensors (an unsharded_state_dict, or a plain model's state_dict) into the
+    sharded model: each rank copies the slices its shards hold. Every rank passes the same state."""
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise KeyError(f"state does not fit the model: missing {missing}, unexpected {unexpected}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Please use DTensor", category=FutureWarning)
+        for key, target in own.items():
+            full = state[key]
+            if tuple(full.shape) != tuple(target.shape):
+                raise ValueError(f"state[{key!r}] has shape {tuple(full.shape)}; the model's is {tuple(target.shape)}")
+            if isinstance(target, ShardedTensor):
+                for piece in target.local_shards():
+                    rows = tuple(slice(o, o + n) for o, n in zip(piece.metadata.shard_offsets,
+                                                                 piece.metadata.shard_sizes))
+                    piece.tensor.detach().copy_(full[rows])
+            elif isinstance(target, DTensor):
+                target.to_local().detach().copy_(
+                    distribute_tensor(full.to(target.device), target.device_mesh, target.placements).to_local())
+            else:
+                target.detach().copy_(full)
+        model.load_state_dict(own)
+
+
+def rank_batches(examples: pa.Table, log: pa.Table, spec: FeatureSpec, batch_size: int, seed: int,
+                 start_step: int = 0, vectors: ItemVectors | None = None) -> Iterator[Batch]:
+    """This rank's slice of each global training batch, from global step ``start_step`` on.
+
+    The global batches are those of trainers.batches.training_batches (epochs reshuffled with
+    seeds drawn from ``seed``, the last partial batch dropped), so one rank alone sees exactly
+    them, and a resumed run picks up at the batch it stopped before. Rank r of N gets rows
+    [r*b, (r+1)*b) of each global batch, b = batch_size / N."""
+    rank, world = rank_and_world()
+    if batch_size % world:
+        raise ValueError(f"batch_size={batch_size} must be a multiple of the world size {world}")
+    n, b = examples.num_rows, batch_size // world
+    per_epoch = n // batch_size
+    if per_epoch == 0:
+        raise ValueError(f"{n} training examples cannot fill one batch of {batch_size}")
+    check_sorted(log)
+    seeds = np.random.default_rng(seed)
+    epoch, offset = divmod(start_step, per_epoch)
+    for _ in range(epoch):  # skip the seeds of finished epochs
+        seeds.integers(2**31)
+    while True:
+        order = np.random.default_rng(int(seeds.integers(2**31))).permutation(n)[: per_epoch * batch_size]
+        mine = order.reshape(per_epoch, batch_size)[offset:, rank * b:(rank + 1) * b].ravel()
+        yield from epoch_batches(examples.take(pa.array(mine)), log, spec, b, seed=None, vectors=vectors)
+        offset = 0
+
+
+def eval_share(n: int) -> np.ndarray:
+    """Row indices this rank scores: a contiguous 1/N of n rows, padded (repeating a row) to the
+    same length on every rank so that all ranks run the same number of sharded forwards."""
+    rank, world = rank_and_world()
+    m = -(-n // world)
+    rows = np.arange(rank * m, min((rank + 1) * m, n))
+    return np.concatenate([rows, np.full(m - len(rows), n - 1)]).astype(np.int64)
+
+
+def gather_scores(scores: np.ndarray, n: int) -> np.ndarray:
+    """Every rank's eval_share scores -> all n scores in row order, on every rank (collective)."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return scores[:n]
+    local = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float64))
+    if dist.get_backend() == "nccl":
+        local = local.cuda()
+    parts = [torch.empty_like(local) for _ in range(world)]
+    dist.all_gather(parts, local)
+    return torch.cat(parts).cpu().numpy()[:n]  # shares are contiguous; padding sits after row n - 1
+
+
+def agree(error: str | None, device: torch.device | None = None) -> str | None:
+    """Collective: None if no rank has an error; else this rank's error, or a note naming the
+    first rank that had one. Lets every rank raise together instead of leaving the others
+    waiting in a collective."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return error
+    flag = torch.tensor([world if error is None else rank], device=device or torch.device("cpu"))
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    first = int(flag)
+    if first == world:
+        return None
+    return error or f"rank {first} stopped with an error (see its log); this rank {rank} stops too"
+
+
+def rank_and_world() -> tuple[int, int]:
+    if not dist.is_initialized():
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
 
 
 @contextmanager

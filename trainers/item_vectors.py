@@ -1,5 +1,6 @@
-"""Frozen multimodal item vectors for the trainers: load a version, look vectors up, run
-the MUSE-style general search unit, and hold models to the version they were trained on.
+"""Frozen multimodal item vectors for the trainers: load a version, look vectors up, and hold
+models to the version they were trained on (the MUSE cosine search over them lives in
+trainers/search.py with the other search units).
 
 - ``load_item_vectors(workdir, version=None, item_ids=None)`` reads
   ``offline/item_embeddings/version=<v>/`` (pipelines/embed.py), newest row per item,
@@ -12,10 +13,6 @@ the MUSE-style general search unit, and hold models to the version they were tra
   (features.ids.fold), for a model that only has the KJT's folded values; items that
   fold onto one row share the normalized mean of their vectors (counted in
   ``collisions``).
-- ``general_search_unit(hist, target, mask, k)``: cosine of each behavior's vector with
-  the target's, top-k over real (mask) positions. MUSE (lifelong multimodal search):
-  the GSU ranks a long history by similarity of frozen content embeddings, the exact
-  search unit then attends over the k it picked.
 - ``require_version(model_meta, vectors_version)`` raises EmbeddingVersionMismatch unless
   the model's recorded ``item_embedding_version`` equals the vectors'.
 """
@@ -115,47 +112,6 @@ def load_item_vectors(workdir: str | Path, version: str | None = None,
     if n:
         vectors[1:] = torch.from_numpy(flat.reshape(n, dim)[order].astype(np.float32))
     return ItemVectors(version, ids[order].astype(np.int64), vectors)
-
-
-def general_search_unit(hist: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, k: int,
-                        chronological: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """MUSE-style general search unit over a padded history.
-
-    hist [B, L, d] (behaviors' frozen item vectors), target [B, d], mask [B, L] (True or 1
-    for real behaviors) -> (indices [B, k'], scores [B, k'], picked [B, k'] bool), with
-    k' = min(k, L). ``indices`` point into L; ``scores`` are cosines; ``picked`` is False
-    where a history has fewer than k real behaviors (those slots hold padding positions
-    and score 0). With ``chronological`` the picked positions come in time order (their
-    order in the history), unpicked slots last; otherwise in score order. Gather what
-    the exact search unit needs with ``select``. No gradient flows into the vectors."""
-    if hist.dim() != 3 or target.shape != (hist.shape[0], hist.shape[2]) or mask.shape != hist.shape[:2]:
-        raise ValueError(f"shapes must be hist [B, L, d], target [B, d], mask [B, L]; got "
-                         f"{tuple(hist.shape)}, {tuple(target.shape)}, {tuple(mask.shape)}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    with torch.no_grad():
-        real = mask.bool()
-        h = torch.nn.functional.normalize(hist.detach().float(), dim=-1)
-        t = torch.nn.functional.normalize(target.detach().float(), dim=-1)
-        cos = torch.einsum("bld,bd->bl", h, t)
-        k = min(k, hist.shape[1])
-        ranked = torch.where(real, cos, torch.full_like(cos, float("-inf")))
-        scores, idx = torch.topk(ranked, k, dim=1)
-        picked = torch.isfinite(scores)
-        scores = torch.where(picked, scores, torch.zeros_like(scores))
-        if chronological:
-            key = idx + hist.shape[1] * (~picked).long()  # unpicked slots sort last
-            order = torch.argsort(key, dim=1)
-            idx, scores, picked = idx.gather(1, order), scores.gather(1, order), picked.gather(1, order)
-    return idx, scores, picked
-
-
-def select(values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """values [B, L, ...] and indices [B, k] -> values at those positions [B, k, ...] (keeps gradients
-    of ``values``: use it on the ID embeddings the exact search unit trains)."""
-    shape = indices.shape + values.shape[2:]
-    expanded = indices.reshape(*indices.shape, *([1] * (values.dim() - 2))).expand(shape)
-    return values.gather(1, expanded)
 
 
 def require_version(model_meta: dict, vectors_version: str) -> None:

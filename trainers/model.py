@@ -1,11 +1,14 @@
-"""A small sequence ranker: embeddings -> target attention over the history -> MLP -> logit.
+"""The sequence ranker family: TorchRec tables -> [search unit] -> sequence pooling -> MLP -> logit.
 
-The history is pooled with target attention as in DIN (Zhou et al. 2018, "Deep
-Interest Network for Click-Through Rate Prediction", KDD): a small MLP scores
-each behavior from [h, t, h*t, h-t] (here plus the behavior's time-gap
-embedding) and the pooled vector is the weighted sum of the behaviors, without
-softmax normalization. Padding positions get weight 0, so an empty history
-pools to the zero vector (no NaN).
+Chosen by ``ModelConfig``: ``pooling`` is one of mean / din / tin (trainers/pooling.py) and
+``search`` one of none / category / cosine / dare (trainers/search.py). With a search unit the
+history is cut to its ``search_k`` best behaviors before the representation tables are looked
+up, so a history of 10^3-10^4 behaviors costs k lookups per row, plus whatever the unit scores
+on (category IDs, frozen item vectors, or DARE's small attention tables).
+
+A behavior is embedded as [item ; category] (2d wide) with a temporal encoding of the same
+width: the embedding of its time-gap bucket to the target (``hist_gap``); the target's own
+encoding is that of gap 0 (``target_gap``).
 """
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ from torchrec.modules.embedding_modules import EmbeddingCollection
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from trainers.batches import GAP_TABLE_SIZE
-from trainers.item_vectors import general_search_unit, select
+from trainers.pooling import POOLINGS, Behaviors, make_pooling, mlp
+from trainers.search import (SEARCHES, category_scores, cosine_scores, dare_scores, keep_behaviors, kept_values,
+                             padded_scores, top_k_positions)
 
 
 @dataclass(frozen=True)
@@ -30,15 +35,27 @@ class ModelConfig:
     attention_hidden: tuple[int, ...] = (64, 32)
     over_hidden: tuple[int, ...] = (128, 64)
     init_scale: float = 0.2  # tables start uniform in [-init_scale, init_scale]
-    item_vector_dim: int = 0  # > 0: frozen multimodal item vectors feed a side feature (and the search)
-    search_k: int = 0  # > 0: attend over the k behaviors nearest the target by item-vector cosine (MUSE GSU)
+    item_vector_dim: int = 0  # > 0: frozen multimodal item vectors feed a side feature (and the cosine search)
+    pooling: str = "din"  # one of POOLINGS
+    search: str = "none"  # one of SEARCHES
+    search_k: int = 0  # behaviors the search unit keeps: >= 1 with a search unit, 0 without
+    attention_dim: int = 8  # width of DARE's attention tables (search = "dare")
 
     def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"ModelConfig.pooling {self.pooling!r} is not one of {POOLINGS}")
+        if self.search not in SEARCHES:
+            raise ValueError(f"ModelConfig.search {self.search!r} is not one of {SEARCHES}")
         if self.item_vector_dim < 0 or self.search_k < 0:
             raise ValueError(f"ModelConfig.item_vector_dim and search_k must be >= 0: {self}")
-        if self.search_k and not self.item_vector_dim:
-            raise ValueError("ModelConfig.search_k needs item vectors (item_vector_dim > 0) to search by")
-        if min(self.embedding_dim, self.max_len, *self.attention_hidden, *self.over_hidden) < 1:
+        if self.search == "none" and self.search_k:
+            raise ValueError(f"ModelConfig.search_k={self.search_k} needs a search unit: set search to one of "
+                             f"{SEARCHES[1:]}")
+        if self.search != "none" and self.search_k < 1:
+            raise ValueError(f"ModelConfig.search={self.search!r} needs search_k >= 1 (behaviors to keep)")
+        if self.search == "cosine" and not self.item_vector_dim:
+            raise ValueError("ModelConfig.search='cosine' needs item vectors (item_vector_dim > 0) to search by")
+        if min(self.embedding_dim, self.max_len, self.attention_dim, *self.attention_hidden, *self.over_hidden) < 1:
             raise ValueError(f"ModelConfig sizes must be >= 1: {self}")
         if min(self.item_table_size, self.category_table_size) < 2:
             raise ValueError(f"ModelConfig table sizes must be >= 2 (row 0 is padding): {self}")
@@ -46,50 +63,45 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.init_scale must be > 0, got {self.init_scale}")
 
 
-def mlp(sizes: list[int]) -> nn.Sequential:
-    """Linear layers with ReLU between them (none after the last)."""
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+def collection(tables: dict[str, tuple[int, list[str]]], dim: int, scale: float,
+               device: torch.device | None) -> EmbeddingCollection:
+    """One EmbeddingCollection of ``dim``-wide tables {name: (rows, feature names)}."""
+    return EmbeddingCollection(
+        tables=[EmbeddingConfig(name=name, embedding_dim=dim, num_embeddings=rows, feature_names=features,
+                                weight_init_min=-scale, weight_init_max=scale)
+                for name, (rows, features) in tables.items()],
+        device=device)
 
 
 class SparseArch(nn.Module):
-    """Tables "item" (target_item, hist_item), "category" (target_category, hist_category), "gap" (hist_gap)."""
+    """The TorchRec tables, one EmbeddingCollection per width (a collection holds one width):
+
+    - ``ec`` (d): "item" (target_item, hist_item), "category" (target_category, hist_category);
+    - ``temporal`` (2d): "gap" (target_gap, hist_gap), the temporal encodings of [item ; category];
+    - with search = "dare", ``attention`` (a): "item_att", "category_att" and ``attention_temporal``
+      (2a): "gap_att" on the same features: DARE's attention embeddings, used only for the search
+      and the attention logits."""
 
     def __init__(self, cfg: ModelConfig, device: torch.device | None = None):
         super().__init__()
-        tables = {"item": (cfg.item_table_size, ["target_item", "hist_item"]),
-                  "category": (cfg.category_table_size, ["target_category", "hist_category"]),
-                  "gap": (GAP_TABLE_SIZE, ["hist_gap"])}
-        self.ec = EmbeddingCollection(
-            tables=[EmbeddingConfig(name=name, embedding_dim=cfg.embedding_dim, num_embeddings=rows,
-                                    feature_names=features, weight_init_min=-cfg.init_scale,
-                                    weight_init_max=cfg.init_scale)
-                    for name, (rows, features) in tables.items()],
-            device=device,
-        )
+        d, a, s = cfg.embedding_dim, cfg.attention_dim, cfg.init_scale
+        items, categories = (cfg.item_table_size, ["target_item", "hist_item"]), \
+            (cfg.category_table_size, ["target_category", "hist_category"])
+        gaps = (GAP_TABLE_SIZE, ["target_gap", "hist_gap"])
+        self.ec = collection({"item": items, "category": categories}, d, s, device)
+        self.temporal = collection({"gap": gaps}, 2 * d, s, device)
+        self.attention = self.attention_temporal = None
+        if cfg.search == "dare":
+            self.attention = collection({"item_att": items, "category_att": categories}, a, s, device)
+            self.attention_temporal = collection({"gap_att": gaps}, 2 * a, s, device)
 
     def forward(self, sparse: KeyedJaggedTensor) -> dict[str, JaggedTensor]:
-        return self.ec(sparse)
+        """The representation embeddings of every feature, by feature name."""
+        return {**self.ec(sparse), **self.temporal(sparse)}
 
-
-class SequenceArch(nn.Module):
-    """DIN target attention: weight each behavior by an MLP, sum the weighted behaviors."""
-
-    def __init__(self, dim: int, gap_dim: int, hidden: tuple[int, ...]):
-        super().__init__()
-        self.score = mlp([4 * dim + gap_dim, *hidden, 1])
-
-    def forward(self, target: torch.Tensor, hist: torch.Tensor, gap: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
-        """target [B, d], hist [B, L, d], gap [B, L, g], mask [B, L] (1 = real) -> pooled [B, d]."""
-        t = target.unsqueeze(1).expand_as(hist)
-        weights = self.score(torch.cat([hist, t, hist * t, hist - t, gap], dim=-1)).squeeze(-1)
-        weights = weights * mask
-        return torch.einsum("bl,bld->bd", weights, hist)
+    def attention_lookup(self, sparse: KeyedJaggedTensor) -> dict[str, JaggedTensor]:
+        """DARE's attention embeddings of every feature, by feature name."""
+        return {**self.attention(sparse), **self.attention_temporal(sparse)}
 
 
 class OverArch(nn.Module):
@@ -106,21 +118,21 @@ class OverArch(nn.Module):
 class SequenceRanker(nn.Module):
     """Batch.sparse (+ Batch.vector_rows) -> click logits. Build on device "meta" for DMP, "cpu" unsharded.
 
-    With item vectors (MUSE, Wu et al. 2024, "MUSE: A Multi-modal Target Attention Model
-    for CTR Prediction"), the frozen vectors enter twice: a general search unit keeps the
-    search_k behaviors whose vectors are nearest the target's (cosine), so the DIN
-    attention runs over those; and the target's vector, projected to the embedding size,
-    is a side input of the over-arch. The vectors are a non-persistent buffer: they are
-    not trained and not in the state_dict; trainers.item_vectors holds models to their version.
+    With item vectors (MUSE, Wu et al. 2024, "MUSE: A Multi-modal Target Attention Model for CTR
+    Prediction") the target's frozen vector, projected to the embedding size, is a side input of
+    the over-arch, and search = "cosine" searches the history by those vectors. The vectors are a
+    non-persistent buffer: not trained and not in the state_dict; trainers.item_vectors holds
+    models to their version.
     """
 
     def __init__(self, cfg: ModelConfig, sparse_device: torch.device | None = None,
                  item_vectors: torch.Tensor | None = None):
         super().__init__()
-        self.max_len, self.search_k = cfg.max_len, cfg.search_k
+        self.cfg = cfg
         d = cfg.embedding_dim
         self.sparse_arch = SparseArch(cfg, sparse_device)
-        self.sequence_arch = SequenceArch(2 * d, d, cfg.attention_hidden)
+        key_dim = 2 * (cfg.attention_dim if cfg.search == "dare" else d)
+        self.pooling = make_pooling(cfg.pooling, key_dim, cfg.attention_hidden)
         self.vector_arch = None
         if cfg.item_vector_dim:
             if item_vectors is None or item_vectors.dim() != 2 or item_vectors.shape[1] != cfg.item_vector_dim:
@@ -131,27 +143,55 @@ class SequenceRanker(nn.Module):
         self.over_arch = OverArch(2 * d, cfg.over_hidden, d if cfg.item_vector_dim else 0)
 
     def forward(self, sparse: KeyedJaggedTensor, vector_rows: torch.Tensor | None = None) -> torch.Tensor:
+        n = sparse.stride()
+        lengths = sparse["hist_item"].lengths()
+        if lengths.numel() and int(lengths.max()) > self.cfg.max_len:
+            raise ValueError(f"a history of {int(lengths.max())} behaviors exceeds the model's "
+                             f"max_len={self.cfg.max_len}; build batches with the same max_len as the model")
+        if self.vector_arch is not None and vector_rows is None:
+            raise ValueError("this model reads item vectors: build batches with vectors=ItemVectors")
+        width, att = self.cfg.max_len, None
+        if self.cfg.search != "none":
+            sparse, att = self._search(sparse, lengths, vector_rows, n)
+            width = min(self.cfg.search_k, self.cfg.max_len)
         emb = self.sparse_arch(sparse)
-        # target_* have exactly one value per row, so their values are [B, d] in row order.
-        target = torch.cat([emb["target_item"].values(), emb["target_category"].values()], dim=-1)
         offsets = emb["hist_item"].offsets()
-        hist = self._padded(torch.cat([emb["hist_item"].values(), emb["hist_category"].values()], dim=-1), offsets)
-        gap = self._padded(emb["hist_gap"].values(), offsets)
-        lengths = emb["hist_item"].lengths()
-        mask = (torch.arange(self.max_len, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)).to(hist.dtype)
-        side = []
-        if self.vector_arch is not None:
-            if vector_rows is None:
-                raise ValueError("this model reads item vectors: build batches with vectors=ItemVectors")
-            n = target.shape[0]
-            target_vec = self.item_vectors[vector_rows[:n]]
-            if self.search_k:
-                hist_vec = self._padded(self.item_vectors[vector_rows[n:]], offsets)
-                idx, _, picked = general_search_unit(hist_vec, target_vec, mask, self.search_k)
-                hist, gap, mask = select(hist, idx), select(gap, idx), picked.to(hist.dtype)
-            side.append(self.vector_arch(target_vec))
-        pooled = self.sequence_arch(target, hist, gap, mask)
-        return self.over_arch(target, pooled, side)
+        value = _view(emb, offsets, width)
+        key = value if att is None else _view(att, offsets, width)  # DARE: the kept behaviors' attention view
+        kept = emb["hist_item"].lengths()
+        mask = (torch.arange(width, device=kept.device).unsqueeze(0) < kept.unsqueeze(1)).to(value.hist.dtype)
+        pooled = self.pooling(value, key, mask)
+        side = [] if self.vector_arch is None else [self.vector_arch(self.item_vectors[vector_rows[:n]])]
+        return self.over_arch(value.target, pooled, side)
 
-    def _padded(self, values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        return torch.ops.fbgemm.jagged_to_padded_dense(values, [offsets], [self.max_len], 0.0)
+    def _search(self, sparse: KeyedJaggedTensor, lengths: torch.Tensor, vector_rows: torch.Tensor | None,
+                n: int) -> tuple[KeyedJaggedTensor, dict[str, JaggedTensor] | None]:
+        """The general search unit: score every behavior, keep the top search_k per row. Returns the
+        cut KJT and, with DARE, the attention lookups of the cut KJT (else None). DARE scores the full
+        history with a lookup without gradient, then looks up the kept behaviors again for the logits,
+        so the backward pass (and the fused table update) touches k behaviors per row, not all."""
+        if self.cfg.search == "category":
+            scores = category_scores(sparse)
+        elif self.cfg.search == "cosine":
+            scores = cosine_scores(self.item_vectors, vector_rows[:n], vector_rows[n:], lengths)
+        else:
+            with torch.no_grad():
+                scores = dare_scores(self.sparse_arch.attention_lookup(sparse))
+        indices, picked = top_k_positions(padded_scores(scores, lengths, self.cfg.max_len), self.cfg.search_k)
+        cut = keep_behaviors(sparse, *kept_values(lengths, indices, picked))
+        return cut, self.sparse_arch.attention_lookup(cut) if self.cfg.search == "dare" else None
+
+
+def _view(emb: dict[str, JaggedTensor], offsets: torch.Tensor, width: int) -> Behaviors:
+    """Lookups by feature name -> Behaviors: [item ; category] of the target and of the history
+    padded to ``width``, and their gap encodings."""
+    def cat(kind: str) -> torch.Tensor:
+        return torch.cat([emb[f"{kind}_item"].values(), emb[f"{kind}_category"].values()], dim=-1)
+
+    return Behaviors(target=cat("target"), hist=_padded(cat("hist"), offsets, width),
+                     target_time=emb["target_gap"].values(), hist_time=_padded(emb["hist_gap"].values(), offsets, width))
+
+
+def _padded(values: torch.Tensor, offsets: torch.Tensor, width: int) -> torch.Tensor:
+    """Jagged values [N, d] -> [B, width, d], zeros at padding."""
+    return torch.ops.fbgemm.jagged_to_padded_dense(values, [offsets], [width], 0.0)

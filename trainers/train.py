@@ -1,17 +1,27 @@
 """Train the sequence ranker under DistributedModelParallel; score examples unsharded.
 
-train() runs TorchRec DMP at world size 1 over a gloo process group (created
-here on a free 127.0.0.1 port and destroyed at the end, or reused if one of
-size 1 exists). Embedding tables are table-wise sharded and updated by a fused
-RowWiseAdagrad inside backward (fused Adam is refused on CPU); the dense arches
-use torch.optim.Adam. predict() loads the returned unsharded state_dict into a
-plain model on CPU, with no process group, as serving does.
+train() runs TorchRec DMP over the default process group: one that is already
+initialized (trainers.launch under torchrun, or spawn_local), else the group
+torchrun's env vars describe, else a gloo group of size 1 on a free 127.0.0.1
+port (destroyed at the end). Each of N ranks trains on 1/N of every global batch
+(trainers.distributed.rank_batches) and scores 1/N of the eval rows; losses and
+metrics are global and the same on every rank, and rank 0 gets the full tables.
+Tables are sharded by TrainConfig.sharding (table_wise, row_wise, column_wise)
+and updated by a fused RowWiseAdagrad inside backward (fused Adam is refused on
+CPU); the dense arches use torch.optim.Adam. device "cuda" runs NCCL, one GPU per
+rank. Batches holding NaN/inf in a float tensor, and item vectors holding any,
+are refused before the model sees them, on every rank at once.
+Checkpoints (trainers.checkpoint, DCP) save and resume the sharded model, the
+optimizer state and the data position. predict() loads the returned unsharded
+state_dict into a plain model on CPU, with no process group, as serving does.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -22,14 +32,20 @@ import torch.nn.functional as F
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.keyed import CombinedOptimizer
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from features.labels import EXAMPLE_SCHEMA
 from features.pit import LOG_COLUMNS, sort_log
 from trainers import metrics
-from trainers.batches import Batch, FeatureSpec, eval_batches, training_batches
-from trainers.distributed import combined_optimizer, process_group, shard, threads, unsharded_state_dict
+from trainers import checkpoint
+from trainers.batches import Batch, FeatureSpec, eval_batches
+from trainers.distributed import (SHARDING_TYPES, agree, combined_optimizer, eval_share, gather_scores,
+                                  load_unsharded, process_group, rank_and_world, rank_batches, shard, threads,
+                                  unsharded_state_dict)
 from trainers.item_vectors import META_KEY, ItemVectors, require_version
 from trainers.model import ModelConfig, SequenceRanker
+from trainers.pooling import POOLINGS
+from trainers.search import SEARCHES
 
 
 @dataclass(frozen=True)
@@ -51,11 +67,17 @@ class TrainConfig:
     progress_every: int = 50
     threads: int = 0  # torch intra-op threads while training; 0 leaves torch's setting
     item_vectors: bool = False  # read frozen multimodal item vectors (pipelines/embed.py) as a side feature
-    search_k: int = 0  # > 0: MUSE-style search keeps the k behaviors nearest the target (needs item_vectors)
+    model: str = "din"  # sequence pooling: one of trainers.pooling.POOLINGS (mean, din, tin)
+    search: str = "none"  # lifelong search unit: one of trainers.search.SEARCHES (none, category, cosine, dare)
+    search_k: int = 0  # behaviors the search unit keeps (>= 1 with a search unit; "cosine" needs item_vectors)
+    attention_dim: int = 8  # width of DARE's attention tables (search = "dare")
+    sharding: str = "table_wise"  # every table's plan: one of trainers.distributed.SHARDING_TYPES
+    device: str = "cpu"  # "cpu" (gloo) or "cuda" (nccl, one GPU per rank: cuda:LOCAL_RANK)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "embedding_dim", "item_table_size", "category_table_size",
-                     "max_len", "seed", "eval_batch_size", "progress_every", "threads", "search_k"):
+                     "max_len", "seed", "eval_batch_size", "progress_every", "threads", "search_k",
+                     "attention_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"TrainConfig.{name} must be an int, got {value!r}")
@@ -67,8 +89,28 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or value <= 0:
                 raise ValueError(f"TrainConfig.{name} must be a finite number > 0, got {value!r}")
-        if self.search_k and not self.item_vectors:
-            raise ValueError("TrainConfig.search_k searches by item vectors: set item_vectors = true")
+        self._check_model()
+        if self.sharding not in SHARDING_TYPES:
+            raise ValueError(f"TrainConfig.sharding must be one of {SHARDING_TYPES}, got {self.sharding!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"TrainConfig.device must be 'cpu' or 'cuda', got {self.device!r}")
+
+    def _check_model(self) -> None:
+        if self.model not in POOLINGS:
+            raise ValueError(f"TrainConfig.model must be one of {POOLINGS}, got {self.model!r}")
+        if self.search not in SEARCHES:
+            raise ValueError(f"TrainConfig.search must be one of {SEARCHES}, got {self.search!r}")
+        if self.search == "none" and self.search_k:
+            raise ValueError(f"TrainConfig.search_k={self.search_k} needs a search unit: set search to one of "
+                             f"{SEARCHES[1:]}")
+        if self.search != "none" and self.search_k < 1:
+            raise ValueError(f"TrainConfig.search={self.search!r} needs search_k >= 1 (behaviors to keep)")
+        if self.search == "cosine" and not self.item_vectors:
+            raise ValueError("TrainConfig.search='cosine' searches by item vectors: set item_vectors = true")
+        for name in ("embedding_dim", "attention_dim"):  # fbgemm's fused tables need widths in multiples of 4
+            if getattr(self, name) % 4:
+                raise ValueError(f"TrainConfig.{name} must be a multiple of 4 (sharded tables), "
+                                 f"got {getattr(self, name)}")
 
     @property
     def features(self) -> FeatureSpec:
@@ -77,18 +119,24 @@ class TrainConfig:
     def model_config(self, vector_dim: int = 0) -> ModelConfig:
         return ModelConfig(self.embedding_dim, self.item_table_size, self.category_table_size, self.max_len,
                            init_scale=self.embedding_init, item_vector_dim=vector_dim if self.item_vectors else 0,
-                           search_k=self.search_k)
+                           pooling=self.model, search=self.search, search_k=self.search_k,
+                           attention_dim=self.attention_dim)
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    state_dict: dict[str, torch.Tensor]  # unsharded CPU tensors; loads into SequenceRanker(cfg.model_config())
+    state_dict: dict[str, torch.Tensor]  # unsharded CPU tensors (rank 0; {} on other ranks)
     config: TrainConfig
     losses: list[float]  # one per step
     eval_metrics: dict[str, float]  # auc, logloss, baseline_auc, baseline_logloss, n_eval, eval_positive_rate
     samples_per_s: float  # training examples per second over the step loop (batch building included)
     train_seconds: float
     item_vector_version: str | None = None  # the encoder version of the vectors it read, if any
+    eval_scores: np.ndarray | None = None  # the sharded model's eval scores, in eval_examples' row order
+    checkpoint: str | None = None  # the checkpoint written at the last step, if checkpoint_dir was given
+    start_step: int = 0  # > 0 when resumed: losses then cover steps start_step + 1 .. cfg.steps
+    rank: int = 0
+    world_size: int = 1
 
     def metadata(self) -> dict:
         """What a registry should record beside the weights."""
@@ -96,35 +144,72 @@ class TrainResult:
 
 
 def train(train_examples: pa.Table, eval_examples: pa.Table, log: pa.Table, cfg: TrainConfig,
-          progress: Callable[[int, float], None] | None = None, vectors: ItemVectors | None = None) -> TrainResult:
-    """Train for cfg.steps batches, evaluate on eval_examples (with a popularity baseline).
-    ``vectors`` (trainers.item_vectors.load_item_vectors) is required when cfg.item_vectors."""
+          progress: Callable[[int, float], None] | None = None, vectors: ItemVectors | None = None, *,
+          checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0, resume_from: str | Path | None = None,
+          init_state: dict[str, torch.Tensor] | None = None) -> TrainResult:
+    """Train up to global step cfg.steps, evaluate on eval_examples (with a popularity baseline).
+
+    ``vectors`` (trainers.item_vectors.load_item_vectors) is required when cfg.item_vectors.
+    At world size N (an initialized default group, or torchrun's env vars) every rank calls this
+    with the same tables: each trains on 1/N of every global batch of cfg.batch_size and scores
+    1/N of the eval rows; all ranks get the same losses, metrics and progress calls, rank 0 alone
+    the state_dict. ``checkpoint_dir``: DCP checkpoints (trainers.checkpoint) every
+    ``checkpoint_every`` steps and at the end. ``resume_from``: a checkpoint, or a checkpoint_dir
+    (its latest), to continue from (weights, optimizer state, data position); cfg.steps still
+    counts from step 0. ``init_state``: unsharded weights to start from with a fresh optimizer."""
     vectors = _vectors_for(cfg, vectors)
+    _check_vectors(vectors)
+    if resume_from is not None and init_state is not None:
+        raise ValueError("pass resume_from (a checkpoint) or init_state (weights), not both")
+    if checkpoint_every < 0 or (checkpoint_every and checkpoint_dir is None):
+        raise ValueError(f"checkpoint_every={checkpoint_every} must be >= 0, and > 0 only with checkpoint_dir")
     _check_columns(train_examples, EXAMPLE_SCHEMA.names, "train_examples")
     _check_columns(eval_examples, EXAMPLE_SCHEMA.names, "eval_examples")
     _check_columns(log, LOG_COLUMNS, "log")
     log = sort_log(log)
     torch.manual_seed(cfg.seed)
-    with threads(cfg.threads), process_group() as pg:
-        if dist.get_world_size(pg) != 1:
-            raise RuntimeError(f"train() runs at world size 1; the initialized process group has "
-                               f"{dist.get_world_size(pg)} ranks")
+    with threads(cfg.threads), process_group("nccl" if cfg.device == "cuda" else "gloo") as pg:
+        rank, world = rank_and_world()
+        device = torch.device("cuda", torch.cuda.current_device()) if cfg.device == "cuda" else torch.device("cpu")
         model = SequenceRanker(cfg.model_config(vectors.dim if vectors else 0), sparse_device=torch.device("meta"),
                                item_vectors=None if vectors is None else vectors.table)
         apply_optimizer_in_backward(RowWiseAdagrad, model.sparse_arch.parameters(), {"lr": cfg.sparse_lr})
-        model = shard(model, pg)
+        model = shard(model, pg, cfg.sharding, device)
         optimizer = combined_optimizer(model, cfg.dense_lr)
-        losses, seconds = _fit(model, optimizer,
-                               training_batches(train_examples, log, cfg.features, cfg.batch_size, cfg.seed,
-                                                vectors), cfg, progress)
-        scores = _score(model, eval_batches(eval_examples, log, cfg.features, cfg.eval_batch_size, vectors))
+        about = checkpoint.describe(cfg, cfg.model_config(vectors.dim if vectors else 0), cfg.features,
+                                    None if vectors is None else vectors.version, train_examples)
+        start = 0
+        if resume_from is not None:
+            start = checkpoint.load_checkpoint(resume_from, model, optimizer, about)["position"]["step"]
+        elif init_state is not None:
+            load_unsharded(model, init_state)
+
+        def save(step: int) -> str:
+            return str(checkpoint.save_checkpoint(checkpoint.step_dir(checkpoint_dir, step), model, optimizer, about,
+                                                  step, train_examples.num_rows // cfg.batch_size))
+
+        def after_step(step: int) -> None:
+            if checkpoint_every and step % checkpoint_every == 0 and step < cfg.steps:
+                save(step)
+
+        losses, seconds = _fit(
+            model, optimizer, rank_batches(train_examples, log, cfg.features, cfg.batch_size, cfg.seed, start, vectors),
+            cfg, progress, start, device, after_step)
+        saved = save(cfg.steps) if checkpoint_dir is not None and cfg.steps > start else None
+        scores = np.zeros(0)
+        if eval_examples.num_rows:
+            share = eval_examples.take(pa.array(eval_share(eval_examples.num_rows)))
+            scores = gather_scores(_score(model, eval_batches(share, log, cfg.features, cfg.eval_batch_size, vectors),
+                                          device), eval_examples.num_rows)
         state = unsharded_state_dict(model)
     baseline = metrics.popularity_scores(train_examples, eval_examples)
+    trained = cfg.steps - start
     return TrainResult(
-        state_dict=state, config=cfg, losses=losses,
+        state_dict=state if rank == 0 else {}, config=cfg, losses=losses,
         eval_metrics=evaluate(eval_examples.column("label").to_numpy(), scores, baseline),
-        samples_per_s=cfg.steps * cfg.batch_size / seconds, train_seconds=seconds,
-        item_vector_version=None if vectors is None else vectors.version)
+        samples_per_s=trained * cfg.batch_size / seconds if trained > 0 else 0.0, train_seconds=seconds,
+        item_vector_version=None if vectors is None else vectors.version, eval_scores=scores,
+        checkpoint=saved, start_step=start, rank=rank, world_size=world)
 
 
 def predict(state_dict: dict[str, torch.Tensor], cfg: TrainConfig, examples: pa.Table,
@@ -135,6 +220,7 @@ def predict(state_dict: dict[str, torch.Tensor], cfg: TrainConfig, examples: pa.
     ``model_meta`` (TrainResult.metadata() or the registry's metadata); another version is
     refused with EmbeddingVersionMismatch."""
     vectors = _vectors_for(cfg, vectors)
+    _check_vectors(vectors)
     if vectors is not None:
         require_version(model_meta or {}, vectors.version)
     _check_columns(examples, ("user_id", "item_id", "category_id", "timestamp"), "examples")
@@ -169,15 +255,30 @@ def evaluate(labels: np.ndarray, scores: np.ndarray, baseline: np.ndarray) -> di
 
 
 def _fit(model: torch.nn.Module, optimizer: CombinedOptimizer, batches: Iterator[Batch], cfg: TrainConfig,
-         progress: Callable[[int, float], None] | None) -> tuple[list[float], float]:
+         progress: Callable[[int, float], None] | None, start_step: int = 0,
+         device: torch.device = torch.device("cpu"),
+         after_step: Callable[[int], None] | None = None) -> tuple[list[float], float]:
+    """Global steps start_step + 1 .. cfg.steps; the loss recorded is the mean over all ranks."""
     model.train()
     losses: list[float] = []
+    _, world = rank_and_world()
     start = time.perf_counter()
-    for step in range(1, cfg.steps + 1):
+    for step in range(start_step + 1, cfg.steps + 1):
         batch = next(batches)
+        # Every rank checks its share and all stop together: a rank that raised alone would leave
+        # the others waiting in the sharded forward.
+        error = agree(_nonfinite(batch, f"step {step}"), device)
+        if error:
+            raise ValueError(error)
+        if device.type != "cpu":
+            batch = batch.to(device, non_blocking=True)
         optimizer.zero_grad()
         loss = F.binary_cross_entropy_with_logits(model(batch.sparse, batch.vector_rows), batch.labels)
-        value = float(loss.detach())
+        mean = loss.detach().clone()
+        if world > 1:
+            dist.all_reduce(mean)
+            mean /= world
+        value = float(mean)
         # Check before backward: the fused sparse optimizer updates tables inside backward.
         if not math.isfinite(value):
             raise FloatingPointError(f"training loss is {value} at step {step}; "
@@ -187,16 +288,49 @@ def _fit(model: torch.nn.Module, optimizer: CombinedOptimizer, batches: Iterator
         losses.append(value)
         if progress is not None and (step % cfg.progress_every == 0 or step == cfg.steps):
             progress(step, value)
+        if after_step is not None:
+            after_step(step)
     return losses, time.perf_counter() - start
 
 
-def _score(model: torch.nn.Module, batches: Iterator[Batch]) -> np.ndarray:
+def _score(model: torch.nn.Module, batches: Iterator[Batch], device: torch.device = torch.device("cpu")) -> np.ndarray:
     model.eval()
     out = []
     with torch.no_grad():
         for batch in batches:
-            out.append(torch.sigmoid(model(batch.sparse, batch.vector_rows)).double().numpy())
+            if device.type != "cpu":
+                batch = batch.to(device, non_blocking=True)
+            out.append(torch.sigmoid(model(batch.sparse, batch.vector_rows)).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def _nonfinite(batch: Batch, where: str) -> str | None:
+    """A message naming the first float tensor of the batch that holds NaN/inf, else None."""
+    for field in dataclasses.fields(batch):
+        value = getattr(batch, field.name)
+        name = field.name
+        if isinstance(value, KeyedJaggedTensor):
+            value, name = value.weights_or_none(), f"{name}.weights"
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            bad = ~torch.isfinite(value.flatten())
+            if bad.any():
+                first = int(bad.nonzero()[0])
+                return (f"non-finite input: batch tensor {name!r} at {where} holds {int(bad.sum())} NaN/inf "
+                        f"value(s), the first at flat index {first} ({float(value.flatten()[first])}); "
+                        f"fix or drop those input rows")
+    return None
+
+
+def _check_vectors(vectors: ItemVectors | None) -> None:
+    """Refuse item vectors with NaN/inf before any model reads them."""
+    if vectors is None:
+        return
+    bad = (~torch.isfinite(vectors.table)).any(dim=1).nonzero().flatten()
+    if len(bad):
+        row = int(bad[0])
+        what = f"item {int(vectors.ids[row - 1])}" if row > 0 else "the padding row"
+        raise ValueError(f"non-finite input: item vectors (version {vectors.version!r}) hold NaN/inf in "
+                         f"{len(bad)} row(s), the first being {what}; re-embed those items")
 
 
 def _check_columns(table: pa.Table, names, what: str) -> None:

@@ -1,0 +1,293 @@
+"""Vectorized parse + validate of a chunk of JSON lines: the fast path of validate.parse_event.
+
+parse_lines(lines) gives exactly what [parse_event(x) for x in lines] gives (the same accepted
+events in the same order, the same rejections), much faster. How it stays exact:
+
+1. A byte screen (features.json_lines.screen) keeps only lines whose JSON reading cannot differ between Python's
+   json module and Arrow's JSON reader: printable ASCII (so no escapes, no bad UTF-8, no
+   control characters), no backslash, no brackets, one ``{`` first and one ``}`` last (one flat
+   object), no ``NaN``/``Inf`` tokens, at most MAX_RECORD_BYTES.
+2. Arrow's JSON reader parses those lines in one call. A block it refuses (a syntax error,
+   a duplicate key, a field whose type changes between lines, a row count that is not the
+   line count) is split: by the kind of value of the field whose type changed, or else in
+   halves, down to LEAF_LINES lines.
+3. Arrow compute decides, per line, whether parse_event would ACCEPT it, and builds the event
+   columns (IDs hashed once per distinct value with ids.stable_id).
+4. Every other line -- not screened in, not parsed, or not certainly accepted -- goes through
+   parse_event itself. So every rejection, with its reason, detail and raw text, is
+   parse_event's own; the fast path only ever accepts.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from features.ids import stable_id
+from features.json_lines import screen
+from features.schema import EVENT_SCHEMA, EVENT_TYPES, Event, Rejection, events_to_table
+from features.validate import MAX_FIELD_CHARS, MAX_FUTURE_MS, MIN_TIMESTAMP_MS, parse_event, timestamp_ms
+
+LEAF_LINES = 8  # a refused block this small goes line by line through parse_event
+
+
+@dataclass
+class ParsedLines:
+    events: pa.Table  # EVENT_SCHEMA: the accepted lines, in input order
+    rejections: list[Rejection]  # in input order
+    fast: int  # lines accepted by the vectorized path (the rest went through parse_event)
+
+
+def parse_lines(lines: Sequence[Any], now_ms: int | None = None) -> ParsedLines:
+    """Validate a chunk of raw records (JSON lines as bytes or str; anything else goes to parse_event)."""
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    as_bytes = lines if set(map(type, lines)) <= {bytes} else [_to_bytes(x) for x in lines]
+    joined = b"\n".join(as_bytes) + b"\n"
+    candidates = np.flatnonzero(screen(as_bytes, joined))
+    if len(candidates) == len(as_bytes):  # every line screened in: Arrow reads the joined lines as they are
+        blocks = _parse_blocks(as_bytes, candidates, joined)
+    else:
+        blocks = _parse_blocks(as_bytes, candidates)
+    fast_idx, fast_tables = [], []
+    for idx, table in blocks:
+        ok, columns = accept(table, now)
+        mask = pa.array(ok)
+        fast_idx.append(idx[ok])
+        fast_tables.append(pa.Table.from_arrays([c.filter(mask) for c in columns], schema=EVENT_SCHEMA))
+    fast = np.concatenate(fast_idx) if fast_idx else np.empty(0, np.int64)
+    rest = np.ones(len(lines), dtype=bool)
+    rest[fast] = False
+    slow_idx, slow_events, rejections = [], [], []
+    for i in np.flatnonzero(rest).tolist():
+        got = parse_event(lines[i], now)
+        if isinstance(got, Event):
+            slow_idx.append(i)
+            slow_events.append(got)
+        else:
+            rejections.append(got)
+    if not slow_events and len(fast_tables) == 1:  # the common case: nothing to interleave
+        return ParsedLines(fast_tables[0], rejections, len(fast))
+    events = pa.concat_tables([*fast_tables, events_to_table(slow_events)])
+    order = np.argsort(np.concatenate([fast, np.asarray(slow_idx, np.int64)]), kind="stable")
+    return ParsedLines(events.take(pa.array(order)), rejections, len(fast))
+
+
+def _to_bytes(raw: Any) -> bytes:
+    if isinstance(raw, bytes):
+        return raw
+    if isinstance(raw, str):
+        return raw.encode("utf-8", errors="surrogatepass")  # non-ASCII (surrogates too) fails the screen
+    return b""  # not a line: fails the screen, parse_event decides
+
+
+def _parse_blocks(lines: list[bytes], idx: np.ndarray, joined: bytes | None = None):
+    """(line indices, Arrow table) for the blocks of idx that Arrow reads, one row per line.
+    A refused block is split by the kind of value (string, number, ...) of the field whose type
+    changed, when that is the reason; otherwise in halves."""
+    if len(idx) == 0:
+        return
+    buf = joined if joined is not None else b"\n".join([lines[i] for i in idx.tolist()])
+    table, error = _read(buf, len(idx))
+    if table is not None:
+        yield idx, table
+        return
+    if len(idx) <= LEAF_LINES:
+        return
+    conflict = _TYPE_CHANGE.search(error)
+    if conflict:
+        kinds = _value_kinds([lines[i] for i in idx.tolist()], conflict.group(1))
+        if len(set(kinds.tolist())) > 1:
+            for kind in np.unique(kinds):
+                yield from _parse_blocks(lines, idx[kinds == kind])
+            return
+    half = len(idx) // 2
+    yield from _parse_blocks(lines, idx[:half])
+    yield from _parse_blocks(lines, idx[half:])
+
+
+_TYPE_CHANGE = re.compile(r"Column\(/(\w+)\) changed from")
+
+
+def _value_kinds(lines: list[bytes], name: str) -> np.ndarray:
+    """The first byte of each line's value of the field (b'"' string, a digit or '-' number, ...), 0 if absent."""
+    find = re.compile(rb'"' + re.escape(name.encode()) + rb'"\s*:\s*(.)').search
+    firsts = [m.group(1)[0] if m else 0 for m in map(find, lines)]
+    kinds = np.array(firsts, dtype=np.uint8)
+    kinds[np.isin(kinds, np.frombuffer(b"-0123456789", np.uint8))] = ord("0")
+    return kinds
+
+
+def _read(buf: bytes, rows: int) -> tuple[pa.Table | None, str]:
+    """Arrow's reading of the lines, or (None, why) if it refuses them. Strings that Arrow would
+    turn into timestamps are read again as the strings they are."""
+    as_strings: list[str] = []
+    while True:
+        schema = pa.schema([(name, pa.string()) for name in as_strings]) if as_strings else None
+        options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
+        read = pj.ReadOptions(use_threads=False, block_size=max(len(buf) + 1, 1 << 16))
+        try:
+            table = pj.read_json(pa.BufferReader(buf), read_options=read, parse_options=options)
+        except pa.ArrowInvalid as err:
+            return None, str(err)
+        if table.num_rows != rows:
+            return None, f"{table.num_rows} rows from {rows} lines"
+        retype = [f.name for f in table.schema if f.name in _FIELDS and pa.types.is_timestamp(f.type)]
+        if not retype or set(retype) <= set(as_strings):
+            return table, ""
+        as_strings += retype
+
+
+_FIELDS = ("event_id", "user_id", "item_id", "event_type", "timestamp", "category_id", "value", "request_id",
+           "position")
+
+
+def accept(table: pa.Table, now_ms: int) -> tuple[np.ndarray, list[pa.Array]]:
+    """(which rows parse_event accepts, the EVENT_SCHEMA columns of every row). Rows not accepted
+    here may still be accepted by parse_event; they are simply not decided here."""
+    n = table.num_rows
+    ok = np.ones(n, dtype=bool)
+
+    def get(name: str) -> pa.Array:
+        return table.column(name).combine_chunks() if name in table.column_names else pa.nulls(n)
+
+    def undecided(arr: pa.Array, required: bool) -> None:  # a type parse_event may reject: leave it those rows
+        ok[slice(None) if required else _present(arr)] = False
+
+    def integers(arr: pa.Array) -> pa.Array | None:
+        """int64 values of an integer field. parse_event takes an integral float for the int it equals;
+        Arrow reads a column of ints and floats as doubles, exact below 2**53."""
+        if pa.types.is_integer(arr.type):
+            return arr
+        if not pa.types.is_floating(arr.type):
+            return None
+        v = pc.fill_null(arr, 0.5).to_numpy(zero_copy_only=False)
+        whole = (np.floor(v) == v) & (np.abs(v) < 2.0**53)  # also False for NaN and infinities
+        ok[_present(arr) & ~whole] = False
+        return pa.array(np.where(whole, v, 0).astype(np.int64), mask=~_present(arr))
+
+    def text(arr: pa.Array, required: bool) -> pa.Array:
+        """A field as parse_event's _string sees it: a string, or an integer's str()."""
+        if pa.types.is_integer(arr.type):
+            arr = pc.cast(arr, pa.string())
+        elif not pa.types.is_string(arr.type):  # null (absent), bool, or floats where parse_event wants strings
+            undecided(arr, required)
+            return pa.nulls(n, pa.string())
+        length = pc.fill_null(pc.utf8_length(arr), 0).to_numpy(zero_copy_only=False)
+        ok[length > MAX_FIELD_CHARS] = False
+        if required:
+            ok[~_present(arr) | (length == 0)] = False
+        return arr
+
+    def hashed(name: str, required: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(stable_id of an ID field, where it is present): integers (integral floats too) by value, strings by text."""
+        arr = get(name)
+        numbers = integers(arr)
+        if numbers is not None:
+            if required:
+                ok[~_present(numbers)] = False
+            return _INT_IDS.lookup(pc.fill_null(numbers, 0).to_numpy(zero_copy_only=False)), _present(numbers)
+        if pa.types.is_string(arr.type) and not required:
+            arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)  # "" means none
+        arr = text(arr, required)
+        return _hashed(arr), _present(arr)
+
+    event_id = text(get("event_id"), True)
+    user_id, item_id = hashed("user_id", True)[0], hashed("item_id", True)[0]
+    category, has_category = hashed("category_id", False)
+    request_id = text(get("request_id"), False)
+
+    event_type = get("event_type")
+    if not pa.types.is_string(event_type.type):
+        event_type = pa.nulls(n, pa.string())
+    ok &= pc.fill_null(pc.is_in(event_type, pa.array(EVENT_TYPES)), False).to_numpy(zero_copy_only=False)
+
+    raw_ts = get("timestamp")
+    stamps = integers(raw_ts)
+    if stamps is not None:
+        ok &= _present(stamps)
+        ts = pc.fill_null(stamps, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    elif pa.types.is_string(raw_ts.type):
+        ts = _iso_timestamps(raw_ts, ok)
+    else:
+        undecided(raw_ts, True)
+        ts = np.zeros(n, np.int64)
+    ok &= (ts >= MIN_TIMESTAMP_MS) & (ts <= now_ms + MAX_FUTURE_MS)
+
+    value = get("value")
+    if pa.types.is_integer(value.type) or pa.types.is_floating(value.type):
+        # numpy's int64 -> float64 rounds to nearest like Python's float(int); Arrow's safe cast would refuse
+        numbers = pc.fill_null(value, 0).to_numpy(zero_copy_only=False).astype(np.float64)
+        ok &= np.isfinite(numbers)
+        value = pa.array(numbers, mask=~_present(value))
+    else:
+        undecided(value, False)
+        value = pa.nulls(n, pa.float64())
+
+    position = integers(get("position"))
+    if position is not None:
+        pos = pc.fill_null(position, 0).to_numpy(zero_copy_only=False)
+        inside = (pos >= -(2**31)) & (pos < 2**31)
+        ok &= inside
+        position = pa.array(np.where(inside, pos, 0).astype(np.int32), mask=~_present(position))
+    else:
+        undecided(get("position"), False)
+        position = pa.nulls(n, pa.int32())
+
+    columns = [event_id, pa.array(user_id), pa.array(item_id), event_type, pa.array(ts),
+               pa.array(category, mask=~has_category), value, request_id, position]
+    return ok, [c.cast(f.type) for c, f in zip(columns, EVENT_SCHEMA)]
+
+
+def _present(arr: pa.Array) -> np.ndarray:
+    return ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+class _IntIds:
+    """stable_id of integer IDs, vectorized: a sorted table of the IDs met so far (up to ``limit``).
+    The table is one (keys, ids) pair, replaced whole, so concurrent lookups never mix two tables."""
+
+    def __init__(self, limit: int = 1 << 22):
+        self.limit, self.table = limit, (np.empty(0, np.int64), np.empty(0, np.int64))
+
+    def lookup(self, values: np.ndarray) -> np.ndarray:
+        keys, ids = self.table
+        pos = np.minimum(np.searchsorted(keys, values), max(len(keys) - 1, 0))
+        if len(keys) and (keys[pos] == values).all():
+            return ids[pos]
+        new = np.unique(values[~np.isin(values, keys)])
+        fresh = np.fromiter((stable_id(int(v)) for v in new), np.int64, len(new))
+        if len(keys) + len(new) > self.limit:  # start again from this chunk's IDs
+            keys, ids, new = np.empty(0, np.int64), np.empty(0, np.int64), np.unique(values)
+            fresh = np.fromiter((stable_id(int(v)) for v in new), np.int64, len(new))
+        keys, ids = np.concatenate([keys, new]), np.concatenate([ids, fresh])
+        order = np.argsort(keys, kind="stable")
+        self.table = keys, ids = keys[order], ids[order]
+        return ids[np.searchsorted(keys, values)]
+
+
+_INT_IDS = _IntIds()
+
+
+def _hashed(text: pa.Array) -> np.ndarray:
+    """stable_id of each value (0 where null), computed once per distinct value."""
+    encoded = text.dictionary_encode()
+    hashes = np.fromiter((stable_id(v) for v in encoded.dictionary.to_pylist()), np.int64, len(encoded.dictionary))
+    indices = pc.fill_null(encoded.indices, 0).to_numpy(zero_copy_only=False)
+    return hashes[indices] if len(hashes) else np.zeros(len(text), np.int64)
+
+
+def _iso_timestamps(arr: pa.Array, ok: np.ndarray) -> np.ndarray:
+    """String timestamps read by the very function parse_event uses, once per distinct string."""
+    encoded = arr.dictionary_encode()
+    parsed = [timestamp_ms(v) for v in encoded.dictionary.to_pylist()]
+    ms = np.array([0 if p is None else p for p in parsed] + [0], dtype=np.int64)
+    good = np.array([p is not None for p in parsed] + [False])
+    indices = pc.fill_null(encoded.indices, len(parsed)).to_numpy(zero_copy_only=False)
+    ok &= good[indices]
+    return ms[indices]

@@ -1,0 +1,68 @@
+"""The training-example stream's join: impressions labeled by a click within the attribution
+window, decided in event time. Plain Python (no engine); SequenceFn keeps one per user in
+keyed state and drives it with event-time timers.
+
+The batch definition is features.labels.impression_click over events deduplicated per
+(user, event_id) (features.offline.dedup: the greatest (timestamp, event_id, item, category,
+type code) copy wins). Here, with watermark W and allowed lateness L, every event with
+timestamp < W - L is rejected as late before it reaches the join, so once
+W - L >= t + window nothing can still change an impression at t: neither its click window
+nor its own deduplication. It is then emitted with label_ms = t + window (when its label
+became known), and the join forgets what can no longer matter. Equal to the batch whenever
+no event was late, except for one corner: a copy of an already emitted impression's
+event_id that arrives later with a timestamp beyond the window.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from features.schema import EVENT_TYPE_CODE, UNKNOWN_CATEGORY, Event
+
+IMPRESSION, CLICK = EVENT_TYPE_CODE["impression"], EVENT_TYPE_CODE["click"]
+# (timestamp, event_id, item_id, category_id, type code): the dedup order of features.offline.dedup
+Copy = tuple[int, str, int, int, int]
+
+
+@dataclass
+class ClickJoin:
+    """One user's impressions and clicks still inside the attribution horizon."""
+
+    copies: dict[str, Copy] = field(default_factory=dict)  # event_id -> greatest copy seen
+    emitted: set[str] = field(default_factory=set)  # impressions already out (until forgotten)
+
+    def add(self, event: Event) -> int | None:
+        """Record an event; returns the event time at which to call due() if it is an impression."""
+        category = UNKNOWN_CATEGORY if event.category_id is None else event.category_id
+        copy = (event.timestamp, event.event_id, event.item_id, category, EVENT_TYPE_CODE[event.event_type])
+        old = self.copies.get(event.event_id)
+        if old is None or copy > old:
+            self.copies[event.event_id] = copy
+        return event.timestamp if copy[4] == IMPRESSION else None
+
+    def due(self, user_id: int, settled_ms: int, window_ms: int) -> list[tuple]:
+        """Examples (user, item, category, timestamp, label, label_ms) of the impressions whose
+        window ends at or before settled_ms (= watermark - allowed lateness); forgets copies that
+        can no longer label anything (older than settled_ms - window_ms)."""
+        clicks: dict[int, list[int]] = {}
+        for ts, _id, item, _cat, code in self.copies.values():
+            if code == CLICK:
+                clicks.setdefault(item, []).append(ts)
+        out = []
+        for ts, event_id, item, cat, code in sorted(self.copies.values()):
+            if code == IMPRESSION and ts + window_ms <= settled_ms and event_id not in self.emitted:
+                label = int(any(ts <= c <= ts + window_ms for c in clicks.get(item, ())))
+                out.append((user_id, item, cat, ts, label, ts + window_ms))
+                self.emitted.add(event_id)
+        horizon = settled_ms - window_ms
+        for event_id in [e for e, c in self.copies.items() if c[0] < horizon]:
+            del self.copies[event_id]
+            self.emitted.discard(event_id)
+        return out
+
+
+EXAMPLE_FIELDS = ("user_id", "item_id", "category_id", "timestamp", "label", "label_ms")
+
+
+def example_json(example: tuple) -> str:
+    return json.dumps(dict(zip(EXAMPLE_FIELDS, example)))
