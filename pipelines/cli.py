@@ -27,6 +27,16 @@ def _demo(args, extra) -> int:
     return 0 if summary.get("model_version") else 1
 
 
+def _train(args, extra) -> int:
+    from pipelines.train_job import run_train
+
+    result = run_train(Path(args.workdir), args.model, steps=args.steps, seed=args.seed, search=args.search,
+                       search_k=args.search_k,
+                       progress=lambda step, loss: print(f"step {step:>5}  loss {loss:.4f}", flush=True))
+    print(json.dumps({k: v for k, v in result.items() if k != "state_dict"}, indent=2, default=str))
+    return 0
+
+
 def _ingest(args, extra) -> int:
     from pipelines.ingest import ingest
     from pipelines.sources.synthetic import SyntheticConfig
@@ -269,6 +279,16 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--serve", action="store_true", help="serve this version afterwards (default: only the first)")
     e.add_argument("--no-materialize", action="store_true", help="skip feast apply + materialize")
     e.set_defaults(func=_embed)
+
+    t = sub.add_parser("train", help="train a ranker or retriever on a backfilled run (time-split train/valid/test)")
+    t.add_argument("--workdir", required=True, help="run folder holding offline/examples and offline/behavior_log")
+    t.add_argument("--model", required=True, choices=["mean", "din", "tin", "single", "comirec-sa", "mind"])
+    t.add_argument("--search", default="none", choices=["none", "category", "cosine", "dare"],
+                   help="rankers: lifelong search unit")
+    t.add_argument("--search-k", type=int, default=0, help="behaviors the search unit keeps")
+    t.add_argument("--steps", type=int, help="training steps")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_train)
 
     h = sub.add_parser("historical", help="point-in-time features for an entity table (a training set)")
     h.add_argument("--workdir", required=True, help="a run folder the backfill wrote")
