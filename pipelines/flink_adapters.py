@@ -203,7 +203,7 @@ class SequenceFn(_Reporting):
                 self.ledger.put(user_id, online)
         if online is None:
             return sequence.empty(), -1, False
-        return sequence.from_features(online), int(online["last_event_ms"]), False
+        return sequence.from_features(online, self.policy), int(online["last_event_ms"]), False
 
     def on_timer(self, timestamp: int, ctx):
         if ctx.time_domain() == TimeDomain.EVENT_TIME and self.window_ms is not None and ctx.get_current_key() >= 0:
