@@ -41,6 +41,13 @@ _FEAST_TYPES = {pa.int32(): Int32, pa.int64(): Int64, pa.float64(): Float64,
                 pa.list_(pa.int32()): Array(Int32), pa.list_(pa.int64()): Array(Int64)}
 
 
+def view_fields(view: str) -> tuple[str, ...]:
+    """A view's feature names (its offline table's columns, keys and feature_ts aside)."""
+    if view == ITEM_CONTENT:
+        return ITEM_CONTENT_FIELDS
+    return tuple(f.name for f in TABLES[view] if f.name not in KEYS)
+
+
 def feast_schema(table: str) -> list[Field]:
     """A view's fields, derived from its offline table's Arrow schema (features.tables)."""
     return [Field(name=f.name, dtype=_FEAST_TYPES[f.type]) for f in TABLES[table] if f.name not in KEYS]

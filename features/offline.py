@@ -198,7 +198,12 @@ def latest_stats(events: pa.Table, key: str, as_of_ms: int) -> pa.Table:
     kinds = stat_kinds(type_codes(events))[order]
     unique = np.unique(keys)
     values = stats.as_of(keys, times, kinds, unique, np.full(len(unique), as_of_ms))
-    return pa.table({key: pa.array(unique, pa.int64()), **{n: values[n] for n in stats.feature_names()}})
+    before = times < as_of_ms  # the state a row holds is the state as of its time, like its values
+    state = stats.state_columns(keys[before], times[before], kinds[before], unique)
+    lists = {name: pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.int64()))
+             for name, (offsets, flat) in ((n, state[n]) for n in ("tile_starts", "tile_counts"))}
+    return pa.table({key: pa.array(unique, pa.int64()), **{n: values[n] for n in stats.feature_names()},
+                     "newest_ms": pa.array(state["newest_ms"], pa.int64()), **lists})
 
 
 def latest_category_sequences(log: pa.Table, max_len: int) -> pa.Table:

@@ -7,6 +7,12 @@ one-minute tile starts at or after t - w. Lifetime counts every event before t.
 A state keeps per-minute tiles for the longest window plus lifetime totals, so
 ``at(state, now)`` gives the windows for any read time at or after the newest
 event: nothing goes stale between events.
+
+A stats row (``to_row``; the online user_stats / item_stats views and the batch
+tables) holds the values as of its ``feature_ts`` and the state itself: ``newest_ms``,
+the live tiles (``tile_starts``, ``tile_counts``: len(KINDS) counts per tile) and the
+lifetime counts (the ``*_life`` values). ``read_at(row, now)`` gives the exact values
+as of any later time, and ``from_row`` lets the stream continue a row the backfill wrote.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ class StatsState:
     lifetime: list[int]  # counts per KINDS, every event ever added
     tiles: dict[int, list[int]]  # tile start ms -> counts per KINDS, recent tiles only
     newest_ms: int = -(1 << 62)
+    pruned_size: int = 0  # len(tiles) after the last prune: tiles are pruned as they double (amortized O(1))
 
 
 def kind_index(event_type: str, behavior_types: frozenset[str]) -> tuple[int, ...]:
@@ -45,16 +52,26 @@ def empty() -> StatsState:
     return StatsState([0] * len(KINDS), {})
 
 
-def add(state: StatsState, timestamp: int, kinds: tuple[int, ...]) -> StatsState:
+def add(state: StatsState, timestamp: int, kinds: tuple[int, ...], sign: int = 1) -> StatsState:
+    """Count one event (sign=1), or take back one counted before (sign=-1: a copy of the same
+    event that replaces it). Taking back from a pruned tile changes only the lifetime counts:
+    the tile could never count again anyway."""
     if not kinds:
         return state
-    tile = state.tiles.setdefault(timestamp - timestamp % TILE_MS, [0] * len(KINDS))
+    start = timestamp - timestamp % TILE_MS
+    tile = state.tiles.get(start)
+    if tile is None and sign > 0:
+        tile = state.tiles[start] = [0] * len(KINDS)
     for k in kinds:
-        tile[k] += 1
-        state.lifetime[k] += 1
-    if timestamp > state.newest_ms:
+        state.lifetime[k] += sign
+        if tile is not None:
+            tile[k] += sign
+    if tile is not None and not any(tile):
+        del state.tiles[start]
+    if timestamp > state.newest_ms and sign > 0:
         state.newest_ms = timestamp
-        _prune(state)
+        if len(state.tiles) > 2 * state.pruned_size + 16:
+            _prune(state)
     return state
 
 
@@ -90,6 +107,36 @@ def feature_names() -> list[str]:
     return [f"{k}_{w}" for w in (*WINDOWS, LIFETIME) for k in (*KINDS, "ctr")]
 
 
+STATE_FIELDS = ("newest_ms", "tile_starts", "tile_counts")  # beside the values in a stats row
+
+
+def horizon(newest_ms: int) -> int:
+    """Tiles starting before this can never count again once an event at newest_ms is in."""
+    return newest_ms - max(WINDOWS.values()) - TILE_MS
+
+
+def to_row(state: StatsState, as_of_ms: int) -> dict:
+    """The values as of as_of_ms and the state (STATE_FIELDS), with only the live tiles, in
+    start order: the same row whatever order the events came in."""
+    live = sorted(start for start, counts in state.tiles.items() if start >= horizon(state.newest_ms) and any(counts))
+    return {**at(state, as_of_ms), "newest_ms": state.newest_ms, "tile_starts": live,
+            "tile_counts": [c for start in live for c in state.tiles[start]]}
+
+
+def from_row(row: dict) -> StatsState:
+    """The state a stats row holds (the inverse of to_row, up to tiles that can no longer count)."""
+    counts = list(row["tile_counts"] or [])
+    width = len(KINDS)
+    tiles = {int(start): [int(c) for c in counts[i * width:(i + 1) * width]]
+             for i, start in enumerate(row["tile_starts"] or [])}
+    return StatsState([int(row[f"{k}_{LIFETIME}"]) for k in KINDS], tiles, int(row["newest_ms"]))
+
+
+def read_at(row: dict, now_ms: int) -> dict[str, int | float]:
+    """A stats row's values as of now_ms, any time after its newest event (serving reads this)."""
+    return at(from_row(row), now_ms)
+
+
 def _named(counts: list[int], window: str) -> dict[str, int | float]:
     out: dict[str, int | float] = {f"{k}_{window}": c for k, c in zip(KINDS, counts)}
     out[f"ctr_{window}"] = counts[1] / counts[0] if counts[0] else 0.0
@@ -97,10 +144,10 @@ def _named(counts: list[int], window: str) -> dict[str, int | float]:
 
 
 def _prune(state: StatsState) -> None:
-    # A tile older than the longest window before the newest event can never count again.
-    horizon = state.newest_ms - max(WINDOWS.values()) - TILE_MS
-    for start in [s for s in state.tiles if s < horizon]:
+    oldest = horizon(state.newest_ms)
+    for start in [s for s in state.tiles if s < oldest]:
         del state.tiles[start]
+    state.pruned_size = len(state.tiles)
 
 
 def as_of(keys: np.ndarray, times: np.ndarray, kinds: np.ndarray, query_keys: np.ndarray,
@@ -121,6 +168,31 @@ def as_of(keys: np.ndarray, times: np.ndarray, kinds: np.ndarray, query_keys: np
         out.update(_named_arrays(prefix[end] - prefix[np.minimum(start, end)], name))
     out.update(_named_arrays(prefix[end] - prefix[begin], LIFETIME))
     return out
+
+
+def state_columns(keys: np.ndarray, times: np.ndarray, kinds: np.ndarray, query_keys: np.ndarray) -> dict:
+    """STATE_FIELDS for each of query_keys (sorted, unique) from events sorted by (key, time), as
+    to_row writes them: the key's newest event (0 if none), its live tiles in start order and
+    their counts. Vectorized; the lists come back as (offsets, values) numpy pairs."""
+    keys, times = np.asarray(keys, np.int64), np.asarray(times, np.int64)
+    qk = np.asarray(query_keys, np.int64)
+    last = np.searchsorted(keys, keys, side="right") - 1
+    starts = times - times % TILE_MS
+    live = np.flatnonzero(starts >= horizon(times[last]) if len(keys) else np.zeros(0, bool))
+    lk, ls = keys[live], starts[live]
+    first = np.ones(len(live), bool)
+    first[1:] = (lk[1:] != lk[:-1]) | (ls[1:] != ls[:-1])
+    heads = np.flatnonzero(first)
+    sums = np.add.reduceat(kinds[live], heads, axis=0) if len(heads) else np.zeros((0, len(KINDS)), np.int64)
+    keep = sums.any(axis=1)
+    g_keys, g_starts, sums = lk[heads][keep], ls[heads][keep], sums[keep]
+    per_key = np.searchsorted(g_keys, qk, side="right") - np.searchsorted(g_keys, qk, side="left")
+    ends = np.searchsorted(keys, qk, side="right")
+    has = ends > np.searchsorted(keys, qk, side="left")
+    newest = np.where(has, times[np.maximum(ends - 1, 0)] if len(keys) else 0, 0)
+    offsets = np.concatenate([[0], np.cumsum(per_key)])
+    return {"newest_ms": newest.astype(np.int64), "tile_starts": (offsets, g_starts.astype(np.int64)),
+            "tile_counts": (offsets * len(KINDS), sums.reshape(-1).astype(np.int64))}
 
 
 def _named_arrays(counts: np.ndarray, window: str) -> dict[str, np.ndarray]:

@@ -46,7 +46,9 @@ USER_CATEGORY_SEQUENCE_SCHEMA = pa.schema(
 def _stats_schema(key: str) -> pa.Schema:
     return pa.schema([pa.field(key, pa.int64(), nullable=False),
                       *[pa.field(n, pa.float64() if n.startswith("ctr") else pa.int64()) for n in stats.feature_names()],
-                      FEATURE_TS])
+                      # the mergeable state (features.stats.to_row): the stream continues it, serving reads it at any time
+                      pa.field("newest_ms", pa.int64()), pa.field("tile_starts", pa.list_(pa.int64())),
+                      pa.field("tile_counts", pa.list_(pa.int64())), FEATURE_TS])
 
 
 USER_STATS_SCHEMA = _stats_schema("user_id")

@@ -94,7 +94,7 @@ def stream_settings(args) -> dict:
              "allowed_lateness_ms": args.allowed_lateness_ms, "out_of_orderness_ms": args.out_of_orderness_ms,
              "idleness_ms": args.idleness_ms, "checkpoints": args.checkpoints,
              "checkpoint_interval_ms": args.checkpoint_interval_ms, "restore": args.restore,
-             "parallelism": args.parallelism, "flush_every": args.flush_every, "flush_ms": args.flush_ms}
+             "parallelism": args.parallelism, "report_every": args.report_every, "flush_ms": args.flush_ms}
     data.update({k: v for k, v in flags.items() if v is not None})
     if args.follow:
         data["follow"] = True
@@ -251,7 +251,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint-interval-ms", type=int)
     s.add_argument("--restore", help="'latest' (newest checkpoint in --checkpoints) or a chk-N folder")
     s.add_argument("--parallelism", type=int)
-    s.add_argument("--flush-every", type=int, help="rows per online write")
+    s.add_argument("--report-every", type=int, help="records per count receipt")
     s.add_argument("--flush-ms", type=int, help="following: the longest a row waits for its online write (200)")
     s.add_argument("--no-examples", action="store_true", help="no training-example stream")
     s.set_defaults(func=_stream)

@@ -16,10 +16,12 @@ from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
 from feature_repo.definitions import (
     ITEM_CONTENT,
     ITEM_CONTENT_FIELDS,
-    SEQUENCE_FIELDS,
     USER_SEQUENCE,
+    VIEW_ENTITIES,
     definitions,
+    view_fields,
 )
+from pipelines.online_rows import OnlineTable, join_keys
 from features.item_vectors import (
     DEFAULT_VERSION,
     EmbeddingVersionMismatch,
@@ -77,23 +79,15 @@ def apply(store: FeatureStore, workdir: Path) -> list[str]:
 
 
 def materialize(store: FeatureStore, workdir: Path, views: list[str]) -> dict[str, int]:
-    """Load the latest rows of each view's offline table online; returns rows per view."""
-    rows, lo, hi = {}, None, None
+    """Load each view's offline rows online; returns rows per view. Every view goes through
+    write_rows, which never moves a key back in time: the stream writes these views too, and
+    Feast's own materialize would overwrite a fresher streamed row with an older batch one."""
+    rows = {}
     for name in views:
-        table = ds.dataset(Path(workdir) / "offline" / name, format="parquet").to_table(columns=["feature_ts"])
+        table = ds.dataset(Path(workdir) / "offline" / name, format="parquet").to_table()
         rows[name] = table.num_rows
-        if table.num_rows:
-            a, b = (v.as_py() for v in pc.min_max(table.column("feature_ts")).values())
-            lo, hi = min(a, lo or a), max(b, hi or b)
-    loaded = [name for name in views if rows[name] and name != USER_SEQUENCE]
-    if loaded:
-        store.materialize(lo - timedelta(seconds=1), hi + timedelta(seconds=1), feature_views=loaded)
-    if rows.get(USER_SEQUENCE):
-        # The stream writes this view too: load it through the writer that never moves a
-        # user back in time (Feast's materialize overwrites unconditionally).
-        table = ds.dataset(Path(workdir) / "offline" / USER_SEQUENCE, format="parquet").to_table()
         for batch in table.to_batches(max_chunksize=5_000):
-            write_user_sequences(store, batch.to_pylist())
+            write_rows(store, name, batch.to_pylist())
     return rows
 
 
@@ -102,10 +96,33 @@ def materialize_user_sequences(store: FeatureStore, workdir: Path) -> int:
     return materialize(store, workdir, [USER_SEQUENCE])[USER_SEQUENCE]
 
 
+def read_rows(store: FeatureStore, view: str, keys: list, fields: list[str] | None = None) -> list[dict | None]:
+    """A view's online rows for keys (an int per key, or a tuple for (user_id, category_id)), None
+    where the store holds none. fields: all of the view's (default) or these."""
+    names = join_keys(view)
+    entity_rows = [dict(zip(names, (k if isinstance(k, tuple) else (k,)))) for k in keys]
+    return read_online(store, view, list(fields or view_fields(view)), entity_rows)
+
+
+def read_views(store: FeatureStore, views: list[str], keys: list) -> dict[str, list[dict | None]]:
+    """Several views' rows for the same keys in one online read (the views share join keys)."""
+    names = join_keys(views[0])
+    if any(join_keys(v) != names for v in views) or not keys:
+        return {v: read_rows(store, v, keys) for v in views}
+    entity_rows = [dict(zip(names, (k if isinstance(k, tuple) else (k,)))) for k in keys]
+    refs = [f"{v}:{f}" for v in views for f in view_fields(v)]
+    got = store.get_online_features(features=refs, entity_rows=entity_rows, full_feature_names=True).to_dict()
+    out = {}
+    for v in views:
+        fields = view_fields(v)
+        rows = [{f: got[f"{v}__{f}"][i] for f in fields} for i in range(len(keys))]
+        out[v] = [None if all(x is None for x in r.values()) else r for r in rows]
+    return out
+
+
 def read_user_sequences(store: FeatureStore, user_ids: list[int]) -> dict[int, dict | None]:
     """Online user_sequence features by user; None for users the store does not hold."""
-    rows = read_online(store, USER_SEQUENCE, list(SEQUENCE_FIELDS), [{"user_id": int(u)} for u in user_ids])
-    return {int(u): row for u, row in zip(user_ids, rows)}
+    return {int(u): row for u, row in zip(user_ids, read_rows(store, USER_SEQUENCE, [int(u) for u in user_ids]))}
 
 
 def read_online(store: FeatureStore, view: str, fields: list[str], entity_rows: list[dict]) -> list[dict | None]:
@@ -120,26 +137,15 @@ def read_online(store: FeatureStore, view: str, fields: list[str], entity_rows: 
     return out
 
 
+def write_rows(store: FeatureStore, view: str, rows: list[dict]) -> int:
+    """Write a view's rows online, never moving a key back in time (online_rows.OnlineTable.write);
+    returns the number written."""
+    return OnlineTable(store, view).write(rows)
+
+
 def write_user_sequences(store: FeatureStore, rows: list[dict]) -> int:
-    """Write finalized sequence rows (user_id + SEQUENCE_FIELDS) online.
-
-    A row whose last_event_ms is older than what the store holds is skipped, so
-    a replay or a restart never moves a user's features back in time.
-    Returns the number of rows written.
-    """
-    if not rows:
-        return 0
-    current = read_user_sequences(store, [r["user_id"] for r in rows])
-    fresh = [r for r in rows if current.get(r["user_id"]) is None
-             or r["last_event_ms"] >= current[r["user_id"]]["last_event_ms"]]
-    if not fresh:
-        return 0
-    df = pd.DataFrame(fresh)
-    df["feature_ts"] = pd.to_datetime(df["last_event_ms"], unit="ms", utc=True)
-    df["seq_event_types"] = df["seq_event_types"].map(lambda v: [int(x) for x in v])
-    store.write_to_online_store(USER_SEQUENCE, df)
-    return len(fresh)
-
+    """write_rows for user_sequence (user_id + its fields)."""
+    return write_rows(store, USER_SEQUENCE, rows)
 
 
 def materialize_item_vectors(store: FeatureStore, workdir: Path) -> int:

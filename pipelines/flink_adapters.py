@@ -1,4 +1,6 @@
-"""Thin PyFlink adapters over features/: validation, keyed sequence state, the click join, online writes.
+"""What the stream job's PyFlink functions share: parsing and routing records, the bootstrap
+ledger, counts, the bundle hook, the write-through state cache and the online write buffer.
+The keyed functions themselves are in pipelines/flink_features.py.
 
 Counts travel two ways: as Flink metrics (group ``recstream``: read, accepted, applied,
 rejected_<reason>, rows_written, examples, ...) and as receipts to the local driver
@@ -11,21 +13,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
+import time
 import zlib
-from collections import Counter
-from pathlib import Path
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
 
 from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, TimeDomain
-from pyflink.datastream.state import ValueStateDescriptor
 
-from features import sequence
 from features.schema import Event, Rejection
-from features.sequence import SequencePolicy
 from features.validate import parse_event
-from pipelines.feature_store import open_store, read_user_sequences, write_user_sequences
-from pipelines.stream_examples import ClickJoin, example_json
+from pipelines.feature_store import OnlineStore
 from pipelines.stream_receipts import ReceiptSender
 
 DEAD_LETTERS = OutputTag("dead_letters", Types.STRING())  # JSON lines: reason, field, detail, raw
@@ -61,40 +59,60 @@ def dead_letter(rejection: Rejection) -> str:
 
 
 class BootstrapLedger:
-    """What each user's state was bootstrapped from, kept beside the checkpoints.
+    """The online rows each key's state was bootstrapped from, kept beside the checkpoints.
 
-    A user first seen after the last checkpoint has no keyed state after a restore; reading
-    the online store again would see this job's own writes since that checkpoint (a higher
-    floor, events dropped as late). The ledger keeps the first bootstrap, so a restored job
+    A key first seen after the last checkpoint has no keyed state after a restore; reading
+    the online store again would see this job's own writes since that checkpoint (higher
+    floors, events dropped as late). The ledger keeps the first bootstrap, so a restored job
     bootstraps exactly as the lost run did. A fresh (not restored) job starts a new ledger."""
 
     def __init__(self, path: str):
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS boot (user_id INTEGER PRIMARY KEY, features TEXT)")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # survives the job's crash, which is what it is for
+        self.db.execute("CREATE TABLE IF NOT EXISTS boot (key TEXT PRIMARY KEY, rows TEXT)")
 
-    def get(self, user_id: int) -> tuple[bool, dict | None]:
-        row = self.db.execute("SELECT features FROM boot WHERE user_id = ?", (user_id,)).fetchone()
+    def get(self, key: str) -> tuple[bool, dict | None]:
+        row = self.db.execute("SELECT rows FROM boot WHERE key = ?", (key,)).fetchone()
         return (False, None) if row is None else (True, json.loads(row[0]))
 
-    def put(self, user_id: int, features: dict | None) -> None:
-        self.db.execute("INSERT OR IGNORE INTO boot VALUES (?, ?)", (user_id, json.dumps(features)))
+    def put(self, key: str, rows: dict | None) -> None:
+        self.db.execute("INSERT OR IGNORE INTO boot VALUES (?, ?)", (key, json.dumps(rows)))
 
 
-class _Reporting(KeyedProcessFunction):
-    """Counts since the last receipt (also Flink metrics), and the timers that flush them."""
+@dataclass(frozen=True)
+class FnSettings:
+    """What every keyed function of the job needs besides its own logic."""
 
-    def __init__(self, every: int, flush_ms: int | None, receipts: str | None):
-        # flush_ms: while records arrive, report (and write) at least this often; None: bounded input
-        self.every, self.flush_ms, self.receipts = every, flush_ms, receipts
+    workdir: str  # the run folder whose Feast store the functions read and write
+    online: OnlineStore  # SQLite in the run folder, or Redis
+    every: int  # records per count receipt
+    flush_ms: int | None  # following: write (and report) at least this often; None: bounded input
+    ledger: str | None  # the bootstrap ledger's path (checkpoints on), else None
+    receipts: str | None  # the driver's host:port for count receipts, else None (metrics only)
+    cache_size: int  # keys whose decoded state each function keeps (StateCache)
+    restored: bool  # the job starts from a checkpoint (keyed state may exist for any key)
+    patience_s: float  # how long an unreachable online store is waited for before the job fails
+
+
+class Reporting(KeyedProcessFunction):
+    """A keyed function's counts since its last receipt (also Flink metrics), its online writes
+    (``write``, which subclasses define) and when both happen: writes at the end of each bundle
+    (at least every ``flush_ms`` while following, and before every checkpoint), on the timers
+    (``flush_ms``, and the end of a bounded input) and at close; receipts then too, and every
+    ``every`` records."""
+
+    def __init__(self, settings: FnSettings):
+        self.settings = settings
 
     def open(self, runtime_context) -> None:
-        self.sender = ReceiptSender(self.receipts)
+        self.sender = ReceiptSender(self.settings.receipts)
         self.counts: Counter = Counter()
         self.end_timer = False
         self.idle_timer = False
         self.metrics = runtime_context.get_metrics_group().add_group("recstream")
         self.counters: dict = {}
+        on_bundle_finish(runtime_context._keyed_state_backend, self.write)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] += n
@@ -103,18 +121,14 @@ class _Reporting(KeyedProcessFunction):
             counter = self.counters[name] = self.metrics.counter(name.replace(".", "_"))
         counter.inc(n)
 
-    def _arm(self, ctx) -> None:
+    def arm(self, ctx) -> None:
         timers = ctx.timer_service()
         if not self.end_timer:  # one per subtask is enough: it flushes everything the subtask holds
             timers.register_event_time_timer(END_OF_INPUT)
             self.end_timer = True
-        if self.flush_ms and not self.idle_timer:
-            timers.register_processing_time_timer(timers.current_processing_time() + self.flush_ms)
+        if self.settings.flush_ms and not self.idle_timer:
+            timers.register_processing_time_timer(timers.current_processing_time() + self.settings.flush_ms)
             self.idle_timer = True
-
-    def _receipt(self) -> dict:
-        out, self.counts = dict(self.counts), Counter()
-        return out
 
     def on_timer(self, timestamp: int, ctx):
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
@@ -122,167 +136,129 @@ class _Reporting(KeyedProcessFunction):
         self.flush()
         return iter(())
 
-    def flush(self) -> None:
+    def write(self) -> None:
+        """Write what waits for the online store (subclasses); called before every checkpoint."""
+
+    def report(self) -> None:
+        """Send the counts since the last receipt."""
         if self.counts:
-            self.sender.send(self._receipt())
+            out, self.counts = dict(self.counts), Counter()
+            self.sender.send(out)
+
+    def flush(self) -> None:
+        self.write()
+        self.report()
 
     def close(self) -> None:
         self.flush()
         self.sender.close()
 
 
-class SequenceFn(_Reporting):
-    """(raw, Event | Rejection) keyed by user -> the user's finalized features after each applied
-    event; labeled examples and dead letters as side outputs.
-
-    An event is late (dead-lettered with reason 'late') when its timestamp is below the
-    watermark minus the allowed lateness, or, for sequence events, at or below the floor: the
-    user's last_event_ms in the online store when the state was bootstrapped from it (those
-    events are already online, or too old to place). Events of types the policy ignores change
-    no sequence but feed the click join (labels: window_ms, or None for no examples).
-    """
-
-    def __init__(self, workdir: str, policy: SequencePolicy, every: int, flush_ms: int | None, lateness_ms: int,
-                 window_ms: int | None, ledger: str | None, receipts: str | None):
-        super().__init__(every, flush_ms, receipts)
-        self.workdir, self.policy, self.lateness_ms = workdir, policy, lateness_ms
-        self.window_ms, self.ledger_path = window_ms, ledger
-
-    def open(self, runtime_context) -> None:
-        super().open(runtime_context)
-        self.store = open_store(Path(self.workdir))
-        self.ledger = BootstrapLedger(self.ledger_path) if self.ledger_path else None
-        # (sequence state, floor ms, whether this run has changed the user)
-        self.state = runtime_context.get_state(ValueStateDescriptor("sequence", Types.PICKLED_BYTE_ARRAY()))
-        self.join = runtime_context.get_state(ValueStateDescriptor("click_join", Types.PICKLED_BYTE_ARRAY()))
-
-    def process_element(self, parsed, ctx):
-        self._arm(ctx)
-        self.count("read")
-        line, event = parsed
-        if isinstance(event, Rejection):
-            self.count(f"rejected.{event.reason}")
-            yield DEAD_LETTERS, dead_letter(event)
-        elif event.timestamp < (watermark := ctx.timer_service().current_watermark()) - self.lateness_ms:
-            self.count("rejected.late")
-            yield DEAD_LETTERS, dead_letter(Rejection(
-                "late", "timestamp", f"{event.timestamp} < watermark {watermark} - allowed lateness "
-                                     f"{self.lateness_ms}", line))
-        else:
-            yield from self._apply(line, event, ctx)
-        if self.counts["read"] >= self.every:
-            self.flush()
-
-    def _apply(self, line: str, event: Event, ctx):
-        if event.event_type in self.policy.event_types:
-            state, floor, touched = self.state.value() or self._bootstrap(event.user_id)
-            if event.timestamp <= floor:
-                self.count("rejected.late")
-                yield DEAD_LETTERS, dead_letter(Rejection(
-                    "late", "timestamp", f"{event.timestamp} <= {floor}, the user's last event online", line))
-                return
-            self.count("applied")
-            if not touched:
-                self.count("users_updated")
-            sequence.add(state, event, self.policy)
-            self.state.update((state, floor, True))
-            yield {"user_id": event.user_id, **sequence.finalize(state, self.policy)}
-        self.count("accepted")
-        if self.window_ms is not None and event.event_type in ("impression", "click"):
-            join = self.join.value() or ClickJoin()
-            impression_ms = join.add(event)
-            self.join.update(join)
-            if impression_ms is not None:
-                ctx.timer_service().register_event_time_timer(impression_ms + self.window_ms + self.lateness_ms)
-
-    def _bootstrap(self, user_id: int) -> tuple:
-        known, online = self.ledger.get(user_id) if self.ledger else (False, None)
-        if not known:
-            online = read_user_sequences(self.store, [user_id]).get(user_id)
-            if self.ledger:  # before any write of this user can reach the online store
-                self.ledger.put(user_id, online)
-        if online is None:
-            return sequence.empty(), -1, False
-        return sequence.from_features(online, self.policy), int(online["last_event_ms"]), False
-
-    def on_timer(self, timestamp: int, ctx):
-        if ctx.time_domain() == TimeDomain.EVENT_TIME and self.window_ms is not None and ctx.get_current_key() >= 0:
-            join = self.join.value()
-            if join is not None:
-                settled = ctx.timer_service().current_watermark() - self.lateness_ms
-                for example in join.due(ctx.get_current_key(), settled, self.window_ms):
-                    self.count("examples")
-                    yield EXAMPLES, example_json(example)
-                if join.copies:
-                    self.join.update(join)
-                else:
-                    self.join.clear()
-        yield from super().on_timer(timestamp, ctx)
-
-
 _BUNDLE_LISTENERS: list = []
 
 
-def on_bundle_finish(callback) -> None:
-    """Call callback whenever this worker finishes a bundle of a keyed Python operator.
+def on_bundle_finish(backend, callback) -> None:
+    """Call callback whenever the keyed operator whose state backend is ``backend`` finishes a bundle.
 
     PyFlink gives Python functions no checkpoint hook, but its operators finish the current
     bundle before every checkpoint barrier (prepareSnapshotPreBarrier), besides at least every
     python.fn-execution.bundle.time ms. Writes buffered in Python memory must land there, or a
-    checkpoint would cover events whose rows were never written (lost after a restore)."""
+    checkpoint would cover events whose rows were never written (lost after a restore). The
+    callback runs on the operator's own thread, between its elements."""
     from pyflink.fn_execution.datastream.process.operations import StatefulOperation
 
     if not getattr(StatefulOperation, "_recstream_hooked", False):
         original = StatefulOperation.finish
 
         def finish(self):
-            for listener in list(_BUNDLE_LISTENERS):
-                listener()
+            for owner, listener in list(_BUNDLE_LISTENERS):
+                if owner is self.keyed_state_backend:
+                    listener()
             original(self)
         StatefulOperation.finish = finish
         StatefulOperation._recstream_hooked = True
-    _BUNDLE_LISTENERS.append(callback)
+    _BUNDLE_LISTENERS.append((backend, callback))
 
 
-class OnlineWriterFn(_Reporting):
-    """Feature rows keyed by user -> micro-batched online writes (the last row of a user in a batch wins).
+class StateCache:
+    """Write-through cache of decoded keyed state, so a key met again skips the state read (a
+    round trip to the JVM). Flink still holds the state: ``put`` updates it, and it is
+    checkpointed as usual. Only this function instance writes its keys, and a restore or a
+    rescale starts new instances, so the cache never serves a stale value. A job that did not
+    start from a checkpoint (``fresh``) also knows that a key this instance never met has no
+    state yet, and skips that read too (while it remembers fewer than ``max_seen`` keys). Call
+    with the key current (in process_element / on_timer)."""
 
-    A batch is written when it holds ``every`` rows, on the timers, and when the bundle
-    finishes (before every checkpoint). Writes are idempotent and never move a user back in
-    time (write_user_sequences skips a row older than the stored one), so rows replayed after
-    a restore are harmless."""
+    def __init__(self, state, size: int, fresh: bool, max_seen: int = 10_000_000):
+        self.state, self.size, self.values = state, size, OrderedDict()
+        self.seen: set | None = set() if fresh else None
+        self.max_seen = max_seen
 
-    def __init__(self, workdir: str, every: int, flush_ms: int | None, receipts: str | None):
-        super().__init__(every, flush_ms, receipts)
-        self.workdir = workdir
+    def get(self, key):
+        if key in self.values:
+            self.values.move_to_end(key)
+            return self.values[key]
+        if self.seen is not None and key not in self.seen:
+            return None  # never written: a fresh job's state starts empty
+        value = self.state.value()
+        self._keep(key, value)
+        return value
 
-    def open(self, runtime_context) -> None:
-        super().open(runtime_context)
-        self.store = open_store(Path(self.workdir))
-        self.rows: dict[int, dict] = {}
-        self.pending = 0  # rows received since the last write
-        self.lock = threading.Lock()  # bundles of other operators may finish on other threads
-        on_bundle_finish(self.write)
+    def put(self, key, value) -> None:
+        self.state.update(value)
+        self._keep(key, value)
+        if self.seen is not None:
+            self.seen.add(key)
+            if len(self.seen) > self.max_seen:
+                self.seen = None  # too many to remember: read every key not in the cache
 
-    def process_element(self, row: dict, ctx):
-        self._arm(ctx)
-        with self.lock:
-            self.rows[row["user_id"]] = row
-            self.pending += 1
-            full = self.pending >= self.every
-        if full:
-            self.flush()
-        return iter(())
+    def _keep(self, key, value) -> None:
+        self.values[key] = value
+        self.values.move_to_end(key)
+        while len(self.values) > self.size:
+            self.values.popitem(last=False)
 
-    def write(self) -> None:
-        with self.lock:
-            if self.rows:
-                self.count("rows_written", write_user_sequences(self.store, list(self.rows.values())))
-                self.rows, self.pending = {}, 0
 
-    def flush(self) -> None:
-        self.write()
-        with self.lock:
-            receipt = self._receipt() if self.counts else None
-        if receipt:
-            self.sender.send(receipt)
+def retrying(call, patience_s: float, count):
+    """call(), waiting and retrying while the online store is unreachable (Redis down, SQLite
+    locked), so an outage stalls the job (Kafka holds the events) instead of failing it, up to
+    patience_s; any other error is raised at once."""
+    waited, pause = 0.0, 0.2
+    while True:
+        try:
+            return call()
+        except Exception as err:  # noqa: BLE001 - only outages are retried; the rest is raised
+            if not _is_outage(err) or waited >= patience_s:
+                raise
+            count("online_retries")
+            time.sleep(pause)
+            waited += pause
+            pause = min(2 * pause, 5.0)
+
+
+class OnlineWriter:
+    """Writes rows online view by view, in the given order, each through ``retrying``."""
+
+    def __init__(self, tables: dict, order: tuple[str, ...], patience_s: float, count):
+        self.tables, self.order, self.patience_s, self.count = tables, order, patience_s, count
+
+    def write(self, rows: dict[str, list[dict]]) -> None:
+        for view in self.order:
+            if rows.get(view):
+                written = retrying(lambda: self.tables[view].write(rows[view]), self.patience_s, self.count)
+                self.count(f"rows_written.{view}", written)
+
+
+def _is_outage(err: Exception) -> bool:
+    """A store that is away for a while (retry), not a bad row or a bug (raise)."""
+    if isinstance(err, (ConnectionError, TimeoutError)):
+        return True
+    try:
+        import redis
+
+        if isinstance(err, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                            redis.exceptions.BusyLoadingError)):
+            return True
+    except ImportError:
+        pass
+    return isinstance(err, sqlite3.OperationalError) and "locked" in str(err)

@@ -2,11 +2,12 @@
 
     Kafka topic | folder of JSON-lines files -> validate (features.validate.parse_event)
       -> event time (watermarks: bounded out-of-orderness, idleness) -> key by user
-      -> SequenceFn (keyed state: features.sequence, bootstrapped from the online store;
-                     the click join of stream_examples, fired by event-time timers)
+      -> UserFeaturesFn (keyed state: features.user_state, bootstrapped from the online store;
+                         the click join of stream_examples, fired by event-time timers)
+           |-> user_sequence, user_recent, user_category_sequence, user_stats online (micro-batched)
            |-> dead letters (reason, field, detail, raw): Kafka topic | JSON-lines files
            |-> training examples (impression + click within the window): Kafka topic | files
-           '-> feature rows -> key by user -> OnlineWriterFn (micro-batched write_user_sequences)
+           '-> item statistics deltas -> key by item -> ItemStatsFn -> item_stats online
     receipts (counts) of both keyed functions -> a local socket -> summed by the driver (stream_receipts)
 
 Bounded (follow=False): reads what is there (the files present; the topic up to its end
@@ -38,8 +39,11 @@ from pyflink.java_gateway import get_gateway
 
 from features.labels import LabelPolicy
 from features.sequence import SequencePolicy
+from features.user_state import FeaturePolicy
 from pipelines.config import from_dict
-from pipelines.flink_adapters import DEAD_LETTERS, EXAMPLES, OnlineWriterFn, SequenceFn, parse_line, route_key
+from pipelines.feature_store import OnlineStore
+from pipelines.flink_adapters import DEAD_LETTERS, EXAMPLES, FnSettings, parse_line, route_key
+from pipelines.flink_features import DELTA_TYPE, ItemStatsFn, UserFeaturesFn
 from pipelines.progress import quiet_libraries
 from pipelines.stream_receipts import ReceiptServer
 from pipelines.stream_sources import (KafkaSettings, file_lines, file_sink, kafka_lines, kafka_sink, stamp_files,
@@ -56,7 +60,13 @@ class StreamConfig:
     dead_letter: Path | None = None  # files source: folder for rejected and late records (workdir/stream_rejected)
     examples_dir: Path | None = None  # files source: folder for training examples (workdir/stream_examples)
     follow: bool = False  # False: read what is there and finish; True: keep reading until stopped
-    sequence: SequencePolicy = field(default_factory=SequencePolicy)
+    sequence: SequencePolicy = field(default_factory=SequencePolicy)  # the lifelong sequence (the backfill's)
+    recent_len: int = 50  # user_recent's length (the backfill's --recent-len)
+    category_len: int = 50  # user_category_sequence's length (the backfill's --category-len)
+    item_stats: bool = True  # keep item_stats fresh too (a second keyed operator, by item)
+    online: OnlineStore = field(default_factory=OnlineStore)  # kind = "sqlite" (the run folder's) or "redis"
+    online_patience_s: float = 300.0  # how long an unreachable online store is waited for before the job fails
+    state_cache: int = 100_000  # keys whose decoded state each keyed function keeps in memory
     labels: LabelPolicy = field(default_factory=LabelPolicy)  # the example stream's attribution window
     examples: bool = True  # emit the training-example stream
     out_of_orderness_ms: int = 300_000  # watermark = the newest event time seen - this
@@ -65,14 +75,18 @@ class StreamConfig:
     checkpoints: Path | None = None  # folder for checkpoints (and the bootstrap ledger); None: none kept
     checkpoint_interval_ms: int = 5_000
     restore: str | None = None  # "latest" (the newest checkpoint in `checkpoints`) or a chk-N folder
-    flush_every: int = 500  # rows per online write (and records per count receipt)
-    flush_ms: int = 200  # following: the longest a row waits for its online write (Python bundles end as often)
+    report_every: int = 500  # records per count receipt (counts also go out on every flush)
+    flush_ms: int = 200  # following: the longest a changed row waits for its online write (bundles end as often)
     parallelism: int = 1
     now_ms: int | None = None  # validation clock; None means the wall clock
 
     def __post_init__(self) -> None:
         if isinstance(self.kafka, dict):
             object.__setattr__(self, "kafka", from_dict(KafkaSettings, self.kafka, "kafka"))
+        if isinstance(self.online, dict):
+            object.__setattr__(self, "online", from_dict(OnlineStore, self.online, "online"))
+        if not isinstance(self.online, OnlineStore):
+            raise ValueError(f"StreamConfig.online must be an OnlineStore, got {type(self.online).__name__}")
         if (self.source is None) == (self.kafka is None):
             raise ValueError("StreamConfig needs exactly one source: source (a folder of JSON-lines files) "
                              "or kafka (bootstrap_servers, topic, ...)")
@@ -88,11 +102,14 @@ class StreamConfig:
         for name in ("dead_letter", "examples_dir"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, self.workdir / f"stream_{'rejected' if name == 'dead_letter' else 'examples'}")
-        for name in ("flush_every", "flush_ms", "parallelism", "out_of_orderness_ms", "idleness_ms",
-                     "checkpoint_interval_ms"):
+        for name in ("report_every", "flush_ms", "parallelism", "out_of_orderness_ms", "idleness_ms",
+                     "checkpoint_interval_ms", "recent_len", "category_len", "state_cache"):
             _check_int(name, getattr(self, name), 1)
         _check_int("allowed_lateness_ms", self.allowed_lateness_ms, 0)
-        for name in ("follow", "examples"):
+        if isinstance(self.online_patience_s, bool) or not isinstance(self.online_patience_s, (int, float)) \
+                or self.online_patience_s < 0:
+            raise ValueError(f"StreamConfig.online_patience_s must be seconds >= 0, got {self.online_patience_s!r}")
+        for name in ("follow", "examples", "item_stats"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"StreamConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.sequence, SequencePolicy):
@@ -104,6 +121,10 @@ class StreamConfig:
             raise ValueError("StreamConfig.restore = 'latest' needs the checkpoints folder")
         if self.now_ms is not None and (isinstance(self.now_ms, bool) or not isinstance(self.now_ms, int)):
             raise ValueError(f"StreamConfig.now_ms must be integer milliseconds or None, got {self.now_ms!r}")
+
+
+    def features(self) -> FeaturePolicy:
+        return FeaturePolicy(self.sequence, self.recent_len, self.category_len)
 
 
 def _check_int(name: str, value, low: int) -> None:
@@ -122,13 +143,15 @@ def build(env: StreamExecutionEnvironment, cfg: StreamConfig, ledger: str | None
     else:
         lines = file_lines(env, str(cfg.source.resolve()), cfg.follow)
         parsed = stamp_files(lines.map(parse).name("validate").uid("validate"), strategy).uid("event-time")
-    workdir = str(cfg.workdir.resolve())
     window = cfg.labels.window_ms if cfg.examples else None
-    flush_ms = cfg.flush_ms if cfg.follow else None  # a bounded run flushes at its end
-    sequences = (parsed.key_by(route_key, key_type=Types.LONG())
-                 .process(SequenceFn(workdir, cfg.sequence, cfg.flush_every, flush_ms, cfg.allowed_lateness_ms,
-                                     window, ledger, receipts)).name("sequences").uid("sequences"))
-    dead, examples = sequences.get_side_output(DEAD_LETTERS), sequences.get_side_output(EXAMPLES)
+    settings = FnSettings(workdir=str(cfg.workdir.resolve()), online=cfg.online, every=cfg.report_every,
+                          flush_ms=cfg.flush_ms if cfg.follow else None,  # a bounded run flushes at its end
+                          ledger=ledger, receipts=receipts, cache_size=cfg.state_cache, restored=cfg.restore is not None,
+                          patience_s=float(cfg.online_patience_s))
+    users = (parsed.key_by(route_key, key_type=Types.LONG())
+             .process(UserFeaturesFn(settings, cfg.features(), cfg.allowed_lateness_ms, window), output_type=DELTA_TYPE)
+             .name("user features").uid("user-features"))
+    dead, examples = users.get_side_output(DEAD_LETTERS), users.get_side_output(EXAMPLES)
     if cfg.kafka is not None:
         dead.sink_to(kafka_sink(cfg.kafka, cfg.kafka.dead_letter_topic, "dead-letters")).name("dead letters").uid("dead")
         if cfg.examples:
@@ -137,11 +160,13 @@ def build(env: StreamExecutionEnvironment, cfg: StreamConfig, ledger: str | None
         dead.sink_to(file_sink(str(cfg.dead_letter.resolve()), "dead")).name("dead letters").uid("dead")
         if cfg.examples:
             examples.sink_to(file_sink(str(cfg.examples_dir.resolve()), "examples")).name("examples").uid("examples")
-    writes = (sequences.key_by(lambda row: row["user_id"], key_type=Types.LONG())
-              .process(OnlineWriterFn(workdir, cfg.flush_every, flush_ms, receipts))
-              .name("online writes").uid("online-writes"))
-    discard = get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink()
-    writes.sink_to(Sink(discard)).name("end").uid("end")  # the writer's effect is the store; it emits nothing
+    discard = Sink(get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink())
+    if cfg.item_stats:
+        items = (users.key_by(lambda delta: delta[0], key_type=Types.LONG()).process(ItemStatsFn(settings))
+                 .name("item stats").uid("item-stats"))
+        items.sink_to(discard).name("end").uid("end")  # the functions' effect is the store; they emit nothing
+    else:
+        users.sink_to(discard).name("end").uid("end")
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -314,6 +339,9 @@ def run_here(cfg: StreamConfig, progress: Callable[[dict], bool | None] | None =
 
 def _shape(totals: Counter) -> dict:
     rejected = {k.split(".", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("rejected.")}
-    names = ("read", "accepted", "applied", "users_updated", "rows_written", "examples")
+    names = ("read", "accepted", "applied", "users_updated", "examples", "item_deltas", "item_deltas_skipped",
+             "online_retries")
     out = {name: totals.get(name, 0) for name in names}
-    return {**out, "rejected": rejected, "rejected_total": sum(rejected.values()), "late": rejected.get("late", 0)}
+    by_view = {k.split(".", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("rows_written.")}
+    return {**out, "rows_written": sum(by_view.values()), "rows_by_view": by_view, "rejected": rejected,
+            "rejected_total": sum(rejected.values()), "late": rejected.get("late", 0)}

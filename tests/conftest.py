@@ -72,3 +72,45 @@ def naive_dedup(events: list[Event]) -> list[Event]:
         if e.event_id not in best or key > best[e.event_id][0]:
             best[e.event_id] = (key, e)
     return [e for _, e in best.values()]
+
+
+def naive_views(events: list[Event], max_len: int, recent_len: int, category_len: int,
+                event_types=frozenset(EVENT_TYPES) - {"impression"}) -> dict[str, dict]:
+    """Every online view by the slow obvious definitions: {view: {key: row}}. Sequences as
+    naive_sequence; categories over the behaviors deduplicated among the behavior types (the
+    greatest copy's category); statistics over naive_dedup, as the stats state's row just after
+    the key's newest event (features.stats.to_row, itself held to a naive oracle in test_stats)."""
+    from features import stats
+
+    by_user, by_item = {}, {}
+    for e in events:
+        by_user.setdefault(e.user_id, []).append(e)
+    out: dict[str, dict] = {"user_sequence": {}, "user_recent": {}, "user_category_sequence": {}, "user_stats": {},
+                            "item_stats": {}}
+    behavior_names = frozenset(event_types)
+    for user, evs in by_user.items():
+        lifelong = naive_sequence(evs, max_len, event_types)
+        if lifelong["seq_length"]:
+            out["user_sequence"][user] = lifelong
+            out["user_recent"][user] = naive_sequence(evs, recent_len, event_types)
+        by_cat: dict[int, list[Event]] = {}
+        for e in naive_dedup([e for e in evs if e.event_type in behavior_names]):
+            by_cat.setdefault(e.category_id or 0, []).append(e)
+        for cat, ces in by_cat.items():
+            out["user_category_sequence"][(user, cat)] = naive_sequence(ces, category_len, event_types)
+        deduped = naive_dedup(evs)
+        out["user_stats"][user] = _stats_row(deduped)
+        for e in deduped:
+            by_item.setdefault(e.item_id, []).append(e)
+    out["item_stats"] = {item: _stats_row(evs) for item, evs in by_item.items()}
+    return out
+
+
+def _stats_row(events: list[Event]) -> dict:
+    from features import stats
+    from features.schema import BEHAVIOR_TYPES
+
+    state = stats.empty()
+    for e in events:
+        stats.add(state, e.timestamp, stats.kind_index(e.event_type, BEHAVIOR_TYPES))
+    return stats.to_row(state, state.newest_ms + 1)

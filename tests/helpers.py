@@ -15,3 +15,37 @@ def backfilled_run(work: Path, users: int = 40, days: int = 4, seed: int = 0, ba
     write_json_lines((line for lines, _ in stream.windows() for line in lines), work / "raw")
     return run_backfill(BackfillConfig(input=str(work / "raw" / "*.jsonl"), output=str(work / "offline"),
                                        stats_as_of_ms=stats_as_of_ms))
+
+
+def online_views(store, expected: dict[str, dict]) -> dict[str, dict]:
+    """The online rows of every key of expected (naive_views' shape), by view; None where absent."""
+    from pipelines.feature_store import read_rows
+
+    return {view: dict(zip(rows, read_rows(store, view, list(rows)))) for view, rows in expected.items()}
+
+
+def views_differences(online: dict[str, dict], expected: dict[str, dict], at_ms: int) -> list[str]:
+    """What differs between online rows and expected rows: sequence fields exactly; statistics by
+    their state (newest event, live tiles, lifetime counts) and by their values read at at_ms
+    (rows written at different as-of times agree on what serving reads later). Empty if equal."""
+    from features import stats
+    from feature_repo.definitions import SEQUENCE_FIELDS
+
+    out = []
+    for view, rows in expected.items():
+        for key, want in rows.items():
+            have = online[view].get(key)
+            if have is None:
+                out.append(f"{view} {key}: not online")
+            elif view.endswith("_stats"):
+                state = {f: list(have[f] or []) if f != "newest_ms" else have[f] for f in stats.STATE_FIELDS}
+                if state != {f: want[f] for f in stats.STATE_FIELDS}:
+                    out.append(f"{view} {key}: state {state} != {[want[f] for f in stats.STATE_FIELDS]}")
+                got, exp = stats.read_at(have, at_ms), stats.read_at(want, at_ms)
+                if any(abs(got[n] - exp[n]) > 1e-9 for n in exp):
+                    out.append(f"{view} {key}: values at {at_ms} {got} != {exp}")
+            else:
+                got = {f: list(have[f]) if isinstance(have[f], (list, tuple)) else have[f] for f in SEQUENCE_FIELDS}
+                if got != {f: want[f] for f in SEQUENCE_FIELDS}:
+                    out.append(f"{view} {key}: {got} != {want}")
+    return out

@@ -184,7 +184,7 @@ def test_stream_job_on_the_cluster_feeds_the_online_store_from_kafka(cluster, tm
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic="events", group_id="cluster-test")
         create_stream_topics(client, kafka)
         cfg = StreamConfig(workdir=tmp_path, kafka=kafka, follow=True, sequence=policy, examples=False,
-                           flush_every=1, now_ms=now_ms)
+                           report_every=1, now_ms=now_ms)
         driver = submit_stream(cluster.address, cfg)  # attached: the job's driver sums receipts in this client
         try:
             job = driver.job_id

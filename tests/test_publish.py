@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from features import stats
-from feature_repo.definitions import SEQUENCE_FIELDS, VIEW_ENTITIES
+from feature_repo.definitions import SEQUENCE_FIELDS, VIEW_ENTITIES, view_fields
 from pipelines.feature_store import open_store, read_online
 from pipelines.publish import publish
 from pipelines.sources.synthetic import DAY_MS, SyntheticConfig
@@ -34,7 +34,9 @@ def test_every_table_is_gated_and_reads_back_online(tmp_path):
     assert set(rows) == set(VIEW_ENTITIES) and all(n > 0 for n in rows.values())
 
     for name, keys in VIEW_ENTITIES.items():
-        fields = list(SEQUENCE_FIELDS) if not name.endswith("_stats") else stats.feature_names()
+        fields = list(view_fields(name))  # every field, the statistics' tile state included
+        assert set(fields) >= (set(SEQUENCE_FIELDS) if not name.endswith("_stats") else
+                               {*stats.feature_names(), *stats.STATE_FIELDS})
         expected = offline_rows(tmp_path, name)
         join = [f"{k}_id" for k in keys]
         got = read_online(store, name, fields, [{k: r[k] for k in join} for r in expected])

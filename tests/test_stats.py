@@ -63,7 +63,7 @@ def test_merge_of_split_states_equals_the_whole(seed):
 def test_old_tiles_are_pruned_but_counted_in_lifetime():
     events = [(T0 + i * HOUR, "impression") for i in range(24 * 30)]
     s = state_of(events)
-    assert len(s.tiles) <= 7 * 24 + 2
+    assert len(s.tiles) <= 2 * (7 * 24 + 2) + 16  # pruned as the tiles double: at most twice the live ones
     assert stats.at(s, events[-1][0] + 1)["impressions_life"] == len(events)
 
 
@@ -94,3 +94,63 @@ def test_feature_names_cover_every_window_and_kind():
     names = stats.feature_names()
     assert len(names) == 4 * 4 and "ctr_1h" in names and "behaviors_life" in names
     assert set(names) == set(stats.at(state_of([(T0, "click")]), T0 + 1))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_row_reads_exactly_at_any_later_time_and_continues_as_the_state(seed):
+    """to_row -> from_row keeps everything that can still count; read_at == the oracle later on."""
+    rng = random.Random(seed)
+    events = make_events(rng, 250, 12 * DAY)
+    first, rest = events[:150], events[150:]
+    newest = max(e[0] for e in first)
+    row = stats.to_row(state_of(first), newest + 1)
+    assert row == stats.to_row(state_of(list(reversed(first))), newest + 1)  # the same row in any order
+    assert {k: row[k] for k in stats.feature_names()} == pytest.approx(oracle(first, newest + 1))
+    for later in (newest + 1, newest + HOUR, newest + 3 * DAY, newest + 8 * DAY):
+        assert stats.read_at(row, later) == pytest.approx(oracle(first, later))
+    continued = stats.from_row(row)
+    for ts, kind in rest:
+        stats.add(continued, ts, stats.kind_index(kind, BEHAVIORS))
+    end = max(e[0] for e in events) + 1
+    assert stats.at(continued, end) == pytest.approx(oracle(events, end))
+    assert stats.to_row(continued, end) == stats.to_row(state_of(events), end)
+
+
+def test_taking_back_a_copy_moves_its_counts_to_the_replacement():
+    """The stream counts an event's first copy, then a greater copy replaces it (-1 old, +1 new)."""
+    base = [(T0 + i * 10 * MIN, "impression") for i in range(20)]
+    s = state_of(base + [(T0, "click")])
+    stats.add(s, T0, stats.kind_index("click", BEHAVIORS), sign=-1)
+    stats.add(s, T0 + 5 * HOUR, stats.kind_index("view", BEHAVIORS))
+    expected = state_of(base + [(T0 + 5 * HOUR, "view")])
+    assert stats.to_row(s, T0 + 6 * HOUR) == stats.to_row(expected, T0 + 6 * HOUR)
+    # A copy whose tile was pruned long ago changes only the lifetime counts.
+    old = state_of([(T0, "click"), (T0 + 9 * DAY, "click")])
+    stats.add(old, T0, stats.kind_index("click", BEHAVIORS), sign=-1)
+    assert stats.at(old, T0 + 9 * DAY + 1)["clicks_life"] == 1 and all(min(c) >= 0 for c in old.tiles.values())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_batch_state_columns_equal_the_streamed_rows(seed):
+    """features.offline.latest_stats (vectorized, as of T) holds, per key, the row the state
+    algebra gives after every event before T."""
+    import pyarrow as pa
+
+    from features.offline import latest_stats
+
+    rng = random.Random(seed)
+    rows = [(k, *e) for k in (1, 2, 7, 8) for e in make_events(rng, rng.randrange(1, 120), 10 * DAY)]
+    rows.append((11, T0 + 20 * DAY, "click"))  # only after as_of: zero counts, no state
+    as_of = T0 + 10 * DAY - rng.randrange(0, 2 * DAY)
+    table = pa.table({"user_id": [r[0] for r in rows], "timestamp": [r[1] for r in rows],
+                      "event_type": [r[2] for r in rows]})
+    got = {r["user_id"]: r for r in latest_stats(table, "user_id", as_of).to_pylist()}
+    for key in (1, 2, 7, 8, 11):
+        before = [(ts, kind) for k, ts, kind in rows if k == key and ts < as_of]
+        if not before:
+            assert got[key]["newest_ms"] == 0 and got[key]["tile_starts"] == [] and got[key]["behaviors_life"] == 0
+            continue
+        expected = stats.to_row(state_of(before), as_of)
+        values = {n: got[key][n] for n in stats.feature_names()}
+        assert values == pytest.approx({n: expected[n] for n in stats.feature_names()}), key
+        assert {n: got[key][n] for n in stats.STATE_FIELDS} == {n: expected[n] for n in stats.STATE_FIELDS}, key

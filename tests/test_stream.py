@@ -7,15 +7,17 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from features import sequence
+from conftest import naive_views
 from features.schema import Event
 from features.sequence import SequencePolicy
 from features.validate import parse_event
 from pipelines.backfill import BackfillConfig, run_backfill
-from pipelines.feature_store import apply, materialize_user_sequences, open_store, read_user_sequences
+from pipelines.feature_store import open_store
+from pipelines.publish import publish
 from pipelines.sources.raw_files import write_json_lines
 from pipelines.sources.synthetic import DAY_MS, SyntheticConfig, SyntheticStream
 from pipelines.stream import StreamConfig, StreamJobError, run_stream
+from tests.helpers import online_views, views_differences
 
 SYN = SyntheticConfig(users=30, items=300, categories=10, days=3, sessions_per_user=8, bad_fraction=0.01, seed=7)
 SPLIT_MS = SYN.start_ms + 2 * DAY_MS
@@ -24,8 +26,8 @@ POLICY = SequencePolicy(max_len=50)
 
 
 def test_config_rejects_bad_values(tmp_path):
-    with pytest.raises(ValueError, match="flush_every"):
-        StreamConfig(source=tmp_path, workdir=tmp_path, dead_letter=tmp_path, flush_every=0)
+    with pytest.raises(ValueError, match="report_every"):
+        StreamConfig(source=tmp_path, workdir=tmp_path, dead_letter=tmp_path, report_every=0)
     with pytest.raises(ValueError, match="source"):
         StreamConfig(source="", workdir=tmp_path, dead_letter=tmp_path)
     with pytest.raises(TypeError):
@@ -57,61 +59,59 @@ def _dead_letters(folder):
     return [json.loads(line) for path in sorted(folder.glob("dead*.jsonl")) for line in path.read_text().splitlines()]
 
 
-def _oracle(lines):
-    by_user = defaultdict(list)
-    for line in lines:
-        got = parse_event(line, NOW_MS)
-        if isinstance(got, Event):
-            by_user[got.user_id].append(got)
-    return {u: sequence.finalize(sequence.add_all(sequence.empty(), evs, POLICY), POLICY) for u, evs in by_user.items()}
+def _valid(lines) -> list[Event]:
+    return [e for e in (parse_event(line, NOW_MS) for line in lines) if isinstance(e, Event)]
 
 
 @pytest.mark.engine
 def test_backfill_plus_stream_equals_oracle_and_replay_changes_nothing(tmp_path):
+    """Every online view (lifelong, recent, category sub-sequences, user and item statistics)
+    after the backfill of the early events and the stream of the later ones equals the naive
+    oracle over all of them; a replay changes nothing."""
     early, streamed, late_copies = _split_events(tmp_path)
     run_backfill(BackfillConfig(input=str(tmp_path / "raw" / "*.jsonl"), output=str(tmp_path / "offline"),
-                                sequence=POLICY, now_ms=NOW_MS))
+                                sequence=POLICY, now_ms=NOW_MS, stats_as_of_ms=SPLIT_MS))
     store = open_store(tmp_path)
-    apply(store, tmp_path)
-    materialize_user_sequences(store, tmp_path)
-    expected = _oracle(early + streamed)
-    users = sorted(expected)
-    before = read_user_sequences(store, users)
+    gates, _ = publish(store, tmp_path, {"user_sequence": POLICY.max_len, "user_recent": 50,
+                                         "user_category_sequence": 50})
+    assert all(g.passed for g in gates), [g.summary() for g in gates]
+    expected = naive_views(_valid(early + streamed), POLICY.max_len, 50, 50)
+    end_ms = max(e.timestamp for e in _valid(early + streamed)) + 1
+    assert views_differences(online_views(store, expected), expected, end_ms)  # the stream has work to do
 
     parsed = [parse_event(line, NOW_MS) for line in streamed]
-    floor = {u: (row or {}).get("last_event_ms", -1) for u, row in before.items()}
-    seq_events = [e for e in parsed if isinstance(e, Event) and e.event_type in POLICY.event_types]
-    late = [e for e in seq_events if e.timestamp <= floor[e.user_id]]
-    assert len(late) == len(late_copies) == 3  # a strict time split leaves only the planted copies late
+    valid = [e for e in parsed if isinstance(e, Event)]
+    assert all(e.timestamp >= SPLIT_MS for e in valid if e not in [parse_event(c, NOW_MS) for c in late_copies])
+    seq_events = [e for e in valid if e.event_type in POLICY.event_types]
 
     cfg = StreamConfig(source=tmp_path / "stream", workdir=tmp_path, dead_letter=tmp_path / "dead1",
-                       sequence=POLICY, flush_every=100, now_ms=NOW_MS)
+                       sequence=POLICY, report_every=100, now_ms=NOW_MS)
     started = time.perf_counter()
     counts = run_stream(cfg)
     seconds = time.perf_counter() - started
     print(f"\nstream job: {len(streamed)} lines in {seconds:.1f} s ({len(streamed) / seconds:.0f} lines/s)")
 
-    after = read_user_sequences(store, users)
-    assert after == expected  # backfill + stream == the oracle over every event
+    assert views_differences(online_views(store, expected), expected, end_ms) == []  # backfill + stream == oracle
     invalid = Counter(r.reason for r in parsed if not isinstance(r, Event))
     assert invalid["not_utf8"] == 1 and len(invalid) > 1  # the planted bad bytes and bad_fraction's records
     assert counts["read"] == len(streamed) == counts["accepted"] + counts["rejected_total"]
-    assert counts["rejected"] == {**invalid, "late": 3} and counts["late"] == 3
+    assert counts["rejected"] == {**invalid, "late": 3} and counts["late"] == 3  # the planted copies: already online
     assert counts["applied"] == len(seq_events) - 3
-    assert counts["users_updated"] == len({e.user_id for e in seq_events if e not in late})
-    assert counts["users_updated"] <= counts["rows_written"] <= counts["applied"]
+    assert counts["users_updated"] == len({e.user_id for e in valid}) and counts["item_deltas_skipped"] == 0
+    assert counts["item_deltas"] == len(valid) - 3  # no copies with new content here: one delta per new event
+    assert set(counts["rows_by_view"]) == set(expected) and counts["rows_written"] <= 5 * len(valid)
     dead = _dead_letters(tmp_path / "dead1")
     assert Counter(d["reason"] for d in dead) == Counter(counts["rejected"])
     assert sorted(d["raw"] for d in dead if d["reason"] == "late") == sorted(late_copies)
 
-    # Replay of the same input: every sequence event is now at or below the online floor.
+    # Replay of the same input: every event is now at or below its user's floors.
     started = time.perf_counter()
     counts2 = run_stream(StreamConfig(source=tmp_path / "stream", workdir=tmp_path, dead_letter=tmp_path / "dead2",
-                                      sequence=POLICY, flush_every=100, now_ms=NOW_MS))
+                                      sequence=POLICY, report_every=100, now_ms=NOW_MS))
     print(f"replay: {time.perf_counter() - started:.1f} s")
-    assert read_user_sequences(store, users) == expected
-    assert counts2["late"] == len(seq_events)
-    assert counts2["applied"] == counts2["rows_written"] == counts2["users_updated"] == 0
+    assert views_differences(online_views(store, expected), expected, end_ms) == []
+    assert counts2["late"] == len(valid)
+    assert counts2["applied"] == counts2["rows_written"] == counts2["users_updated"] == counts2["item_deltas"] == 0
     assert counts2["read"] == counts["read"]
     assert len(_dead_letters(tmp_path / "dead2")) == counts2["rejected_total"]
 

@@ -64,7 +64,7 @@ def test_watermarks_idleness_lateness_and_duplicates(tmp_path):
         client.produce(kafka.topic, _records(phase1_a, 0) + _records(phase1_b, 1))
         cfg = StreamConfig(workdir=tmp_path, kafka=kafka, sequence=POLICY, follow=True, examples=False,
                            out_of_orderness_ms=MIN, allowed_lateness_ms=MIN // 2, idleness_ms=1000,
-                           flush_every=1, now_ms=NOW_MS)
+                           report_every=1, now_ms=NOW_MS)
         n1, n2 = len(phase1_a) + len(phase1_b), len(phase2)
 
         def feed(counts: dict) -> None:

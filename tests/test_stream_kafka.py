@@ -14,14 +14,16 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from conftest import naive_dedup, naive_sequence
+from conftest import naive_dedup, naive_views
 from features.labels import LabelPolicy, build_examples
 from features.schema import Event
 from features.sequence import SequencePolicy
 from features.validate import parse_event
 from pipelines.backfill import BackfillConfig, run_backfill
 from pipelines.broker import create_stream_topics, event_records, running_broker
-from pipelines.feature_store import apply, open_store, read_user_sequences
+from pipelines.feature_store import apply, open_store
+from pipelines.publish import publish
+from tests.helpers import online_views, views_differences
 from pipelines.sources.raw_files import write_json_lines
 from pipelines.sources.synthetic import DAY_MS, SyntheticConfig, SyntheticStream
 from pipelines.stream import StreamConfig, StreamJobError, StreamProcess, latest_checkpoint, run_stream
@@ -57,16 +59,15 @@ def _bad_utf8() -> bytes:
     return b'{"event_id": "bytes-\xff", "user_id": 1, "item_id": 2, "event_type": "click", "timestamp": 1}'
 
 
-def _oracles(lines: list) -> tuple[dict, Counter]:
-    """The naive sequence per user and the naive labeled examples over the valid events."""
+def _oracles(lines: list) -> tuple[dict, Counter, int]:
+    """Every online view by the naive definitions, the naive labeled examples over the valid
+    events, and a time after every event (where the statistics are compared)."""
+    valid = [e for e in (parse_event(line, NOW_MS) for line in lines) if isinstance(e, Event)]
     by_user = defaultdict(list)
-    for line in lines:
-        got = parse_event(line, NOW_MS)
-        if isinstance(got, Event):
-            by_user[got.user_id].append(got)
-    sequences = {u: naive_sequence(evs, POLICY.max_len) for u, evs in by_user.items()}
+    for e in valid:
+        by_user[e.user_id].append(e)
     examples = Counter(ex for evs in by_user.values() for ex in build_examples(naive_dedup(evs), LABELS))
-    return {u: s for u, s in sequences.items() if s["seq_length"]}, examples
+    return naive_views(valid, POLICY.max_len, 50, 50), examples, max(e.timestamp for e in valid) + 1
 
 
 def _fresh_store(work: Path):
@@ -114,19 +115,22 @@ def _wait_for(condition, what: str, timeout_s: float = 300) -> None:
 def test_kafka_stream_parity_dead_letters_examples_and_kill_restore(tmp_path):
     lines = _lines()
     raw = [line.encode() for line in lines] + [_bad_utf8()]
-    sequences, naive_examples = _oracles(lines)
+    expected, naive_examples, end_ms = _oracles(lines)
 
-    # The batch path on the same records.
-    write_json_lines(lines, tmp_path / "raw")
-    with open(tmp_path / "raw" / "events-00000.jsonl", "ab") as f:
+    # The batch path on the same records, published through the gates into a store of its own.
+    write_json_lines(lines, tmp_path / "batch" / "raw")
+    with open(tmp_path / "batch" / "raw" / "events-00000.jsonl", "ab") as f:
         f.write(_bad_utf8() + b"\n")
-    batch = run_backfill(BackfillConfig(input=str(tmp_path / "raw" / "*.jsonl"), output=str(tmp_path / "offline"),
-                                        sequence=POLICY, labels=LABELS, now_ms=NOW_MS))
-    offline = ds.dataset(tmp_path / "offline" / "user_sequence", format="parquet").to_table().to_pylist()
-    backfill_sequences = {r["user_id"]: {k: r[k] for k in sequences[r["user_id"]]} for r in offline}
-    assert backfill_sequences == sequences  # backfill == naive oracle
-    backfill_examples = Counter(tuple(r.values()) for r in
-                                ds.dataset(tmp_path / "offline" / "examples", format="parquet").to_table().to_pylist())
+    batch = run_backfill(BackfillConfig(input=str(tmp_path / "batch" / "raw" / "*.jsonl"),
+                                        output=str(tmp_path / "batch" / "offline"), sequence=POLICY, labels=LABELS,
+                                        now_ms=NOW_MS, stats_as_of_ms=end_ms))
+    batch_store = open_store(tmp_path / "batch")
+    gates, _ = publish(batch_store, tmp_path / "batch", {"user_sequence": POLICY.max_len, "user_recent": 50,
+                                                         "user_category_sequence": 50})
+    assert all(g.passed for g in gates), [g.summary() for g in gates]
+    assert views_differences(online_views(batch_store, expected), expected, end_ms) == []  # backfill == oracle
+    backfill_examples = Counter(tuple(r.values()) for r in ds.dataset(
+        tmp_path / "batch" / "offline" / "examples", format="parquet").to_table().to_pylist())
     assert backfill_examples == naive_examples
 
     with running_broker() as broker:
@@ -140,10 +144,9 @@ def test_kafka_stream_parity_dead_letters_examples_and_kill_restore(tmp_path):
         store_a = _fresh_store(tmp_path / "a")
         started = time.perf_counter()
         counts = run_stream(StreamConfig(workdir=tmp_path / "a", kafka=a, sequence=POLICY, labels=LABELS,
-                                         flush_every=100, now_ms=NOW_MS))
+                                         report_every=100, now_ms=NOW_MS))
         print(f"\nkafka stream: {len(raw)} records in {time.perf_counter() - started:.1f} s")
-        online_a = read_user_sequences(store_a, sorted(sequences))
-        assert online_a == sequences  # stream == backfill == oracle
+        assert views_differences(online_views(store_a, expected), expected, end_ms) == []  # stream == oracle
         assert counts["read"] == len(raw) == counts["accepted"] + counts["rejected_total"]
         assert counts["rejected"] == batch["rejected"] and counts["late"] == 0
         dead = [json.loads(r.value) for r in client.read(a.dead_letter_topic, counts["rejected_total"])]
@@ -155,32 +158,37 @@ def test_kafka_stream_parity_dead_letters_examples_and_kill_restore(tmp_path):
         assert all(ex[5] == ex[3] + LABELS.window_ms for ex in streamed)  # each carries its label time
 
         # 2. A following run with checkpoints over the same records on a topic of its own: the first
-        # half, a checkpoint that covers it, the second half, SIGKILL while the second half is being
-        # written; then a restore from the last checkpoint, stopped once the group has committed the
-        # topic's end offsets and no receipt came for a few seconds.
+        # half, a checkpoint that covers it, a quarter more, SIGKILL as its rows land online while
+        # the next records arrive; then a restore from the last checkpoint, with the rest produced,
+        # stopped once the group has committed the topic's end offsets and no receipt came for a
+        # few seconds. It must end with the uninterrupted run's store: nothing lost, nothing twice.
         records = event_records(raw, NOW_MS)
+        quarter = len(records) // 4
         client.create_topic("events-b", partitions=2)
-        client.produce("events-b", records[:len(records) // 2])
+        client.produce("events-b", records[:2 * quarter])
         half = client.end_offsets("events-b")
         b = replace(_kafka(broker, "b"), topic="events-b")
         create_stream_topics(client, b)
         store_b = _fresh_store(tmp_path / "b")
-        # One row per online write: the writer is the bottleneck, so the second half takes seconds.
-        cfg = StreamConfig(workdir=tmp_path / "b", kafka=b, sequence=POLICY, labels=LABELS, flush_every=1,
-                           follow=True, idleness_ms=1000, now_ms=NOW_MS, checkpoints=tmp_path / "chk",
-                           checkpoint_interval_ms=300)
+        # The default idleness (30 s): a partition that starts delivering a second after the other
+        # must still hold the watermark back, or its first records would be late.
+        cfg = StreamConfig(workdir=tmp_path / "b", kafka=b, sequence=POLICY, labels=LABELS, report_every=1,
+                           follow=True, now_ms=NOW_MS, checkpoints=tmp_path / "chk", checkpoint_interval_ms=300,
+                           flush_ms=50)
         job = StreamProcess(cfg).start()
         _wait_for(lambda: client.committed_offsets("b", "events-b") == half, "a checkpoint of the first half")
-        at_half = read_user_sequences(store_b, sorted(sequences))
-        client.produce("events-b", records[len(records) // 2:])
+        at_half = online_views(store_b, expected)
+        client.produce("events-b", records[2 * quarter:3 * quarter])
         jvm = _children(job.pid)
-        _wait_for(lambda: read_user_sequences(store_b, sorted(sequences)) != at_half, "second-half writes")
+        _wait_for(lambda: online_views(store_b, expected) != at_half, "third-quarter writes", timeout_s=120)
+        client.produce("events-b", records[3 * quarter:3 * quarter + 50])
         os.kill(job.pid, signal.SIGKILL)
         with pytest.raises(StreamJobError, match="exited with code -9"):
             job.wait()
         assert all(_gone(pid, 20) for pid in jvm)  # the JVM went with its driver
-        assert read_user_sequences(store_b, sorted(sequences)) != sequences  # the kill left the store behind
+        assert views_differences(online_views(store_b, expected), expected, end_ms)  # the kill left the store behind
         assert latest_checkpoint(tmp_path / "chk") is not None
+        client.produce("events-b", records[3 * quarter + 50:])
 
         # Examples are at least once, and come out as the watermark passes their label time: all
         # those whose label time every partition's newest event (less the out-of-orderness) has
@@ -190,7 +198,7 @@ def test_kafka_stream_parity_dead_letters_examples_and_kill_restore(tmp_path):
             p = client._partition_of(record, [0, 1])
             newest[p] = max(newest[p], record.timestamp)
         settled = min(newest.values()) - cfg.out_of_orderness_ms - 1
-        expected = {ex for ex in streamed if ex[5] <= settled}
+        due = {ex for ex in streamed if ex[5] <= settled}
         ends, last, deadline = client.end_offsets("events-b"), [time.monotonic()], time.monotonic() + 300
 
         def examples_b() -> set:
@@ -199,12 +207,13 @@ def test_kafka_stream_parity_dead_letters_examples_and_kill_restore(tmp_path):
         def caught_up() -> bool:
             return time.monotonic() > deadline or (
                 time.monotonic() - last[0] > 3 and client.committed_offsets("b", "events-b") == ends
-                and expected <= examples_b())
+                and due <= examples_b())
 
         def receipt(c: dict) -> None:
             last[0] = time.monotonic()
         restored = StreamProcess(replace(cfg, restore="latest")).start().wait(receipt, until=caught_up)
         assert 0 < restored["read"] < len(raw)  # resumed from the checkpoint, not from the start
-        assert read_user_sequences(store_b, sorted(sequences)) == online_a  # == the uninterrupted run
-        assert expected <= examples_b() <= set(streamed)
+        assert restored["late"] == 0
+        assert views_differences(online_views(store_b, expected), expected, end_ms) == []  # == uninterrupted
+        assert due <= examples_b() <= set(streamed)
         client.close()
