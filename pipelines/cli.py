@@ -62,13 +62,20 @@ def _backfill(args, extra) -> int:
     return 0
 
 
+def _online_store(args):
+    """The --online / --redis-url flags as an OnlineStore (Redis's URL also from $RECSTREAM_REDIS_URL)."""
+    from pipelines.feature_store import OnlineStore
+
+    return OnlineStore(kind=args.online or "sqlite", redis_url=args.redis_url)
+
+
 def _materialize(args, extra) -> int:
     from pipelines.feature_store import open_store
     from pipelines.publish import publish
 
     work = Path(args.workdir)
     caps = {"user_sequence": args.max_len, "user_recent": args.recent_len, "user_category_sequence": args.category_len}
-    gates, online = publish(open_store(work), work, caps)
+    gates, online = publish(open_store(work, _online_store(args)), work, caps)
     for gate in gates:
         print(gate.summary())
     print(f"online rows: {online}")
@@ -102,6 +109,12 @@ def stream_settings(args) -> dict:
         data["examples"] = False
     if args.max_len is not None:
         data["sequence"] = {**data.get("sequence", {}), "max_len": args.max_len}
+    for name in ("recent_len", "category_len"):
+        if getattr(args, name) is not None:
+            data[name] = getattr(args, name)
+    online = {k: v for k, v in (("kind", args.online), ("redis_url", args.redis_url)) if v is not None}
+    if online:
+        data["online"] = {**data.get("online", {}), **online}
     kafka = {"bootstrap_servers": args.kafka, "topic": args.topic, "group_id": args.group_id,
              "dead_letter_topic": args.dead_letter_topic, "examples_topic": args.examples_topic,
              "starting_offsets": args.starting_offsets}
@@ -152,10 +165,11 @@ def _historical(args, extra) -> int:
 
 def _online(args, extra) -> int:
     from features.ids import stable_id
-    from pipelines.feature_store import open_store, read_user_sequences
+    from pipelines.feature_store import open_store, read_user_features
 
     users = [stable_id(u) for u in args.user]
-    print(json.dumps(read_user_sequences(open_store(Path(args.workdir)), users), indent=2, default=str))
+    got = read_user_features(open_store(Path(args.workdir), _online_store(args)), users, args.now)
+    print(json.dumps({raw: got[u] for raw, u in zip(args.user, users)}, indent=2, default=str))
     return 0
 
 
@@ -226,6 +240,7 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--max-len", type=int, default=200, help="the lifelong sequence cap the backfill used")
     m.add_argument("--recent-len", type=int, default=50)
     m.add_argument("--category-len", type=int, default=50)
+    _online_flags(m)
     m.set_defaults(func=_materialize)
 
     s = sub.add_parser("stream", help="PyFlink job: Kafka topic or event files -> online features, examples, "
@@ -244,6 +259,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--dead-letter", help="files source: folder for dead letters (default WORKDIR/stream_rejected)")
     s.add_argument("--follow", action="store_true", help="keep reading until Ctrl-C (default: read what is there)")
     s.add_argument("--max-len", type=int, help="lifelong sequence cap (default 200)")
+    s.add_argument("--recent-len", type=int, help="user_recent's length (default 50; the backfill's)")
+    s.add_argument("--category-len", type=int, help="user_category_sequence's length (default 50; the backfill's)")
     s.add_argument("--allowed-lateness-ms", type=int)
     s.add_argument("--out-of-orderness-ms", type=int)
     s.add_argument("--idleness-ms", type=int)
@@ -254,6 +271,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--report-every", type=int, help="records per count receipt")
     s.add_argument("--flush-ms", type=int, help="following: the longest a row waits for its online write (200)")
     s.add_argument("--no-examples", action="store_true", help="no training-example stream")
+    _online_flags(s, default=None)
     s.set_defaults(func=_stream)
     # Where the job runs (pipelines/flink_cluster.py).
     s.add_argument("--target", choices=("local", "cluster"), default="local",
@@ -300,11 +318,19 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--feast", action="append", help="also join a Feast feature, e.g. item_content:vector")
     h.set_defaults(func=_historical)
 
-    o = sub.add_parser("online", help="read users' online features through Feast")
+    o = sub.add_parser("online", help="read users' online features through Feast (statistics as of now)")
     o.add_argument("--workdir", required=True)
+    o.add_argument("--now", type=int, help="ms; read the statistics as of this time (default: the clock)")
+    _online_flags(o)
     o.add_argument("user", nargs="+", help="raw user IDs")
     o.set_defaults(func=_online)
     return p
+
+
+def _online_flags(p, default: str | None = "sqlite") -> None:
+    p.add_argument("--online", choices=("sqlite", "redis"), default=default,
+                   help="online store: the run folder's SQLite (default) or Redis")
+    p.add_argument("--redis-url", help="host:port[,db=N] with --online redis (default $RECSTREAM_REDIS_URL)")
 
 
 def main(argv: list[str] | None = None) -> int:

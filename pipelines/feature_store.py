@@ -104,19 +104,22 @@ def read_rows(store: FeatureStore, view: str, keys: list, fields: list[str] | No
     return read_online(store, view, list(fields or view_fields(view)), entity_rows)
 
 
-def read_views(store: FeatureStore, views: list[str], keys: list) -> dict[str, list[dict | None]]:
-    """Several views' rows for the same keys in one online read (the views share join keys)."""
-    names = join_keys(views[0])
-    if any(join_keys(v) != names for v in views) or not keys:
-        return {v: read_rows(store, v, keys) for v in views}
-    entity_rows = [dict(zip(names, (k if isinstance(k, tuple) else (k,)))) for k in keys]
-    refs = [f"{v}:{f}" for v in views for f in view_fields(v)]
-    got = store.get_online_features(features=refs, entity_rows=entity_rows, full_feature_names=True).to_dict()
+def read_user_features(store: FeatureStore, user_ids: list[int], now_ms: int | None = None) -> dict[int, dict]:
+    """What serving reads for users: the lifelong and recent sequences, and the statistics as of
+    now_ms (default: the clock), computed exactly from the stats row's tiles (features.stats.read_at),
+    so they do not go stale between events."""
+    import time
+
+    from features import stats
+
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    views = {view: read_rows(store, view, user_ids) for view in ("user_sequence", "user_recent", "user_stats")}
     out = {}
-    for v in views:
-        fields = view_fields(v)
-        rows = [{f: got[f"{v}__{f}"][i] for f in fields} for i in range(len(keys))]
-        out[v] = [None if all(x is None for x in r.values()) else r for r in rows]
+    for i, user in enumerate(user_ids):
+        row = views["user_stats"][i]
+        values = None if row is None else stats.read_at(row, max(now, int(row["newest_ms"]) + 1))
+        out[user] = {"user_sequence": views["user_sequence"][i], "user_recent": views["user_recent"][i],
+                     "user_stats": values}
     return out
 
 

@@ -6,8 +6,9 @@
 
 The process is started with Popen (so the PID held is redis's own, not a shell's), waited
 for until it answers PING, and stopped by that PID (SIGTERM, then SIGKILL after a grace
-period) and reaped. Nothing is written to disk: --save '' --appendonly no, and --dir is a
-temporary folder in case redis wants one anyway.
+period) and reaped. Nothing is written to disk (--save '' --appendonly no; --dir is a temporary
+folder in case redis wants one anyway), unless persist=True: then an fsynced append-only file
+in that folder survives a stop and start.
 """
 from __future__ import annotations
 
@@ -53,7 +54,11 @@ def pid_alive(pid: int) -> bool:
 class RedisServer:
     """One redis-server process at a time on a fixed port; start() again after stop() restarts it."""
 
-    def __init__(self, port: int | None = None, binary: str | None = None, startup_timeout_s: float = 10.0):
+    def __init__(self, port: int | None = None, binary: str | None = None, startup_timeout_s: float = 10.0,
+                 persist: bool = False):
+        # persist: an append-only file fsynced on every write, so a restart keeps the data (as a
+        # production Redis would); off by default (nothing on disk).
+        self.persist = persist
         self.binary = binary or redis_server_binary()
         if self.binary is None:
             raise FileNotFoundError(f"redis-server not found ({DEFAULT_BINARY} is absent and none is on PATH); "
@@ -83,7 +88,8 @@ class RedisServer:
         raise RuntimeError(f"redis-server did not start on 127.0.0.1:{port}: {self._log_tail()}")
 
     def _launch(self, port: int) -> bool:
-        args = [self.binary, "--port", str(port), "--bind", self.host, "--save", "", "--appendonly", "no",
+        durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else ["--appendonly", "no"]
+        args = [self.binary, "--port", str(port), "--bind", self.host, "--save", "", *durability,
                 "--dir", self._dir, "--daemonize", "no", "--logfile", str(self._log)]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT)

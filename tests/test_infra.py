@@ -30,11 +30,21 @@ def stream_config_class():
     return stream_job.StreamConfig
 
 
-def load_stream_config(text: str, where: str):
-    try:
-        return from_dict(stream_config_class(), tomllib.loads(text))
-    except (ConfigError, tomllib.TOMLDecodeError) as err:
-        pytest.fail(f"{where}: not a valid stream job config: {err}")
+def load_stream_config(text: str, where: str, env: dict[str, str]):
+    """The config as the job loads it, in the container's environment ``env``."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("RECSTREAM_REDIS_URL",):
+            mp.delenv(name, raising=False)
+        for name, value in env.items():
+            mp.setenv(name, value)
+        try:
+            cfg = from_dict(stream_config_class(), tomllib.loads(text))
+        except (ConfigError, tomllib.TOMLDecodeError) as err:
+            pytest.fail(f"{where}: not a valid stream job config: {err}")
+    # On a cluster every TaskManager must write the same online store: a SQLite file in the
+    # workdir would be one store per machine.
+    assert cfg.online.kind == "redis", f"{where}: the cluster job should write Redis ([online] kind = \"redis\")"
+    return cfg
 
 
 # ---- the job image ---------------------------------------------------------------------------------
@@ -193,7 +203,9 @@ def test_flink_deployment_config_comes_from_its_configmap(manifests):
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
     assert volume["configMap"]["name"] == configmap["metadata"]["name"]
     assert config_path.name in configmap["data"]
-    cfg = load_stream_config(configmap["data"][config_path.name], "the ConfigMap's stream.toml")
+    secrets = {e["name"]: "from-a-secret:6379" for e in main.get("env", []) if "valueFrom" in e}
+    plain = {e["name"]: str(e["value"]) for e in main.get("env", []) if "value" in e}
+    cfg = load_stream_config(configmap["data"][config_path.name], "the ConfigMap's stream.toml", {**plain, **secrets})
     assert getattr(cfg, "checkpoints", None) is None, "leave checkpoints to the cluster's durable checkpoint dir"
     # Every ${NAME} the config reads from the environment is set in the container.
     wanted = set(re.findall(r"\$\{(\w+)\}", configmap["data"][config_path.name]))
@@ -271,7 +283,7 @@ def test_compose_stream_config_is_valid_and_inside_the_mounted_runs(compose):
     flink = compose["services"]["jobmanager"]
     mounts = dict(v.split(":")[:2] for v in flink["volumes"])
     config = INFRA / next(src for src, dst in mounts.items() if dst == "/opt/recstream/conf/stream.toml")
-    cfg = load_stream_config(config.read_text(), str(config))
+    cfg = load_stream_config(config.read_text(), str(config), {k: str(v) for k, v in flink["environment"].items()})
     runs = Path(mounts["../runs"])
     for name in ("source", "workdir", "dead_letter", "examples_dir", "checkpoints"):
         if getattr(cfg, name, None) is not None:

@@ -96,3 +96,23 @@ def test_cli_flags_and_config_file_build_one_stream_config(tmp_path):
                                              "--kafka-property", "novalue"]))
     with pytest.raises(ConfigError, match="--workdir"):
         stream_settings(parser().parse_args(["stream", "--kafka", "a:1"]))
+
+
+def test_online_store_and_view_lengths_come_from_the_file_or_the_flags(tmp_path, monkeypatch, capsys):
+    toml = tmp_path / "stream.toml"
+    toml.write_text('workdir = "w"\nrecent_len = 20\n[kafka]\nbootstrap_servers = "a:1"\n'
+                    '[online]\nkind = "redis"\nredis_url = "r:1"\n')
+    cfg = from_dict(StreamConfig, stream_settings(parser().parse_args(["stream", "--config", str(toml)])))
+    assert (cfg.online.kind, cfg.online.redis_url, cfg.recent_len, cfg.category_len) == ("redis", "r:1", 20, 50)
+    cfg = from_dict(StreamConfig, stream_settings(parser().parse_args(
+        ["stream", "--config", str(toml), "--redis-url", "r:2", "--category-len", "9"])))
+    assert (cfg.online.redis_url, cfg.category_len, cfg.features().category.max_len) == ("r:2", 9, 9)
+    with pytest.raises(ConfigError, match="online: online store kind must be .sqlite. or .redis."):
+        from_dict(StreamConfig, {"workdir": "w", "kafka": {"bootstrap_servers": "a:1"}, "online": {"kind": "dynamo"}})
+    with pytest.raises(ConfigError, match="recent_len"):
+        from_dict(StreamConfig, {"workdir": "w", "kafka": {"bootstrap_servers": "a:1"}, "recent_len": 0})
+    monkeypatch.delenv("RECSTREAM_REDIS_URL", raising=False)
+    from pipelines.cli import main
+
+    assert main(["materialize", "--workdir", str(tmp_path), "--online", "redis"]) == 2
+    assert "RECSTREAM_REDIS_URL" in capsys.readouterr().err  # the error names the way to give the address
