@@ -1,11 +1,20 @@
-"""Stream job figures on this machine: sustained events/s (bounded, embedded broker) and
-online freshness (event produced -> its user's row readable through Feast) at half that rate.
+"""Stream job figures on this machine, through the embedded broker (SQLite online store):
 
-    .venv/bin/python bench/stream_bench.py [events]
+1. sustained events/s of a bounded run of the whole job (every online view, item statistics,
+   the example stream), against PyFlink's own floor measured in the same run: the same Kafka
+   source, validation and key-by into a keyed Python function that does nothing;
+2. at half the job's rate, in follow mode, pushed by a replayer in 50 ms steps: freshness (an
+   event produced -> the row that holds it readable through Feast's get_online_features) for
+   user_sequence, user_stats and item_stats, and example-stream lag (the record that lets the
+   watermark pass an impression's label time produced -> its example readable in the topic).
+
+    .venv/bin/python bench/stream_bench.py [--events 30000] [--seconds 40] [--flush-ms 100]
 """
 from __future__ import annotations
 
+import argparse
 import json
+import multiprocessing
 import sys
 import tempfile
 import threading
@@ -13,92 +22,209 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pyflink.datastream import KeyedProcessFunction
 
-from features.schema import Event
-from features.validate import parse_event
-from pipelines.broker import create_stream_topics, event_records, running_broker
-from pipelines.feature_store import apply, open_store, read_user_sequences
-from pipelines.sources.synthetic import SyntheticConfig, SyntheticStream
-from pipelines.stream import StreamConfig, StreamProcess
-from pipelines.stream_sources import KafkaSettings
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from features.schema import Event  # noqa: E402
+from features.validate import parse_event  # noqa: E402
+from pipelines.broker import create_stream_topics, event_records, running_broker  # noqa: E402
+from pipelines.feature_store import apply, open_store, read_rows  # noqa: E402
+from pipelines.sources.synthetic import SyntheticConfig, SyntheticStream  # noqa: E402
+from pipelines.stream import StreamConfig, StreamProcess  # noqa: E402
+from pipelines.stream_sources import KafkaSettings  # noqa: E402
 
 
-def main(n_events: int) -> None:
-    syn = SyntheticConfig(users=2000, items=5000, days=30, sessions_per_user=n_events / 2000 / 12, seed=3)
-    lines = [line for lines, _ in SyntheticStream(syn).windows() for line in lines][:n_events]
+def synthetic_lines(n_events: int) -> list[str]:
+    syn = SyntheticConfig(users=2000, items=5000, days=30, sessions_per_user=n_events / 2000 / 9, seed=3)
+    return [line for lines, _ in SyntheticStream(syn).windows() for line in lines][:n_events]
+
+
+class Floor(KeyedProcessFunction):
+    """A keyed function that does nothing but note when its first and last records came."""
+
+    def __init__(self, out: str):
+        self.out = out
+
+    def open(self, ctx):
+        self.first, self.last, self.n = None, None, 0
+
+    def process_element(self, value, ctx):
+        now = time.perf_counter()
+        self.first, self.last, self.n = self.first or now, now, self.n + 1
+        return iter(())
+
+    def close(self):
+        Path(self.out).write_text(json.dumps({"n": self.n, "seconds": (self.last or 0) - (self.first or 0)}))
+
+
+def _floor_job(bootstrap: str, workdir: str, out: str) -> None:
+    import functools
+
+    from pyflink.common import Types
+    from pyflink.datastream.connectors.base import Sink
+    from pyflink.java_gateway import get_gateway
+
+    from pipelines.flink_adapters import parse_line, route_key
+    from pipelines.stream import environment
+    from pipelines.stream_sources import kafka_lines, watermarks
+
+    cfg = StreamConfig(workdir=Path(workdir), kafka=KafkaSettings(bootstrap_servers=bootstrap, group_id="floor"))
+    env, _ = environment(cfg)
+    parsed = kafka_lines(env, cfg.kafka, watermarks(300_000, 30_000), bounded=True).map(
+        functools.partial(parse_line, now_ms=None))
+    done = parsed.key_by(route_key, key_type=Types.LONG()).process(Floor(out))
+    done.sink_to(Sink(get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink()))
+    env.execute("floor")
+
+
+def floor_rate(bootstrap: str, workdir: Path) -> float:
+    """PyFlink's per-record floor on this topic: records/s into a keyed function doing nothing
+    (in a child process, as the job's driver runs)."""
+    out = workdir / "floor.json"
+    child = multiprocessing.get_context("spawn").Process(target=_floor_job, args=(bootstrap, str(workdir), str(out)))
+    child.start()
+    child.join()
+    got = json.loads(out.read_text())
+    return got["n"] / got["seconds"]
+
+
+def sustained_rate(client, broker, lines: list[str], work: Path) -> dict:
+    kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, group_id="tput")
+    marks = []
+    started = time.perf_counter()
+    counts = StreamProcess(StreamConfig(workdir=work, kafka=kafka)).start().wait(
+        lambda c: marks.append((time.perf_counter(), c["read"])))
+    (t0, r0), (t1, r1) = marks[0], marks[-1]
+    return {"events": len(lines), "job_seconds_with_startup": round(time.perf_counter() - started, 1),
+            "events_per_s": (r1 - r0) / (t1 - t0), "rows_by_view": counts["rows_by_view"],
+            "examples": counts["examples"]}
+
+
+class Freshness:
+    """Polls Feast for the sampled events' rows and notes when each becomes readable."""
+
+    VIEWS = {"user_sequence": "last_event_ms", "user_stats": "newest_ms", "item_stats": "newest_ms"}
+
+    def __init__(self, work: Path):
+        self.store = open_store(work)
+        self.waiting: dict[tuple[str, int, int], float] = {}  # (view, key, event ms) -> produced at
+        self.samples: dict[str, list[float]] = {view: [] for view in self.VIEWS}
+        self.lock, self.stop = threading.Lock(), threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def expect(self, event: Event, sent: float) -> None:
+        with self.lock:
+            if event.event_type != "impression":
+                self.waiting[("user_sequence", event.user_id, event.timestamp)] = sent
+            self.waiting[("user_stats", event.user_id, event.timestamp)] = sent
+            self.waiting[("item_stats", event.item_id, event.timestamp)] = sent
+
+    def _poll(self) -> None:
+        while not self.stop.is_set() or self.waiting:
+            with self.lock:
+                pending = dict(self.waiting)
+            for view, field in self.VIEWS.items():
+                keys = sorted({k for v, k, _ in pending if v == view})
+                rows = dict(zip(keys, read_rows(self.store, view, keys, [field])))
+                now = time.perf_counter()
+                for (v, key, ms), sent in pending.items():
+                    if v == view and rows.get(key) and rows[key][field] is not None and rows[key][field] >= ms:
+                        self.samples[view].append(now - sent)
+                        with self.lock:
+                            self.waiting.pop((v, key, ms), None)
+            time.sleep(0.01)
+            if self.stop.is_set() and time.perf_counter() - self.stopped > 20:
+                break
+
+
+class ExampleLag:
+    """Reads the examples topic as the job writes it; lag = arrival - the produce time of the first
+    record whose event time lets the watermark pass the example's label time."""
+
+    def __init__(self, client, topic: str, out_of_orderness_ms: int):
+        self.client, self.topic, self.ooo = client, topic, out_of_orderness_ms
+        self.sent_at: list[tuple[int, float]] = []  # (event ms, produced at), in produce order
+        self.lags: list[float] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self) -> None:
+        offsets = {p: 0 for p in self.client.partitions(self.topic)}
+        while not self.stop.is_set():
+            for p in offsets:
+                for record in self.client.fetch(self.topic, p, offsets[p], max_wait_ms=50):
+                    offsets[p] += 1
+                    arrived, due = time.perf_counter(), json.loads(record.value)["label_ms"] + self.ooo
+                    produced = next((t for ms, t in list(self.sent_at) if ms > due), None)
+                    if produced is not None:
+                        self.lags.append(arrived - produced)
+
+
+def freshness_at(rate: float, seconds: float, flush_ms: int, client, broker, lines: list[str], work: Path) -> dict:
+    kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic="live", group_id="fresh",
+                          dead_letter_topic="live-dead", examples_topic="live-examples")
+    client.create_topic(kafka.topic, partitions=2)
+    create_stream_topics(client, kafka)
+    cfg = StreamConfig(workdir=work, kafka=kafka, follow=True, flush_ms=flush_ms, checkpoints=work / "chk",
+                       checkpoint_interval_ms=1000)
+    job = StreamProcess(cfg).start()
+    fresh, lag = Freshness(work), ExampleLag(client, kafka.examples_topic, cfg.out_of_orderness_ms)
+    time.sleep(25)  # the job starts
+    fresh.thread.start()
+    lag.thread.start()
+    live = [(line, e) for line in lines if isinstance(e := parse_event(line), Event)]
+    step, i, t_start = 0.05, 0, time.perf_counter()
+    while time.perf_counter() - t_start < seconds and i < len(live):
+        batch = live[i:i + max(1, int(rate * step))]
+        i += len(batch)
+        sent = time.perf_counter()
+        client.produce(kafka.topic, event_records([line for line, _ in batch]), last_alone=False)
+        lag.sent_at.append((max(e.timestamp for _, e in batch), sent))
+        fresh.expect(batch[-1][1], sent)  # one sample per step: its last event
+        time.sleep(max(0.0, step - (time.perf_counter() - sent)))
+    time.sleep(15)  # the last examples are flushed at the next checkpoints
+    fresh.stopped = time.perf_counter()
+    fresh.stop.set()
+    lag.stop.set()
+    fresh.thread.join()
+    lag.thread.join()
+    job.stop.set()
+    job.wait()
+
+    def pct(values: list[float]) -> dict:
+        ms = np.array(values) * 1000
+        return {"samples": len(ms), "p50_ms": round(float(np.percentile(ms, 50))) if len(ms) else None,
+                "p99_ms": round(float(np.percentile(ms, 99))) if len(ms) else None}
+    return {"rate_events_per_s": round(rate), "sent": i, "flush_ms": flush_ms, "unseen": len(fresh.waiting),
+            **{f"freshness_{view}": pct(s) for view, s in fresh.samples.items()}, "example_lag": pct(lag.lags)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=30_000)
+    p.add_argument("--seconds", type=float, default=40)
+    p.add_argument("--flush-ms", type=int, default=100)
+    args = p.parse_args()
+    lines = synthetic_lines(args.events)
     work = Path(tempfile.mkdtemp(prefix="stream-bench-"))
     apply(open_store(work), work)
     with running_broker() as broker:
         client = broker.client()
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, group_id="tput")
-        client.create_topic(kafka.topic, partitions=2)
-        create_stream_topics(client, kafka)
-        client.produce(kafka.topic, event_records(lines))
-        marks = []
-        started = time.perf_counter()
-        counts = StreamProcess(StreamConfig(workdir=work, kafka=kafka, examples=True)).start().wait(
-            lambda c: marks.append((time.perf_counter(), c["read"])))
-        total = time.perf_counter() - started
-        (t0, r0), (t1, r1) = marks[0], marks[-1]
-        rate = (r1 - r0) / (t1 - t0)
-        print(json.dumps({"events": len(lines), "job_seconds_with_startup": round(total, 1),
-                          "sustained_events_per_s": round(rate), "counts": {k: counts[k] for k in
-                          ("read", "applied", "rows_written", "examples")}}))
-
-        # Freshness at half the sustained rate, in follow mode, on a second topic and store.
+        client.create_topic("events", partitions=2)
+        create_stream_topics(client, KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
+        client.produce("events", event_records(lines))
+        floor = floor_rate(broker.bootstrap_servers, work)
+        job = sustained_rate(client, broker, lines, work)
+        print(json.dumps({"floor_events_per_s": round(floor), **{k: (round(v) if isinstance(v, float) else v)
+                          for k, v in job.items()}, "job_over_floor": round(job["events_per_s"] / floor, 3)}),
+              flush=True)
         work2 = Path(tempfile.mkdtemp(prefix="stream-fresh-"))
-        store = open_store(work2)
-        apply(store, work2)
-        k2 = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic="live", group_id="fresh",
-                           dead_letter_topic="live-dead", examples_topic="live-examples")
-        client.create_topic(k2.topic, partitions=2)
-        create_stream_topics(client, k2)
-        job = StreamProcess(StreamConfig(workdir=work2, kafka=k2, follow=True, examples=True)).start()
-        half, seconds = rate / 2, 40
-        stop, samples, waiting = threading.Event(), [], {}
-        lock = threading.Lock()
-
-        def poll() -> None:
-            reader = open_store(work2)
-            while not stop.is_set() or waiting:
-                with lock:
-                    pending = dict(waiting)
-                if pending:
-                    online = read_user_sequences(reader, sorted({u for u, _ in pending}))
-                    now = time.perf_counter()
-                    for (u, ts), sent in pending.items():
-                        if online.get(u) and online[u]["last_event_ms"] >= ts:
-                            samples.append(now - sent)
-                            with lock:
-                                waiting.pop((u, ts), None)
-                time.sleep(0.01)
-                if stop.is_set() and time.perf_counter() - stop.t > 20:
-                    break
-        time.sleep(25)  # the job starts
-        poller = threading.Thread(target=poll)
-        poller.start()
-        live = [line for line in lines if isinstance(parse_event(line), Event)]
-        step, i, t_start = 0.05, 0, time.perf_counter()
-        while time.perf_counter() - t_start < seconds and i < len(live):
-            batch = live[i:i + max(1, int(half * step))]
-            i += len(batch)
-            sent = time.perf_counter()
-            client.produce(k2.topic, event_records(batch), last_alone=False)
-            last = parse_event(batch[-1])
-            if last.event_type != "impression":
-                with lock:
-                    waiting[(last.user_id, last.timestamp)] = sent
-            time.sleep(max(0.0, step - (time.perf_counter() - sent)))
-        stop.t = time.perf_counter()
-        stop.set()
-        poller.join()
-        job.stop.set()
-        job.wait()
-        ms = np.array(samples) * 1000
-        print(json.dumps({"rate_events_per_s": round(half), "sent": i, "samples": len(ms),
-                          "unseen": len(waiting), "freshness_ms_p50": round(float(np.percentile(ms, 50))),
-                          "freshness_ms_p99": round(float(np.percentile(ms, 99)))}))
+        apply(open_store(work2), work2)
+        print(json.dumps(freshness_at(job["events_per_s"] / 2, args.seconds, args.flush_ms, client, broker, lines,
+                                      work2)), flush=True)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 30_000)
+    main()

@@ -12,11 +12,14 @@ from feast import (
     FeatureView,
     Field,
     FileSource,
+    OnDemandFeatureView,
     PushSource,
+    RequestSource,
     ValueType,
 )
 from feast.types import Array, Float32, Float64, Int32, Int64, String
 
+from features import stats
 from features.item_vectors import DEFAULT_VERSION, serving_version, version_dir
 from features.tables import TABLES, USER_SEQUENCE_SCHEMA
 
@@ -41,16 +44,58 @@ _FEAST_TYPES = {pa.int32(): Int32, pa.int64(): Int64, pa.float64(): Float64,
                 pa.list_(pa.int32()): Array(Int32), pa.list_(pa.int64()): Array(Int64)}
 
 
+STATS_VIEWS = ("user_stats", "item_stats")
+REQUEST_TIME = "request_ms"  # the read time an entity row gives the *_stats_now views (ms)
+
+
 def view_fields(view: str) -> tuple[str, ...]:
-    """A view's feature names (its offline table's columns, keys and feature_ts aside)."""
+    """A view's feature names: its offline table's columns, keys and feature_ts aside. The
+    statistics views hold only their state online (features.stats.STATE_FIELDS): values stored
+    as of the last event would be stale at read time, so the *_stats_now views compute them."""
     if view == ITEM_CONTENT:
         return ITEM_CONTENT_FIELDS
+    if view in STATS_VIEWS:
+        return stats.STATE_FIELDS
     return tuple(f.name for f in TABLES[view] if f.name not in KEYS)
 
 
 def feast_schema(table: str) -> list[Field]:
-    """A view's fields, derived from its offline table's Arrow schema (features.tables)."""
-    return [Field(name=f.name, dtype=_FEAST_TYPES[f.type]) for f in TABLES[table] if f.name not in KEYS]
+    """A view's fields, typed from its offline table's Arrow schema (features.tables)."""
+    types = {f.name: f.type for f in TABLES[table]}
+    return [Field(name=name, dtype=_FEAST_TYPES[types[name]]) for name in view_fields(table)]
+
+
+def user_stats_values(inputs: dict) -> dict:
+    """user_stats_now's transformation (module level: Feast stores it with dill)."""
+    return _stats_values(inputs, "user_stats")
+
+
+def item_stats_values(inputs: dict) -> dict:
+    """item_stats_now's transformation."""
+    return _stats_values(inputs, "item_stats")
+
+
+def _stats_values(inputs: dict, view: str) -> dict:
+    from features import stats as algebra
+
+    # Feast names an input view__field where two requested views share a field name.
+    state = {f: inputs.get(f"{view}__{f}", inputs.get(f)) for f in algebra.STATE_FIELDS}
+    prefix = view.split("_")[0] + "_"
+    return {prefix + k: v for k, v in algebra.values_at(state, inputs["request_ms"]).items()}
+
+
+def stats_now(view: FeatureView, request: RequestSource) -> OnDemandFeatureView:
+    """``<view>_now``: the statistics as of the entity row's request_ms, computed on read from the
+    view's state (features.stats.values_at), so get_online_features returns exact windows at
+    any time, as the point-in-time training sets have them. The features are named as in the
+    training sets (user_clicks_1h, item_ctr_7d, ...), so a service can read both views."""
+    prefix = view.name.split("_")[0] + "_"
+    udf = user_stats_values if prefix == "user_" else item_stats_values
+    return OnDemandFeatureView(
+        name=f"{view.name}_now", sources=[view, request], mode="python", udf=udf,
+        udf_string=f"features.stats.values_at over {view.name}'s state at {REQUEST_TIME}",
+        schema=[Field(name=prefix + n, dtype=Float64 if n.startswith("ctr") else Int64) for n in stats.feature_names()],
+        description=f"{view.name}'s windows as of the request time ({REQUEST_TIME}), exact")
 
 
 def entities() -> dict[str, Entity]:
@@ -68,8 +113,8 @@ def definitions(offline_dir: str) -> dict:
         "user_sequence": "Each user's lifelong sequence: the most recent behaviors under the lifelong cap",
         "user_recent": "Each user's last few behaviors, for the short-term branch",
         "user_category_sequence": "Each (user, category)'s recent behaviors: SIM hard search by category",
-        "user_stats": "User impressions, clicks, behaviors and CTR over 1h / 1d / 7d / lifetime",
-        "item_stats": "Item impressions, clicks, behaviors and CTR over 1h / 1d / 7d / lifetime",
+        "user_stats": "The state of a user's impression, click and behavior counts (read user_stats_now)",
+        "item_stats": "The state of an item's impression, click and behavior counts (read item_stats_now)",
     }
     for name, keys in VIEW_ENTITIES.items():
         batch = FileSource(name=f"{name}_offline", path=str(Path(offline_dir) / name), timestamp_field="feature_ts")
@@ -82,7 +127,14 @@ def definitions(offline_dir: str) -> dict:
             ttl=timedelta(0),  # never expires: the newest row wins
             schema=feast_schema(name),
             source=source, online=True, description=descriptions[name])
+    request = out["request_time"] = RequestSource(name="request_time", schema=[Field(name=REQUEST_TIME, dtype=Int64)])
+    for name in STATS_VIEWS:
+        out[f"{name}_now"] = stats_now(out[name], request)
     out.update(item_content_definitions(offline_dir, ents["item"]))
+    # Services name the statistics' state views: Feast 0.67 drops on-demand outputs under
+    # full_feature_names (which these services need: the sequence views share field names) and
+    # mixes up two on-demand views read in one call. Finalize the state with
+    # features.stats.values_at, or read one *_stats_now view per call.
     ranker_views = [out["user_recent"], out["user_category_sequence"], out["user_stats"], out["item_stats"]]
     if ITEM_CONTENT in out:
         ranker_views.append(out[ITEM_CONTENT])

@@ -8,11 +8,12 @@ A state keeps per-minute tiles for the longest window plus lifetime totals, so
 ``at(state, now)`` gives the windows for any read time at or after the newest
 event: nothing goes stale between events.
 
-A stats row (``to_row``; the online user_stats / item_stats views and the batch
-tables) holds the values as of its ``feature_ts`` and the state itself: ``newest_ms``,
-the live tiles (``tile_starts``, ``tile_counts``: len(KINDS) counts per tile) and the
-lifetime counts (the ``*_life`` values). ``read_at(row, now)`` gives the exact values
-as of any later time, and ``from_row`` lets the stream continue a row the backfill wrote.
+A stats row (``to_row``) holds the values as of its time and the state itself
+(STATE_FIELDS): ``newest_ms``, the live tiles (``tile_starts``, ``tile_counts``: len(KINDS)
+counts per tile) and the lifetime counts. The batch tables keep both; online, the views
+keep the state alone. ``read_at(row, now)`` gives the exact values as of any later time
+(serving reads them so, never stale), and ``from_row`` lets the stream continue a row the
+backfill wrote.
 """
 from __future__ import annotations
 
@@ -107,7 +108,8 @@ def feature_names() -> list[str]:
     return [f"{k}_{w}" for w in (*WINDOWS, LIFETIME) for k in (*KINDS, "ctr")]
 
 
-STATE_FIELDS = ("newest_ms", "tile_starts", "tile_counts")  # beside the values in a stats row
+# What a stats row holds of the state: its newest event, the live tiles and the lifetime counts.
+STATE_FIELDS = ("newest_ms", "tile_starts", "tile_counts", *(f"{k}_{LIFETIME}" for k in KINDS))
 
 
 def horizon(newest_ms: int) -> int:
@@ -135,6 +137,23 @@ def from_row(row: dict) -> StatsState:
 def read_at(row: dict, now_ms: int) -> dict[str, int | float]:
     """A stats row's values as of now_ms, any time after its newest event (serving reads this)."""
     return at(from_row(row), now_ms)
+
+
+def values_at(rows: dict[str, list], now_ms: list[int]) -> dict[str, list]:
+    """read_at for columns of state rows (STATE_FIELDS lists) and their read times; a row with no
+    state (None, or tiles and counts that do not match) reads as zero counts. The read time is
+    raised to just after the row's newest event where it is earlier."""
+    out: dict[str, list] = {name: [] for name in feature_names()}
+    zero = at(empty(), 0)
+    for i, now in enumerate(now_ms):
+        row = {f: (rows.get(f) or [None] * len(now_ms))[i] for f in STATE_FIELDS}
+        starts, counts = row["tile_starts"] or [], row["tile_counts"] or []
+        whole = row["newest_ms"] is not None and len(counts) == len(KINDS) * len(starts) \
+            and all(row[f"{k}_{LIFETIME}"] is not None for k in KINDS)
+        values = read_at(row, max(int(now), int(row["newest_ms"]) + 1)) if whole else zero
+        for name in out:
+            out[name].append(values[name])
+    return out
 
 
 def _named(counts: list[int], window: str) -> dict[str, int | float]:

@@ -38,7 +38,7 @@ def views_differences(online: dict[str, dict], expected: dict[str, dict], at_ms:
             if have is None:
                 out.append(f"{view} {key}: not online")
             elif view.endswith("_stats"):
-                state = {f: list(have[f] or []) if f != "newest_ms" else have[f] for f in stats.STATE_FIELDS}
+                state = {f: list(have[f] or []) if f.startswith("tile_") else have[f] for f in stats.STATE_FIELDS}
                 if state != {f: want[f] for f in stats.STATE_FIELDS}:
                     out.append(f"{view} {key}: state {state} != {[want[f] for f in stats.STATE_FIELDS]}")
                 got, exp = stats.read_at(have, at_ms), stats.read_at(want, at_ms)
