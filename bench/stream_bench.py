@@ -90,12 +90,18 @@ def floor_rate(bootstrap: str, workdir: Path) -> float:
     return got["n"] / got["seconds"]
 
 
-def sustained_rate(client, broker, lines: list[str], work: Path) -> dict:
+def sustained_rate(broker, lines: list[str], work: Path, flush_ms: int, bundle_ms: int) -> dict:
+    """The job following the topic (as in production, with its flush cadence) over a backlog of
+    every line: events/s between the first and the last count receipt."""
     kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, group_id="tput")
     marks = []
+
+    def progress(counts: dict) -> bool:
+        marks.append((time.perf_counter(), counts["read"]))
+        return counts["read"] >= len(lines)
     started = time.perf_counter()
-    counts = StreamProcess(StreamConfig(workdir=work, kafka=kafka)).start().wait(
-        lambda c: marks.append((time.perf_counter(), c["read"])))
+    cfg = StreamConfig(workdir=work, kafka=kafka, follow=True, flush_ms=flush_ms, bundle_ms=bundle_ms)
+    counts = StreamProcess(cfg).start().wait(progress)
     (t0, r0), (t1, r1) = marks[0], marks[-1]
     return {"events": len(lines), "job_seconds_with_startup": round(time.perf_counter() - started, 1),
             "events_per_s": (r1 - r0) / (t1 - t0), "rows_by_view": counts["rows_by_view"],
@@ -162,15 +168,17 @@ class ExampleLag:
                         self.lags.append(arrived - produced)
 
 
-def freshness_at(rate: float, seconds: float, flush_ms: int, client, broker, lines: list[str], work: Path) -> dict:
+def freshness_at(rate: float, seconds: float, flush_ms: int, bundle_ms: int, checkpoint_ms: int, properties: dict,
+                 client, broker, lines: list[str], work: Path) -> dict:
     kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic="live", group_id="fresh",
-                          dead_letter_topic="live-dead", examples_topic="live-examples")
+                          dead_letter_topic="live-dead", examples_topic="live-examples", properties=properties)
     client.create_topic(kafka.topic, partitions=2)
     create_stream_topics(client, kafka)
-    cfg = StreamConfig(workdir=work, kafka=kafka, follow=True, flush_ms=flush_ms, checkpoints=work / "chk",
-                       checkpoint_interval_ms=1000)
+    cfg = StreamConfig(workdir=work, kafka=kafka, follow=True, flush_ms=flush_ms, bundle_ms=bundle_ms,
+                       checkpoints=work / "chk", checkpoint_interval_ms=checkpoint_ms)
     job = StreamProcess(cfg).start()
-    fresh, lag = Freshness(work), ExampleLag(client, kafka.examples_topic, cfg.out_of_orderness_ms)
+    # The lag reader fetches on a client of its own: the wire client is not thread-safe.
+    fresh, lag = Freshness(work), ExampleLag(broker.client("lag"), kafka.examples_topic, cfg.out_of_orderness_ms)
     time.sleep(25)  # the job starts
     fresh.thread.start()
     lag.thread.start()
@@ -184,7 +192,7 @@ def freshness_at(rate: float, seconds: float, flush_ms: int, client, broker, lin
         lag.sent_at.append((max(e.timestamp for _, e in batch), sent))
         fresh.expect(batch[-1][1], sent)  # one sample per step: its last event
         time.sleep(max(0.0, step - (time.perf_counter() - sent)))
-    time.sleep(15)  # the last examples are flushed at the next checkpoints
+    time.sleep(15)  # the last rows and examples come out
     fresh.stopped = time.perf_counter()
     fresh.stop.set()
     lag.stop.set()
@@ -197,7 +205,9 @@ def freshness_at(rate: float, seconds: float, flush_ms: int, client, broker, lin
         ms = np.array(values) * 1000
         return {"samples": len(ms), "p50_ms": round(float(np.percentile(ms, 50))) if len(ms) else None,
                 "p99_ms": round(float(np.percentile(ms, 99))) if len(ms) else None}
-    return {"rate_events_per_s": round(rate), "sent": i, "flush_ms": flush_ms, "unseen": len(fresh.waiting),
+    return {"rate_events_per_s": round(rate), "sent": i, "flush_ms": flush_ms, "bundle_ms": bundle_ms,
+            "checkpoint_ms": checkpoint_ms,
+            "unseen": len(fresh.waiting),
             **{f"freshness_{view}": pct(s) for view, s in fresh.samples.items()}, "example_lag": pct(lag.lags)}
 
 
@@ -206,25 +216,33 @@ def main() -> None:
     p.add_argument("--events", type=int, default=30_000)
     p.add_argument("--seconds", type=float, default=40)
     p.add_argument("--flush-ms", type=int, default=100)
+    p.add_argument("--bundle-ms", type=int, default=100)
+    p.add_argument("--checkpoint-ms", type=int, default=10_000)
+    p.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
+                   help="a consumer property of the freshness run, e.g. fetch.max.wait.ms=100")
+    p.add_argument("--rate", type=float, help="measure freshness at this rate only (skip the sustained run)")
     args = p.parse_args()
     lines = synthetic_lines(args.events)
-    work = Path(tempfile.mkdtemp(prefix="stream-bench-"))
-    apply(open_store(work), work)
+    properties = dict(item.split("=", 1) for item in args.kafka_property)
     with running_broker() as broker:
         client = broker.client()
-        client.create_topic("events", partitions=2)
-        create_stream_topics(client, KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
-        client.produce("events", event_records(lines))
-        floor = floor_rate(broker.bootstrap_servers, work)
-        job = sustained_rate(client, broker, lines, work)
-        print(json.dumps({"floor_events_per_s": round(floor), **{k: (round(v) if isinstance(v, float) else v)
-                          for k, v in job.items()}, "job_over_floor": round(job["events_per_s"] / floor, 3)}),
-              flush=True)
+        rate = args.rate
+        if rate is None:
+            work = Path(tempfile.mkdtemp(prefix="stream-bench-"))
+            apply(open_store(work), work)
+            client.create_topic("events", partitions=2)
+            create_stream_topics(client, KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
+            client.produce("events", event_records(lines))
+            floor = floor_rate(broker.bootstrap_servers, work)
+            job = sustained_rate(broker, lines, work, args.flush_ms, args.bundle_ms)
+            print(json.dumps({"floor_events_per_s": round(floor),
+                              **{k: (round(v) if isinstance(v, float) else v) for k, v in job.items()},
+                              "job_over_floor": round(job["events_per_s"] / floor, 3)}), flush=True)
+            rate = job["events_per_s"] / 2
         work2 = Path(tempfile.mkdtemp(prefix="stream-fresh-"))
         apply(open_store(work2), work2)
-        print(json.dumps(freshness_at(job["events_per_s"] / 2, args.seconds, args.flush_ms, client, broker, lines,
-                                      work2)), flush=True)
-
+        print(json.dumps(freshness_at(rate, args.seconds, args.flush_ms, args.bundle_ms, args.checkpoint_ms,
+                                      properties, client, broker, lines, work2)), flush=True)
 
 if __name__ == "__main__":
     main()
