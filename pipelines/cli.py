@@ -101,12 +101,15 @@ def stream_settings(args) -> dict:
              "allowed_lateness_ms": args.allowed_lateness_ms, "out_of_orderness_ms": args.out_of_orderness_ms,
              "idleness_ms": args.idleness_ms, "checkpoints": args.checkpoints,
              "checkpoint_interval_ms": args.checkpoint_interval_ms, "restore": args.restore,
-             "parallelism": args.parallelism, "report_every": args.report_every, "flush_ms": args.flush_ms}
+             "parallelism": args.parallelism, "report_every": args.report_every, "flush_ms": args.flush_ms,
+             "item_flush_ms": args.item_flush_ms, "bundle_ms": args.bundle_ms}
     data.update({k: v for k, v in flags.items() if v is not None})
     if args.follow:
         data["follow"] = True
     if args.no_examples:
         data["examples"] = False
+    if args.no_item_stats:
+        data["item_stats"] = False
     if args.max_len is not None:
         data["sequence"] = {**data.get("sequence", {}), "max_len": args.max_len}
     for name in ("recent_len", "category_len"):
@@ -269,8 +272,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--restore", help="'latest' (newest checkpoint in --checkpoints) or a chk-N folder")
     s.add_argument("--parallelism", type=int)
     s.add_argument("--report-every", type=int, help="records per count receipt")
-    s.add_argument("--flush-ms", type=int, help="following: the longest a row waits for its online write (200)")
+    s.add_argument("--flush-ms", type=int, help="following: the longest a changed user row waits for its online "
+                   "write (default 100)")
+    s.add_argument("--item-flush-ms", type=int, help="following: the same for item_stats rows (default 1000)")
+    s.add_argument("--bundle-ms", type=int, help="Python bundle time: state commits and hand-overs (default 100)")
     s.add_argument("--no-examples", action="store_true", help="no training-example stream")
+    s.add_argument("--no-item-stats", action="store_true", help="leave item_stats to the backfill (faster)")
     _online_flags(s, default=None)
     s.set_defaults(func=_stream)
     # Where the job runs (pipelines/flink_cluster.py).

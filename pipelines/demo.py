@@ -195,8 +195,8 @@ def stream_through_broker(cfg: DemoConfig, work: Path, labels: LabelPolicy) -> d
         create_stream_topics(client, kafka)
         client.produce(kafka.topic, event_records(lines))
         examples = labels.kind == "impression_click"
-        counts = run_stream(StreamConfig(workdir=work, kafka=kafka, sequence=cfg.sequence, labels=labels,
-                                         examples=examples))
+        counts = run_stream(StreamConfig(workdir=work, kafka=kafka, sequence=cfg.sequence, recent_len=cfg.recent_len,
+                                         category_len=cfg.category_len, labels=labels, examples=examples))
         for topic, folder, n in ((kafka.dead_letter_topic, "stream_rejected", counts["rejected_total"]),
                                  (kafka.examples_topic, "stream_examples", counts["examples"])):
             (work / folder).mkdir(parents=True, exist_ok=True)

@@ -98,6 +98,17 @@ def test_cli_flags_and_config_file_build_one_stream_config(tmp_path):
         stream_settings(parser().parse_args(["stream", "--kafka", "a:1"]))
 
 
+def test_cadence_flags_reach_the_config():
+    base = ["stream", "--workdir", "w", "--kafka", "a:1"]
+    cfg = from_dict(StreamConfig, stream_settings(parser().parse_args(base)))
+    assert (cfg.flush_ms, cfg.item_flush_ms, cfg.bundle_ms, cfg.item_stats) == (100, 1000, 100, True)
+    cfg = from_dict(StreamConfig, stream_settings(parser().parse_args(
+        [*base, "--flush-ms", "50", "--item-flush-ms", "400", "--bundle-ms", "1000", "--no-item-stats"])))
+    assert (cfg.flush_ms, cfg.item_flush_ms, cfg.bundle_ms, cfg.item_stats) == (50, 400, 1000, False)
+    with pytest.raises(ConfigError, match="bundle_ms"):
+        from_dict(StreamConfig, stream_settings(parser().parse_args([*base, "--bundle-ms", "0"])))
+
+
 def test_online_store_and_view_lengths_come_from_the_file_or_the_flags(tmp_path, monkeypatch, capsys):
     toml = tmp_path / "stream.toml"
     toml.write_text('workdir = "w"\nrecent_len = 20\n[kafka]\nbootstrap_servers = "a:1"\n'
