@@ -37,7 +37,7 @@ from pipelines.beam_adapters import NAMESPACE, ItemShardFn, ReadValidateFn, Shar
 
 @dataclass(frozen=True)
 class BackfillConfig:
-    input: str  # a glob of raw JSON-lines files
+    input: str  # a glob of raw JSON-lines files, or several separated by commas
     output: str
     catalog: str | None = None  # Parquet with hashed item_id, category_id (needed for next_item labels)
     sequence: SequencePolicy = field(default_factory=SequencePolicy)  # the lifelong sequence
@@ -83,7 +83,7 @@ def _load_catalog(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 def run_backfill(cfg: BackfillConfig, pipeline_args: list[str] | None = None) -> dict:
     """Run the job and return its counts (also written to counts.json)."""
-    files = sorted(glob.glob(cfg.input))
+    files = sorted({f for pattern in cfg.input.split(",") if pattern for f in glob.glob(pattern)})
     if not files:
         raise FileNotFoundError(f"no raw event files match {cfg.input!r}")
     out = Path(cfg.output)

@@ -162,7 +162,8 @@ def event_records(lines, now_ms: int | None = None) -> list[Record]:
 
 
 def create_stream_topics(client: KafkaClient, kafka, partitions: int = 1) -> None:
-    """The job's input, dead-letter and example topics (existing ones are left as they are)."""
+    """The job's input, dead-letter, example and accepted-record topics (existing ones are left as they are)."""
     client.create_topic(kafka.topic, partitions)
     client.create_topic(kafka.dead_letter_topic, 1)
     client.create_topic(kafka.examples_topic, 1)
+    client.create_topic(kafka.accepted_topic, 1)

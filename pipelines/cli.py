@@ -110,6 +110,8 @@ def stream_settings(args) -> dict:
         data["examples"] = False
     if args.no_item_stats:
         data["item_stats"] = False
+    if args.no_accepted_log:
+        data["accepted_log"] = False
     if args.max_len is not None:
         data["sequence"] = {**data.get("sequence", {}), "max_len": args.max_len}
     for name in ("recent_len", "category_len"):
@@ -120,6 +122,7 @@ def stream_settings(args) -> dict:
         data["online"] = {**data.get("online", {}), **online}
     kafka = {"bootstrap_servers": args.kafka, "topic": args.topic, "group_id": args.group_id,
              "dead_letter_topic": args.dead_letter_topic, "examples_topic": args.examples_topic,
+             "accepted_topic": args.accepted_topic,
              "starting_offsets": args.starting_offsets}
     kafka = {k: v for k, v in kafka.items() if v is not None}
     for prop in args.kafka_property or []:
@@ -225,7 +228,7 @@ def parser() -> argparse.ArgumentParser:
     i.set_defaults(func=_ingest)
 
     b = sub.add_parser("backfill", help="Beam backfill; unknown flags go to Beam's PipelineOptions")
-    b.add_argument("--input", required=True, help="glob of raw JSON-lines files")
+    b.add_argument("--input", required=True, help="glob of raw JSON-lines files (several: comma-separated)")
     b.add_argument("--output", required=True, help="folder for the offline tables")
     b.add_argument("--catalog", help="hashed catalog Parquet (needed for --labels next_item)")
     b.add_argument("--max-len", type=int, default=200, help="lifelong sequence cap")
@@ -256,6 +259,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--group-id", help="consumer group (default recstream-stream)")
     s.add_argument("--dead-letter-topic", help="rejected and late records (default events-dead-letters)")
     s.add_argument("--examples-topic", help="labeled examples (default training-examples)")
+    s.add_argument("--accepted-topic", help="every accepted record as it came (default events-accepted)")
     s.add_argument("--starting-offsets", choices=("committed", "earliest", "latest"))
     s.add_argument("--kafka-property", action="append", metavar="KEY=VALUE",
                    help="more client properties, repeatable; VALUE may be ${ENV_VAR} (keep secrets there)")
@@ -278,6 +282,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--bundle-ms", type=int, help="Python bundle time: state commits and hand-overs (default 100)")
     s.add_argument("--no-examples", action="store_true", help="no training-example stream")
     s.add_argument("--no-item-stats", action="store_true", help="leave item_stats to the backfill (faster)")
+    s.add_argument("--no-accepted-log", action="store_true", help="no accepted-record output")
     _online_flags(s, default=None)
     s.set_defaults(func=_stream)
     # Where the job runs (pipelines/flink_cluster.py).
@@ -317,7 +322,8 @@ def parser() -> argparse.ArgumentParser:
 
     h = sub.add_parser("historical", help="point-in-time features for an entity table (a training set)")
     h.add_argument("--workdir", required=True, help="a run folder the backfill wrote")
-    h.add_argument("--entities", required=True, help="Parquet with user_id, timestamp (ms) [, item_id, category_id]")
+    h.add_argument("--entities", required=True,
+                   help="Parquet (or .jsonl) with user_id, timestamp (ms) [, item_id, category_id]")
     h.add_argument("--out", required=True, help="Parquet file to write")
     h.add_argument("--max-len", type=int, default=200)
     h.add_argument("--recent-len", type=int, default=50)

@@ -79,7 +79,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     work = Path(cfg.workdir).resolve()
     offline = work / "offline"
-    for name in ("feast", "stream_rejected", "stream_examples"):  # a rerun replaces the store and stream outputs
+    for name in ("feast", "stream_rejected", "stream_examples", "stream_accepted"):  # a rerun replaces the store and stream outputs
         shutil.rmtree(work / name, ignore_errors=True)
     stages = Stages(7)
     summary: dict = {"workdir": str(work), "config": to_dict(cfg)}
@@ -180,8 +180,9 @@ def run_demo(cfg: DemoConfig) -> dict:
 
 def stream_through_broker(cfg: DemoConfig, work: Path, labels: LabelPolicy) -> dict:
     """The held-back events through the embedded Kafka broker and the stream job: produced keyed by
-    user and stamped with their event time, read to the end; the dead-letter and example topics
-    are copied to work/stream_rejected and work/stream_examples (JSON lines)."""
+    user and stamped with their event time, read to the end; the dead-letter, example and
+    accepted-record topics are copied to work/stream_rejected, stream_examples and stream_accepted
+    (JSON lines)."""
     from pipelines.broker import create_stream_topics, event_records, running_broker
     from pipelines.stream import StreamConfig, run_stream
     from pipelines.stream_sources import KafkaSettings
@@ -198,7 +199,8 @@ def stream_through_broker(cfg: DemoConfig, work: Path, labels: LabelPolicy) -> d
         counts = run_stream(StreamConfig(workdir=work, kafka=kafka, sequence=cfg.sequence, recent_len=cfg.recent_len,
                                          category_len=cfg.category_len, labels=labels, examples=examples))
         for topic, folder, n in ((kafka.dead_letter_topic, "stream_rejected", counts["rejected_total"]),
-                                 (kafka.examples_topic, "stream_examples", counts["examples"])):
+                                 (kafka.examples_topic, "stream_examples", counts["examples"]),
+                                 (kafka.accepted_topic, "stream_accepted", counts["accepted"])):
             (work / folder).mkdir(parents=True, exist_ok=True)
             values = [r.value.decode() for r in client.read(topic, n)] if n else []
             (work / folder / f"{topic}.jsonl").write_text("".join(v + "\n" for v in values))

@@ -28,6 +28,7 @@ from pipelines.stream_receipts import ReceiptSender
 
 DEAD_LETTERS = OutputTag("dead_letters", Types.STRING())  # JSON lines: reason, field, detail, raw
 EXAMPLES = OutputTag("examples", Types.STRING())  # JSON lines: stream_examples.EXAMPLE_FIELDS
+ACCEPTED = OutputTag("accepted", Types.STRING())  # every accepted record, as it came
 END_OF_INPUT = 2**63 - 1  # the watermark a bounded source sends when it is done
 REJECT_KEYS = 16  # rejections spread over this many negative keys (user ids are >= 0)
 

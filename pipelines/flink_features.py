@@ -27,7 +27,7 @@ from features.schema import Event, Rejection
 from features.user_state import CATEGORY, LIFELONG, RECENT, STATS, FeaturePolicy
 from pipelines.feature_store import open_store
 from pipelines.online_rows import OnlineTable
-from pipelines.flink_adapters import (DEAD_LETTERS, EXAMPLES, BootstrapLedger, FnSettings, OnlineWriter, Reporting,
+from pipelines.flink_adapters import (ACCEPTED, DEAD_LETTERS, EXAMPLES, BootstrapLedger, FnSettings, OnlineWriter, Reporting,
                                       StateCache, dead_letter, retrying)
 from pipelines.stream_examples import ClickJoin, example_json
 
@@ -84,9 +84,11 @@ class UserFeaturesFn(_Keyed):
     state_name = "user"
     views = USER_WRITE_ORDER
 
-    def __init__(self, settings: FnSettings, policy: FeaturePolicy, lateness_ms: int, window_ms: int | None):
+    def __init__(self, settings: FnSettings, policy: FeaturePolicy, lateness_ms: int, window_ms: int | None,
+                 log_accepted: bool = False):
         super().__init__(settings)
         self.policy, self.lateness_ms, self.window_ms = policy, lateness_ms, window_ms
+        self.log_accepted = log_accepted  # every accepted record to the ACCEPTED side output
 
     def open(self, runtime_context) -> None:
         super().open(runtime_context)
@@ -127,6 +129,8 @@ class UserFeaturesFn(_Keyed):
                                      f"{user} when the stream met it", line))
             return
         self.count("accepted")
+        if self.log_accepted:
+            yield ACCEPTED, line
         if LIFELONG in applied.views:
             self.count("applied")
         if not held[2]:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from features.historical import point_in_time
@@ -65,8 +66,15 @@ def _declared_type(store, ref: str):
     return None
 
 
+def read_entities(path: Path) -> pa.Table:
+    """An entity table from Parquet, or from JSON lines (``.jsonl``/``.json``: e.g. the stream's examples)."""
+    if Path(path).suffix in (".jsonl", ".json"):
+        return pa_json.read_json(path)
+    return pq.read_table(path)
+
+
 def write_historical(workdir: Path, entities_path: Path, out_path: Path, caps: dict[str, int],
                      feast_refs: list[str] | None = None) -> int:
-    table = historical_features(workdir, pq.read_table(entities_path), caps, feast_refs)
+    table = historical_features(workdir, read_entities(entities_path), caps, feast_refs)
     pq.write_table(table, out_path)
     return table.num_rows

@@ -7,6 +7,7 @@
            |-> user_sequence, user_recent, user_category_sequence, user_stats online (micro-batched)
            |-> dead letters (reason, field, detail, raw): Kafka topic | JSON-lines files
            |-> training examples (impression + click within the window): Kafka topic | files
+           |-> accepted records, as they came (the log the examples point into): Kafka topic | files
            '-> item statistics deltas -> key by item -> ItemStatsFn -> item_stats online
     receipts (counts) of both keyed functions -> a local socket -> summed by the driver (stream_receipts)
 
@@ -43,7 +44,7 @@ from features.sequence import SequencePolicy
 from features.user_state import FeaturePolicy
 from pipelines.config import from_dict
 from pipelines.feature_store import OnlineStore
-from pipelines.flink_adapters import DEAD_LETTERS, EXAMPLES, FnSettings, parse_line, route_key
+from pipelines.flink_adapters import ACCEPTED, DEAD_LETTERS, EXAMPLES, FnSettings, parse_line, route_key
 from pipelines.flink_features import DELTA_TYPE, ItemStatsFn, UserFeaturesFn
 from pipelines.progress import quiet_libraries
 from pipelines.stream_receipts import ReceiptServer
@@ -60,6 +61,7 @@ class StreamConfig:
     kafka: KafkaSettings | None = None  # a Kafka topic (and the dead-letter and example topics)
     dead_letter: Path | None = None  # files source: folder for rejected and late records (workdir/stream_rejected)
     examples_dir: Path | None = None  # files source: folder for training examples (workdir/stream_examples)
+    accepted_dir: Path | None = None  # files source: folder for the accepted records (workdir/stream_accepted)
     follow: bool = False  # False: read what is there and finish; True: keep reading until stopped
     sequence: SequencePolicy = field(default_factory=SequencePolicy)  # the lifelong sequence (the backfill's)
     recent_len: int = 50  # user_recent's length (the backfill's --recent-len)
@@ -70,6 +72,7 @@ class StreamConfig:
     state_cache: int = 100_000  # keys whose decoded state each keyed function keeps in memory
     labels: LabelPolicy = field(default_factory=LabelPolicy)  # the example stream's attribution window
     examples: bool = True  # emit the training-example stream
+    accepted_log: bool = True  # emit every accepted record as it came (the log the examples point into)
     out_of_orderness_ms: int = 300_000  # watermark = the newest event time seen - this
     allowed_lateness_ms: int = 0  # events older than watermark - this are dead-lettered as 'late'
     idleness_ms: int = 30_000  # a partition (Kafka) or reader with no record for this long stops holding the watermark
@@ -96,16 +99,16 @@ class StreamConfig:
                              "or kafka (bootstrap_servers, topic, ...)")
         if self.kafka is not None and not isinstance(self.kafka, KafkaSettings):
             raise ValueError(f"StreamConfig.kafka must be KafkaSettings, got {type(self.kafka).__name__}")
-        for name in ("workdir", "source", "dead_letter", "examples_dir", "checkpoints"):
+        for name in ("workdir", "source", "dead_letter", "examples_dir", "accepted_dir", "checkpoints"):
             value = getattr(self, name)
             if value is None and name != "workdir":
                 continue
             if not isinstance(value, (str, Path)) or str(value) == "":
                 raise ValueError(f"StreamConfig.{name} must be a non-empty path, got {value!r}")
             object.__setattr__(self, name, Path(value))
-        for name in ("dead_letter", "examples_dir"):
+        for name, folder in (("dead_letter", "rejected"), ("examples_dir", "examples"), ("accepted_dir", "accepted")):
             if getattr(self, name) is None:
-                object.__setattr__(self, name, self.workdir / f"stream_{'rejected' if name == 'dead_letter' else 'examples'}")
+                object.__setattr__(self, name, self.workdir / f"stream_{folder}")
         for name in ("report_every", "flush_ms", "item_flush_ms", "bundle_ms", "parallelism", "out_of_orderness_ms",
                      "idleness_ms",
                      "checkpoint_interval_ms", "recent_len", "category_len", "state_cache"):
@@ -114,7 +117,7 @@ class StreamConfig:
         if isinstance(self.online_patience_s, bool) or not isinstance(self.online_patience_s, (int, float)) \
                 or self.online_patience_s < 0:
             raise ValueError(f"StreamConfig.online_patience_s must be seconds >= 0, got {self.online_patience_s!r}")
-        for name in ("follow", "examples", "item_stats"):
+        for name in ("follow", "examples", "accepted_log", "item_stats"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"StreamConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.sequence, SequencePolicy):
@@ -154,17 +157,13 @@ def build(env: StreamExecutionEnvironment, cfg: StreamConfig, ledger: str | None
                           ledger=ledger, receipts=receipts, cache_size=cfg.state_cache, restored=cfg.restore is not None,
                           patience_s=float(cfg.online_patience_s))
     users = (parsed.key_by(route_key, key_type=Types.LONG())
-             .process(UserFeaturesFn(settings, cfg.features(), cfg.allowed_lateness_ms, window), output_type=DELTA_TYPE)
+             .process(UserFeaturesFn(settings, cfg.features(), cfg.allowed_lateness_ms, window, cfg.accepted_log),
+                      output_type=DELTA_TYPE)
              .name("user features").uid("user-features"))
-    dead, examples = users.get_side_output(DEAD_LETTERS), users.get_side_output(EXAMPLES)
-    if cfg.kafka is not None:
-        dead.sink_to(kafka_sink(cfg.kafka, cfg.kafka.dead_letter_topic, "dead-letters")).name("dead letters").uid("dead")
-        if cfg.examples:
-            examples.sink_to(kafka_sink(cfg.kafka, cfg.kafka.examples_topic, "examples")).name("examples").uid("examples")
-    else:
-        dead.sink_to(file_sink(str(cfg.dead_letter.resolve()), "dead")).name("dead letters").uid("dead")
-        if cfg.examples:
-            examples.sink_to(file_sink(str(cfg.examples_dir.resolve()), "examples")).name("examples").uid("examples")
+    for tag, name, uid, topic, folder in output_routes(cfg):
+        out = users.get_side_output(tag)
+        sink = kafka_sink(cfg.kafka, topic, uid) if cfg.kafka is not None else file_sink(str(folder.resolve()), uid)
+        out.sink_to(sink).name(name).uid(uid)
     discard = Sink(get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink())
     if cfg.item_stats:
         item_settings = dataclasses.replace(settings, flush_ms=cfg.item_flush_ms if cfg.follow else None)
@@ -173,6 +172,24 @@ def build(env: StreamExecutionEnvironment, cfg: StreamConfig, ledger: str | None
         items.sink_to(discard).name("end").uid("end")  # the functions' effect is the store; they emit nothing
     else:
         users.sink_to(discard).name("end").uid("end")
+
+
+def output_routes(cfg: StreamConfig) -> list[tuple]:
+    """(side output, name, uid, Kafka topic, files folder) of each output the config turns on."""
+    kafka = cfg.kafka
+    routes = [(DEAD_LETTERS, "dead letters", "dead", kafka and kafka.dead_letter_topic, cfg.dead_letter)]
+    if cfg.examples:
+        routes.append((EXAMPLES, "examples", "examples", kafka and kafka.examples_topic, cfg.examples_dir))
+    if cfg.accepted_log:
+        routes.append((ACCEPTED, "accepted records", "accepted", kafka and kafka.accepted_topic, cfg.accepted_dir))
+    return routes
+
+
+def make_output_dirs(cfg: StreamConfig) -> None:
+    """Files source: the folders the file sinks write into."""
+    if cfg.kafka is None:
+        for route in output_routes(cfg):
+            route[4].mkdir(parents=True, exist_ok=True)
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -303,10 +320,7 @@ def run_here(cfg: StreamConfig, progress: Callable[[dict], bool | None] | None =
     """The job in this process (see run_stream for why callers want a child); returns its counts
     when it finishes, or once progress(counts) or should_stop() (polled twice a second) returns
     True, which cancels it."""
-    if cfg.kafka is None:
-        cfg.dead_letter.mkdir(parents=True, exist_ok=True)
-        if cfg.examples:
-            cfg.examples_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dirs(cfg)
     env, ledger = environment(cfg)
     server = ReceiptServer()
     totals: Counter = Counter()

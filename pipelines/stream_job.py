@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipelines.config import load_toml
 from pipelines.progress import quiet_libraries
-from pipelines.stream import StreamConfig, build, environment, run_here
+from pipelines.stream import StreamConfig, build, environment, make_output_dirs, run_here
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,10 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.detach:
         print(json.dumps(run_here(cfg), indent=2), flush=True)
         return 0
-    if cfg.kafka is None:
-        cfg.dead_letter.mkdir(parents=True, exist_ok=True)
-        if cfg.examples:
-            cfg.examples_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dirs(cfg)
     env, ledger = environment(cfg)
     build(env, cfg, ledger, receipts=None)
     client = env.execute_async("recstream stream")

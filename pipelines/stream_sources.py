@@ -40,6 +40,7 @@ class KafkaSettings:
     group_id: str = "recstream-stream"
     dead_letter_topic: str = "events-dead-letters"  # rejected and late records, with the reason
     examples_topic: str = "training-examples"  # labeled impressions (stream_examples)
+    accepted_topic: str = "events-accepted"  # every accepted record as it came: the log the examples point into
     starting_offsets: str = "committed"  # committed (earliest where the group has none) | earliest | latest
     # More client properties, e.g. security.protocol, sasl.mechanism, sasl.jaas.config. A value
     # "${NAME}" is read from the environment variable NAME when the job is built (keep secrets there).
@@ -47,7 +48,8 @@ class KafkaSettings:
     delivery: str = "at-least-once"  # dead letters and examples: at-least-once | exactly-once (transactions)
 
     def __post_init__(self) -> None:
-        for name in ("bootstrap_servers", "topic", "group_id", "dead_letter_topic", "examples_topic"):
+        for name in ("bootstrap_servers", "topic", "group_id", "dead_letter_topic", "examples_topic",
+                     "accepted_topic"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"KafkaSettings.{name} must be a non-empty string, got {value!r}")

@@ -103,6 +103,11 @@ def test_backfill_plus_stream_equals_oracle_and_replay_changes_nothing(tmp_path)
     dead = _dead_letters(tmp_path / "dead1")
     assert Counter(d["reason"] for d in dead) == Counter(counts["rejected"])
     assert sorted(d["raw"] for d in dead if d["reason"] == "late") == sorted(late_copies)
+    accepted = [line for path in sorted((tmp_path / "stream_accepted").glob("accepted*.jsonl"))
+                for line in path.read_text().splitlines()]
+    assert len(accepted) == counts["accepted"]  # the accepted records, as they came: not the late copies
+    assert sorted(accepted) == sorted(line for line in streamed if isinstance(line, str) and line not in late_copies
+                                      and isinstance(parse_event(line, NOW_MS), Event))
 
     # Replay of the same input: every event is now at or below its user's floors.
     started = time.perf_counter()

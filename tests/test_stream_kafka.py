@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import naive_dedup, naive_views
@@ -22,6 +23,7 @@ from features.validate import parse_event
 from pipelines.backfill import BackfillConfig, run_backfill
 from pipelines.broker import create_stream_topics, event_records, running_broker
 from pipelines.feature_store import apply, open_store
+from pipelines.historical import write_historical
 from pipelines.publish import publish
 from tests.helpers import online_views, views_differences
 from pipelines.sources.raw_files import write_json_lines
@@ -78,7 +80,8 @@ def _fresh_store(work: Path):
 
 def _kafka(broker, group: str) -> KafkaSettings:
     return KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic="events", group_id=group,
-                         dead_letter_topic=f"dead-{group}", examples_topic=f"examples-{group}")
+                         dead_letter_topic=f"dead-{group}", examples_topic=f"examples-{group}",
+                         accepted_topic=f"accepted-{group}")
 
 
 def _examples(client, topic: str, count: int) -> list[tuple]:
@@ -110,6 +113,34 @@ def _wait_for(condition, what: str, timeout_s: float = 300) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"no {what} within {timeout_s} s")
         time.sleep(0.2)
+
+
+def _logs(offline: Path) -> dict:
+    return {name: sorted(ds.dataset(offline / name, format="parquet").to_table().to_pylist(),
+                         key=lambda r: tuple(r.values())) for name in ("behavior_log", "event_log")}
+
+
+def _assert_accepted_log_is_the_batch_log(client, kafka: KafkaSettings, counts: dict, streamed: list, tmp_path: Path):
+    """The accepted records, backfilled, give the batch's logs, so the streamed examples' features
+    as of their time (historical over that log) are the batch examples' features."""
+    accepted = [r.value for r in client.read(kafka.accepted_topic, counts["accepted"], timeout_s=30)]
+    assert len(accepted) == counts["accepted"]
+    half = len(accepted) // 2  # in two folders: the backfill takes several globs
+    write_json_lines([v.decode() for v in accepted[:half]], tmp_path / "replay" / "a")
+    write_json_lines([v.decode() for v in accepted[half:]], tmp_path / "replay" / "b")
+    run_backfill(BackfillConfig(input=f"{tmp_path / 'replay' / 'a' / '*.jsonl'},{tmp_path / 'replay' / 'b' / '*.jsonl'}",
+                                output=str(tmp_path / "replay" / "offline"), sequence=POLICY, labels=LABELS,
+                                now_ms=NOW_MS))
+    assert _logs(tmp_path / "replay" / "offline") == _logs(tmp_path / "batch" / "offline")
+    entities = tmp_path / "streamed.jsonl"
+    entities.write_text("".join(json.dumps(dict(zip(("user_id", "item_id", "category_id", "timestamp", "label"),
+                                                    ex[:5]))) + "\n" for ex in streamed))
+    caps = {"user_sequence": POLICY.max_len, "user_recent": 50, "user_category_sequence": 50}
+    for run in ("replay", "batch"):
+        write_historical(tmp_path / run, entities, tmp_path / f"{run}.parquet", caps)
+    replayed, batch = (pq.read_table(tmp_path / f"{run}.parquet") for run in ("replay", "batch"))
+    assert replayed.num_rows == len(streamed) and replayed.equals(batch)
+    assert sum(replayed.column("seq_length").to_pylist()) > 0
 
 
 def test_kafka_stream_parity_dead_letters_examples_and_kill_restore(tmp_path):
@@ -156,6 +187,7 @@ def test_kafka_stream_parity_dead_letters_examples_and_kill_restore(tmp_path):
         streamed = _examples(client, a.examples_topic, counts["examples"])
         assert Counter(ex[:5] for ex in streamed) == backfill_examples  # the example stream == the batch labels
         assert all(ex[5] == ex[3] + LABELS.window_ms for ex in streamed)  # each carries its label time
+        _assert_accepted_log_is_the_batch_log(client, a, counts, streamed, tmp_path)
 
         # 2. A following run with checkpoints over the same records on a topic of its own: the first
         # half, a checkpoint that covers it, a quarter more, SIGKILL as its rows land online while
