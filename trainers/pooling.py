@@ -104,7 +104,9 @@ class TinPooling(Pooling):
     Expanding (e_i + p_i)^T (v_t + p_t) and (e_i + p_i) (.) (v_t + p_t) gives the 4-way
     semantic-temporal interaction: behavior-target, behavior-target time, behavior time-target and
     time-time terms. The prediction (Sec. 4, the over-arch) reads u_TIN with the temporally encoded
-    target v~_t (``over_target``): [v~_t, u_TIN, v~_t (.) u_TIN]. With DARE's decoupled embeddings
+    target v~_t (``over_target``): [v~_t, u_TIN, v~_t (.) u_TIN]. (The authors' public code,
+    github.com/zhouxy1003/TIN, pools sum_i alpha_i e~_i and forms the product with v~_t in the
+    over-arch input; this follows the paper's TR equation.) With DARE's decoupled embeddings
     the logits come from the ``key`` (attention) view and the representation from the ``value`` view."""
 
     uses_time = True
