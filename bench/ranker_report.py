@@ -1,7 +1,7 @@
-"""Rankers on synthetic data with PLANTED recency: mean-pool vs DIN vs TIN, AUC over seeds.
+"""Rankers on synthetic data with PLANTED recency: mean-pool vs DIN vs TIN, AUC and GAUC over seeds.
 
     .venv/bin/python bench/ranker_report.py [--users 2000] [--steps 400] [--seeds 0 1 2]
-                                            [--models mean din tin] [--sparse-lr 0.01 0.05]
+                                            [--models mean din tin] [--sparse-lr 0.01 0.1]
                                             [--search none --search-k 8]
 
 How the data is planted (``planted_recency``): every user has ``history`` behaviors, each in a
@@ -13,7 +13,9 @@ only OLDER behaviors have. The click probability is ``p_click[0]`` for the first
 category, and older behaviors of the same category do not count. Items carry no signal of their
 own. Examples are split by time (the latest 20% of requests are the evaluation slice), and each
 seed draws new data and a new initialization. Every model gets the same TrainConfig budget, at
-each of the table learning rates given (none is selected: every cell is printed).
+each of the table learning rates given (none is selected: every cell is printed). GAUC is the
+per-user AUC over each user's 4 targets (trainers.metrics.gauc); the popularity baseline is the
+items' smoothed click rate in the training slice (items carry no signal: ~0.5).
 """
 from __future__ import annotations
 
@@ -110,11 +112,14 @@ def _vectors(rng: np.random.Generator, n_items: int, per_category: int, categori
     return ItemVectors("planted-recency", ids, table)
 
 
-def run(args: argparse.Namespace) -> dict[tuple[float, str], list[float]]:
-    """Eval AUC per (sparse_lr, model), one value per seed."""
+def run(args: argparse.Namespace) -> dict[tuple[float, str], list[tuple[float, float]]]:
+    """Eval (AUC, GAUC) per (sparse_lr, model), one pair per seed; model "popularity" is the baseline."""
+    from trainers.metrics import gauc
     from trainers.train import TrainConfig, train
 
-    aucs: dict[tuple[float, str], list[float]] = {(lr, m): [] for lr in args.sparse_lr for m in args.models}
+    out: dict[tuple[float, str], list[tuple[float, float]]] = {(lr, m): [] for lr in args.sparse_lr
+                                                               for m in args.models}
+    out[0.0, "popularity"] = []
     for seed in args.seeds:
         data = planted_recency(users=args.users, history=args.history, seed=seed)
         base = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=seed, threads=args.threads,
@@ -122,16 +127,17 @@ def run(args: argparse.Namespace) -> dict[tuple[float, str], list[float]]:
                            max_len=args.history, progress_every=args.steps, dense_lr=args.dense_lr,
                            item_vectors=args.search == "cosine", search=args.search,
                            search_k=args.search_k if args.search != "none" else 0)
-        for lr, model in aucs:
+        users, labels = data.eval.column("user_id").to_numpy(), data.eval.column("label").to_numpy()
+        for lr, model in [key for key in out if key[1] != "popularity"]:
             start = time.perf_counter()
             result = train(data.train, data.eval, data.log, replace(base, model=model, sparse_lr=lr),
                            vectors=data.vectors if args.search == "cosine" else None)
             m = result.eval_metrics
-            aucs[lr, model].append(m["auc"])
-            print(f"seed {seed}  sparse_lr {lr:<5}  {model:>4}  AUC {m['auc']:.4f}  (popularity "
-                  f"{m['baseline_auc']:.4f}, logloss {m['logloss']:.4f}, {time.perf_counter() - start:.1f} s)",
-                  flush=True)
-    return aucs
+            out[lr, model].append((m["auc"], m["gauc"]))
+            print(f"seed {seed}  sparse_lr {lr:<5}  {model:>4}  AUC {m['auc']:.4f}  GAUC {m['gauc']:.4f}  "
+                  f"(logloss {m['logloss']:.4f}, {time.perf_counter() - start:.1f} s)", flush=True)
+        out[0.0, "popularity"].append((m["baseline_auc"], m["baseline_gauc"]))
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,19 +152,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", default=["mean", "din", "tin"])
     parser.add_argument("--search", default="none")
     parser.add_argument("--search-k", type=int, default=8)
-    parser.add_argument("--sparse-lr", type=float, nargs="+", default=[TrainConfig.sparse_lr, 0.05],
+    parser.add_argument("--sparse-lr", type=float, nargs="+", default=[TrainConfig.sparse_lr, 0.1],
                         help="every model is trained at each of these table learning rates (RowWiseAdagrad)")
     parser.add_argument("--dense-lr", type=float, default=TrainConfig.dense_lr)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    from pipelines.progress import quiet_libraries
+
+    quiet_libraries()
     start = time.perf_counter()
-    aucs = run(args)
+    results = run(args)
     print(f"\nplanted recency: {args.users} users x 4 targets, history {args.history}, {args.steps} steps of "
-          f"{args.batch_size}, search {args.search}; eval AUC, mean +- std over seeds {args.seeds}:")
-    for (lr, model), values in aucs.items():
-        print(f"  sparse_lr {lr:<5}  {model:>4}  {np.mean(values):.4f} +- {np.std(values):.4f}   "
-              f"({', '.join(f'{v:.4f}' for v in values)})")
-    print(f"total {time.perf_counter() - start:.0f} s")
+          f"{args.batch_size}, search {args.search}; eval slice, mean +- std over seeds {args.seeds}:\n")
+    print("| sparse_lr | model | AUC | GAUC |\n|---|---|---|---|")
+    for (lr, model), values in results.items():
+        a, g = np.array(values).T
+        print(f"| {lr if lr else '-'} | {model} | {a.mean():.3f} ± {a.std():.3f} | {g.mean():.3f} ± {g.std():.3f} |")
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -48,9 +48,10 @@ class Tables:
     category_ids: np.ndarray
 
 
-def load_tables(records: Iterable, catalog: pa.Table) -> Tables:
+def load_tables(records: Iterable, catalog: pa.Table, negatives: int = 0, seed: int = 0) -> Tables:
     """Raw records + raw catalog (item_id, category_id) -> log, next-item examples, hashed catalog.
-    Impressions are skipped (they are not behaviors); a rejected record is an error here."""
+    Impressions are skipped (they are not behaviors); a rejected record is an error here.
+    ``negatives``: catalog items sampled (seeded) per positive, labeled 0, for the rankers."""
     events = []
     for raw in records:
         if isinstance(raw, str) and '"impression"' in raw:
@@ -66,7 +67,7 @@ def load_tables(records: Iterable, catalog: pa.Table) -> Tables:
     category_ids = np.zeros(len(cats), np.int64)  # no category: UNKNOWN_CATEGORY, as validation gives
     if known.any():
         category_ids[known] = stable_ids([c for c, k in zip(cats, known) if k])
-    ex = examples(table, LabelPolicy(kind="next_item", negatives=0), item_ids, category_ids)
+    ex = examples(table, LabelPolicy(kind="next_item", negatives=negatives, seed=seed), item_ids, category_ids)
     return Tables(behavior_log(table, SequencePolicy()), ex, item_ids, category_ids)
 
 

@@ -31,9 +31,14 @@ def _train(args, extra) -> int:
     from pipelines.train_job import run_train
 
     result = run_train(Path(args.workdir), args.model, steps=args.steps, seed=args.seed, search=args.search,
-                       search_k=args.search_k,
+                       search_k=args.search_k, sparse_lr=args.sparse_lr,
                        progress=lambda step, loss: print(f"step {step:>5}  loss {loss:.4f}", flush=True))
     print(json.dumps({k: v for k, v in result.items() if k != "state_dict"}, indent=2, default=str))
+    for split in ("valid", "test"):
+        m = result.get(split, {})
+        if "gauc" in m:
+            print(f"{split:>5}: AUC {m['auc']:.4f}  GAUC {m['gauc']:.4f}  logloss {m['logloss']:.4f}   (popularity "
+                  f"AUC {m['popularity']['auc']:.4f}  GAUC {m['popularity']['gauc']:.4f})")
     return 0
 
 
@@ -317,6 +322,7 @@ def parser() -> argparse.ArgumentParser:
                    help="rankers: lifelong search unit")
     t.add_argument("--search-k", type=int, default=0, help="behaviors the search unit keeps")
     t.add_argument("--steps", type=int, help="training steps")
+    t.add_argument("--sparse-lr", type=float, help="rankers: the tables' RowWiseAdagrad learning rate")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=_train)
 

@@ -6,7 +6,10 @@ slice, test on the last), trains, and writes the unsharded weights and the
 metrics to ``<workdir>/models/<model>/``.
 
 - rankers (mean | din | tin, any search unit): trainers.train on the labeled
-  examples; AUC/logloss on validation and test.
+  examples; AUC, GAUC (per user) and logloss on validation and test, for the
+  model and for the popularity baseline; every validation and test score in
+  ``predictions.parquet`` (split, user_id, item_id, category_id, timestamp,
+  label, score).
 - retrievers (single | comirec-sa | mind): trainers.retrieval_train on every
   behavior as a next-item positive; Recall/HR/NDCG@50 on the test slice.
 """
@@ -37,8 +40,10 @@ def _table(workdir: Path, name: str) -> pa.Table:
 
 def run_train(workdir: Path, model: str, steps: int | None = None, seed: int = 0, search: str = "none",
               search_k: int = 0, valid_fraction: float = 0.1, test_fraction: float = 0.1,
-              progress=None) -> dict:
-    """Train ``model`` on the run in ``workdir``; returns (and writes) its metrics."""
+              progress=None, sparse_lr: float | None = None) -> dict:
+    """Train ``model`` on the run in ``workdir``; returns (and writes) its metrics.
+
+    Rankers: ``sparse_lr`` overrides TrainConfig.sparse_lr (the tables' RowWiseAdagrad rate)."""
     if model not in RANKERS + RETRIEVERS:
         raise ValueError(f"model must be one of {RANKERS + RETRIEVERS}, got {model!r}")
     workdir = Path(workdir)
@@ -47,7 +52,7 @@ def run_train(workdir: Path, model: str, steps: int | None = None, seed: int = 0
     out.mkdir(parents=True, exist_ok=True)
     if model in RANKERS:
         result = _ranker(workdir, log, model, steps, seed, search, search_k, valid_fraction, test_fraction,
-                         progress)
+                         progress, sparse_lr, out)
     else:
         result = _retriever(log, model, steps, seed, valid_fraction, test_fraction, progress)
     state = result.pop("state_dict")
@@ -57,21 +62,35 @@ def run_train(workdir: Path, model: str, steps: int | None = None, seed: int = 0
     return result
 
 
-def _ranker(workdir, log, model, steps, seed, search, search_k, valid_fraction, test_fraction, progress) -> dict:
-    from trainers.metrics import auc, logloss
+def _ranker(workdir, log, model, steps, seed, search, search_k, valid_fraction, test_fraction, progress,
+            sparse_lr, out) -> dict:
+    import pyarrow.parquet as pq
+
+    from trainers.metrics import popularity_scores, ranking_metrics
     from trainers.train import TrainConfig, predict, train
 
     cfg = TrainConfig(model=model, search=search, search_k=search_k, seed=seed)
     if steps:
         cfg = dataclasses.replace(cfg, steps=steps)
+    if sparse_lr:
+        cfg = dataclasses.replace(cfg, sparse_lr=sparse_lr)
     split = time_splits(_table(workdir, "examples"), valid_fraction, test_fraction)
     res = train(split.train, split.valid, log, cfg, progress=progress)
-    test_scores = predict(res.state_dict, cfg, split.test, log) if split.test.num_rows else np.zeros(0)
-    labels = split.test.column("label").to_numpy()
-    return {"model": model, "search": search, "rows": [split.train.num_rows, split.valid.num_rows,
-                                                       split.test.num_rows],
-            "first_loss": res.losses[0], "last_loss": res.losses[-1], "valid": res.eval_metrics,
-            "test": {"auc": auc(labels, test_scores), "logloss": logloss(labels, test_scores)},
+    scores = {"valid": res.eval_scores,
+              "test": predict(res.state_dict, cfg, split.test, log) if split.test.num_rows else np.zeros(0)}
+    metrics, rows = {}, []
+    for name in ("valid", "test"):
+        table = getattr(split, name)
+        users, labels = table.column("user_id").to_numpy(), table.column("label").to_numpy()
+        metrics[name] = {**ranking_metrics(users, labels, scores[name]),
+                         "popularity": ranking_metrics(users, labels, popularity_scores(split.train, table))}
+        rows.append(table.select(["user_id", "item_id", "category_id", "timestamp", "label"])
+                    .append_column("score", pa.array(scores[name], pa.float64()))
+                    .append_column("split", pa.array([name] * table.num_rows, pa.string())))
+    pq.write_table(pa.concat_tables(rows), out / "predictions.parquet")
+    return {"model": model, "search": search, "search_k": search_k, "sparse_lr": cfg.sparse_lr,
+            "rows": [split.train.num_rows, split.valid.num_rows, split.test.num_rows],
+            "first_loss": res.losses[0], "last_loss": res.losses[-1], **metrics,
             "samples_per_s": res.samples_per_s, "state_dict": res.state_dict}
 
 

@@ -1,5 +1,5 @@
 """The ranker family: each pooling against a per-row loop of its equations, TIN's temporal
-encoding, every model x search combination on bad input (empty histories, IDs beyond the
+encoding (the only pooling that reads time), every model x search combination on bad input (empty histories, IDs beyond the
 tables) and trained for real through trainers.train.train, and config typos refused."""
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from trainers.batches import FeatureSpec, to_batch
 from trainers.item_vectors import ItemVectors
 from trainers.metrics import auc
 from trainers.model import ModelConfig, SequenceRanker
-from trainers.pooling import Behaviors, DinPooling, MeanPooling, TinPooling, masked_softmax
+from trainers.pooling import (TIME_POOLINGS, Behaviors, DinPooling, MeanPooling, TinPooling, make_pooling,
+                              masked_softmax)
 from trainers.train import TrainConfig, predict, train
 
 COMBOS = list(itertools.product(("mean", "din", "tin"), ("none", "category", "cosine", "dare")))
@@ -53,11 +54,13 @@ def test_din_pooling_against_a_per_row_loop():
     value, key = random_view(gen, 6), random_view(gen, 4)  # decoupled views, as with DARE
     pool = DinPooling(key_dim=4, hidden=(8, 5)).double()
     got = pool(value, key, mask_of(LENGTHS))
+    timeless = Behaviors(key.target, key.hist)  # DIN reads no time: the same output without any
+    torch.testing.assert_close(pool(Behaviors(value.target, value.hist), timeless, mask_of(LENGTHS)), got)
     for b, n in enumerate(LENGTHS):
         want = torch.zeros(6, dtype=torch.float64)
         for j in range(n):
             e, v = key.hist[b, j], key.target[b]
-            w = pool.score(torch.cat([e, v, e * v, e - v, key.hist_time[b, j]]))  # a(e_j, v_A), unnormalized
+            w = pool.score(torch.cat([e, v, e * v, e - v]))  # a(e_j, v_A), unnormalized, no time
             want += w * value.hist[b, j]
         torch.testing.assert_close(got[b], want)
 
@@ -79,6 +82,13 @@ def test_tin_pooling_against_a_per_row_loop():
             for i, a in enumerate(alphas):
                 want += a * (value.hist[b, i] + value.hist_time[b, i]) * v_t  # alpha_i (e~_i (.) v~_t)
             torch.testing.assert_close(got[b], want)
+        torch.testing.assert_close(TinPooling().over_target(value), value.target + value.target_time)  # v~_t
+
+
+def test_only_tin_reads_time_and_only_its_model_has_a_gap_table():
+    for name in ("mean", "din", "tin"):
+        assert make_pooling(name, 4, (8,)).uses_time == (name in TIME_POOLINGS) == (name == "tin")
+        assert (small_model(name, "none").sparse_arch.temporal is not None) == (name == "tin")
 
 
 def test_masked_softmax_ignores_padding_and_empty_rows_are_zero():
@@ -133,11 +143,12 @@ def test_tin_output_changes_when_only_the_gaps_change():
     for key in ("hist_item", "hist_category"):  # same behaviors, in the same order
         assert torch.equal(near.sparse[key].values(), far.sparse[key].values())
     assert not torch.equal(near.sparse["hist_gap"].values(), far.sparse["hist_gap"].values())
-    tin, mean = small_model("tin", "none"), small_model("mean", "none")
+    tin, din, mean = small_model("tin", "none"), small_model("din", "none"), small_model("mean", "none")
     with torch.no_grad():
         assert (tin(near.sparse) - tin(far.sparse)).abs()[[0, 2]].min() > 1e-6  # rows with a history
         assert torch.equal(tin(near.sparse)[1], tin(far.sparse)[1])  # the empty history has no gap
-        assert torch.equal(mean(near.sparse), mean(far.sparse))  # mean pooling is blind to time
+        assert torch.equal(din(near.sparse), din(far.sparse))  # DIN, as in its paper, is blind to time
+        assert torch.equal(mean(near.sparse), mean(far.sparse))  # and so is mean pooling
 
 
 @pytest.fixture(scope="module")

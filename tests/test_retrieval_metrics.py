@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import ndcg_score, roc_auc_score
 
-from trainers.retrieval_metrics import (gauc, hit_rate_at_k, ndcg_at_k, popularity_vectors, recall_at_k,
+from trainers.retrieval_metrics import (hit_rate_at_k, ndcg_at_k, popularity_vectors, recall_at_k,
                                         retrieval_metrics)
 from trainers.retrieval_train import retrieve
 
@@ -59,26 +59,6 @@ def test_empty_slots_never_hit_and_bad_input_is_named():
         recall_at_k(ranked, [np.array([5]), np.array([], np.int64)], 3)
     with pytest.raises(ValueError, match="one truth array per user"):
         recall_at_k(ranked, truth[:1], 3)
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_gauc_matches_sklearn_per_user_weighted_by_impressions(seed):
-    rng = np.random.default_rng(seed)
-    n = 600
-    users = rng.choice(10**9, size=30)[rng.integers(30, size=n)]
-    labels = (rng.random(n) < 0.3).astype(int)
-    scores = np.round(rng.random(n) + 0.3 * labels, 1)  # rounded: ties inside a user
-    users[:7], labels[:7] = 42, 1  # a user with positives only: skipped
-    num = den = 0.0
-    for u in np.unique(users):
-        y, s = labels[users == u], scores[users == u]
-        if 0 < y.sum() < len(y):
-            num += len(y) * roc_auc_score(y, s)
-            den += len(y)
-    assert gauc(users, labels, scores) == pytest.approx(num / den)
-    assert math.isnan(gauc(np.array([1, 1]), np.array([1, 1]), np.array([0.2, 0.4])))
-    with pytest.raises(ValueError, match="differ in length"):
-        gauc(users[:-1], labels, scores)
 
 
 def test_popularity_retrieves_by_training_count_and_skips_excluded():

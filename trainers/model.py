@@ -6,9 +6,10 @@ history is cut to its ``search_k`` best behaviors before the representation tabl
 up, so a history of 10^3-10^4 behaviors costs k lookups per row, plus whatever the unit scores
 on (category IDs, frozen item vectors, or DARE's small attention tables).
 
-A behavior is embedded as [item ; category] (2d wide) with a temporal encoding of the same
-width: the embedding of its time-gap bucket to the target (``hist_gap``); the target's own
-encoding is that of gap 0 (``target_gap``).
+A behavior is embedded as [item ; category] (2d wide). A pooling that reads time (TIN) adds a
+temporal encoding of the same width: the embedding of the behavior's time-gap bucket to the
+target (``hist_gap``); the target's own encoding is that of gap 0 (``target_gap``). Mean pooling
+and DIN read no time, so their models have no gap table at all.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from torchrec.modules.embedding_modules import EmbeddingCollection
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from trainers.batches import GAP_TABLE_SIZE
-from trainers.pooling import POOLINGS, Behaviors, make_pooling, mlp
+from trainers.pooling import POOLINGS, TIME_POOLINGS, Behaviors, make_pooling, mlp
 from trainers.search import (SEARCHES, category_scores, cosine_scores, dare_scores, keep_behaviors, kept_values,
                              padded_scores, top_k_positions)
 
@@ -77,7 +78,8 @@ class SparseArch(nn.Module):
     """The TorchRec tables, one EmbeddingCollection per width (a collection holds one width):
 
     - ``ec`` (d): "item" (target_item, hist_item), "category" (target_category, hist_category);
-    - ``temporal`` (2d): "gap" (target_gap, hist_gap), the temporal encodings of [item ; category];
+    - ``temporal`` (2d), only when the pooling reads time (TIN): "gap" (target_gap, hist_gap), the
+      temporal encodings of [item ; category];
     - with search = "dare", ``attention`` (a): "item_att", "category_att" and ``attention_temporal``
       (2a): "gap_att" on the same features: DARE's attention embeddings, used only for the search
       and the attention logits."""
@@ -89,15 +91,15 @@ class SparseArch(nn.Module):
             (cfg.category_table_size, ["target_category", "hist_category"])
         gaps = (GAP_TABLE_SIZE, ["target_gap", "hist_gap"])
         self.ec = collection({"item": items, "category": categories}, d, s, device)
-        self.temporal = collection({"gap": gaps}, 2 * d, s, device)
+        self.temporal = collection({"gap": gaps}, 2 * d, s, device) if cfg.pooling in TIME_POOLINGS else None
         self.attention = self.attention_temporal = None
         if cfg.search == "dare":
             self.attention = collection({"item_att": items, "category_att": categories}, a, s, device)
             self.attention_temporal = collection({"gap_att": gaps}, 2 * a, s, device)
 
     def forward(self, sparse: KeyedJaggedTensor) -> dict[str, JaggedTensor]:
-        """The representation embeddings of every feature, by feature name."""
-        return {**self.ec(sparse), **self.temporal(sparse)}
+        """The representation embeddings of every feature the model reads, by feature name."""
+        return {**self.ec(sparse), **({} if self.temporal is None else self.temporal(sparse))}
 
     def attention_lookup(self, sparse: KeyedJaggedTensor) -> dict[str, JaggedTensor]:
         """DARE's attention embeddings of every feature, by feature name."""
@@ -105,7 +107,8 @@ class SparseArch(nn.Module):
 
 
 class OverArch(nn.Module):
-    """MLP over [target, pooled, target*pooled, side features] -> one logit per row."""
+    """MLP over [target, pooled, target*pooled, side features] -> one logit per row; the target is
+    the pooling's ``over_target`` (TIN: the temporally encoded target v~_t)."""
 
     def __init__(self, dim: int, hidden: tuple[int, ...], side_dim: int = 0):
         super().__init__()
@@ -162,7 +165,7 @@ class SequenceRanker(nn.Module):
         mask = (torch.arange(width, device=kept.device).unsqueeze(0) < kept.unsqueeze(1)).to(value.hist.dtype)
         pooled = self.pooling(value, key, mask)
         side = [] if self.vector_arch is None else [self.vector_arch(self.item_vectors[vector_rows[:n]])]
-        return self.over_arch(value.target, pooled, side)
+        return self.over_arch(self.pooling.over_target(value), pooled, side)
 
     def _search(self, sparse: KeyedJaggedTensor, lengths: torch.Tensor, vector_rows: torch.Tensor | None,
                 n: int) -> tuple[KeyedJaggedTensor, dict[str, JaggedTensor] | None]:
@@ -184,12 +187,14 @@ class SequenceRanker(nn.Module):
 
 def _view(emb: dict[str, JaggedTensor], offsets: torch.Tensor, width: int) -> Behaviors:
     """Lookups by feature name -> Behaviors: [item ; category] of the target and of the history
-    padded to ``width``, and their gap encodings."""
+    padded to ``width``, and their gap encodings where the gaps were looked up (else None)."""
     def cat(kind: str) -> torch.Tensor:
         return torch.cat([emb[f"{kind}_item"].values(), emb[f"{kind}_category"].values()], dim=-1)
 
+    timed = "hist_gap" in emb
     return Behaviors(target=cat("target"), hist=_padded(cat("hist"), offsets, width),
-                     target_time=emb["target_gap"].values(), hist_time=_padded(emb["hist_gap"].values(), offsets, width))
+                     target_time=emb["target_gap"].values() if timed else None,
+                     hist_time=_padded(emb["hist_gap"].values(), offsets, width) if timed else None)
 
 
 def _padded(values: torch.Tensor, offsets: torch.Tensor, width: int) -> torch.Tensor:

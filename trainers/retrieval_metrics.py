@@ -1,4 +1,4 @@
-"""Retrieval metrics (Recall@K, HitRate@K, NDCG@K), GAUC, and a popularity baseline, in numpy.
+"""Retrieval metrics (Recall@K, HitRate@K, NDCG@K) and a popularity baseline, in numpy.
 
 For each user, ``ranked`` is the retrieved list (best first, -1 = empty slot) and ``truth`` the
 set of items the user interacted with in the evaluation slice (binary relevance):
@@ -6,8 +6,7 @@ set of items the user interacted with in the evaluation slice (binary relevance)
     Recall@K = |top K & truth| / |truth|          HitRate@K = 1 if |top K & truth| > 0
     NDCG@K   = sum_{r < K, hit} 1 / log2(r + 2)  /  sum_{r < min(K, |truth|)} 1 / log2(r + 2)
 
-each averaged over users. GAUC (as defined in Zhou et al. 2018, DIN) is the per-user AUC weighted by
-the user's number of impressions; users whose examples hold one class only are skipped.
+each averaged over users. GAUC is trainers.metrics.gauc (re-exported here).
 """
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from trainers.metrics import average_ranks
+from trainers.metrics import gauc  # noqa: F401  (re-exported: GAUC lives with the ranking metrics)
 
 
 def hits(ranked: np.ndarray, truth: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,38 +64,6 @@ def ndcg_at_k(ranked: np.ndarray, truth: Sequence[np.ndarray], k: int) -> float:
 def retrieval_metrics(ranked: np.ndarray, truth: Sequence[np.ndarray], k: int) -> dict[str, float]:
     return {f"recall@{k}": recall_at_k(ranked, truth, k), f"hr@{k}": hit_rate_at_k(ranked, truth, k),
             f"ndcg@{k}": ndcg_at_k(ranked, truth, k)}
-
-
-def gauc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
-    """sum_u n_u AUC_u / sum_u n_u over users with both classes; NaN if there are none.
-    AUC_u by the rank-sum formula within the user's examples (ties count one half)."""
-    users = np.asarray(users).ravel()
-    labels = np.asarray(labels).astype(np.float64).ravel()
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    if not users.shape == labels.shape == scores.shape:
-        raise ValueError(f"users, labels and scores differ in length: {len(users)}, {len(labels)}, {len(scores)}")
-    if not np.isin(labels, (0.0, 1.0)).all():
-        raise ValueError("labels must be 0 or 1")
-    if not np.isfinite(scores).all():
-        raise ValueError("scores contain NaN or inf")
-    order = np.lexsort((scores, users))
-    u, s, y = users[order], scores[order], labels[order]
-    new_user = np.r_[True, u[1:] != u[:-1]]
-    group = np.cumsum(new_user) - 1
-    start = np.flatnonzero(new_user)
-    # Ranks within each user: the global average rank over (user, score) minus the users before it.
-    tie_key = np.r_[True, new_user[1:] | (s[1:] != s[:-1])]
-    tie = np.cumsum(tie_key) - 1
-    ranks = average_ranks(tie.astype(np.float64)) - start[group]
-    n = np.bincount(group).astype(np.float64)
-    pos = np.bincount(group, weights=y)
-    neg = n - pos
-    rank_sum = np.bincount(group, weights=ranks * y)
-    both = (pos > 0) & (neg > 0)
-    if not both.any():
-        return float("nan")
-    per_user = (rank_sum[both] - pos[both] * (pos[both] + 1) / 2.0) / (pos[both] * neg[both])
-    return float(np.sum(n[both] * per_user) / np.sum(n[both]))
 
 
 def popularity_vectors(train_item_ids: np.ndarray, candidate_ids: np.ndarray,

@@ -128,7 +128,7 @@ class TrainResult:
     state_dict: dict[str, torch.Tensor]  # unsharded CPU tensors (rank 0; {} on other ranks)
     config: TrainConfig
     losses: list[float]  # one per step
-    eval_metrics: dict[str, float]  # auc, logloss, baseline_auc, baseline_logloss, n_eval, eval_positive_rate
+    eval_metrics: dict[str, float]  # auc, gauc, logloss, baseline_{auc,gauc,logloss}, n_eval, eval_positive_rate
     samples_per_s: float  # training examples per second over the step loop (batch building included)
     train_seconds: float
     item_vector_version: str | None = None  # the encoder version of the vectors it read, if any
@@ -206,7 +206,8 @@ def train(train_examples: pa.Table, eval_examples: pa.Table, log: pa.Table, cfg:
     trained = cfg.steps - start
     return TrainResult(
         state_dict=state if rank == 0 else {}, config=cfg, losses=losses,
-        eval_metrics=evaluate(eval_examples.column("label").to_numpy(), scores, baseline),
+        eval_metrics=evaluate(eval_examples.column("label").to_numpy(), scores, baseline,
+                              eval_examples.column("user_id").to_numpy()),
         samples_per_s=trained * cfg.batch_size / seconds if trained > 0 else 0.0, train_seconds=seconds,
         item_vector_version=None if vectors is None else vectors.version, eval_scores=scores,
         checkpoint=saved, start_step=start, rank=rank, world_size=world)
@@ -243,8 +244,11 @@ def _vectors_for(cfg: TrainConfig, vectors: ItemVectors | None) -> ItemVectors |
     return vectors if cfg.item_vectors else None
 
 
-def evaluate(labels: np.ndarray, scores: np.ndarray, baseline: np.ndarray) -> dict[str, float]:
-    return {
+def evaluate(labels: np.ndarray, scores: np.ndarray, baseline: np.ndarray,
+             users: np.ndarray | None = None) -> dict[str, float]:
+    """AUC and logloss of the model's and the popularity baseline's scores; with ``users``, also
+    their GAUC (trainers.metrics.gauc: per-user AUC weighted by impressions)."""
+    out = {
         "auc": metrics.auc(labels, scores),
         "logloss": metrics.logloss(labels, scores),
         "baseline_auc": metrics.auc(labels, baseline),
@@ -252,6 +256,10 @@ def evaluate(labels: np.ndarray, scores: np.ndarray, baseline: np.ndarray) -> di
         "n_eval": float(len(labels)),
         "eval_positive_rate": float(np.mean(labels)) if len(labels) else float("nan"),
     }
+    if users is not None:
+        out["gauc"] = metrics.gauc(users, labels, scores) if len(labels) else float("nan")
+        out["baseline_gauc"] = metrics.gauc(users, labels, baseline) if len(labels) else float("nan")
+    return out
 
 
 def _fit(model: torch.nn.Module, optimizer: CombinedOptimizer, batches: Iterator[Batch], cfg: TrainConfig,
