@@ -1,18 +1,22 @@
-"""Stream job figures on this machine, through the embedded broker (SQLite online store):
+"""Stream job figures on this machine, through the embedded broker (SQLite online store, or
+Redis with --online redis):
 
-1. sustained events/s of a bounded run of the whole job (every online view, item statistics,
-   the example stream), against PyFlink's own floor measured in the same run: the same Kafka
-   source, validation and key-by into a keyed Python function that does nothing;
-2. at half the job's rate, in follow mode, pushed by a replayer in 50 ms steps: freshness (an
-   event produced -> the row that holds it readable through Feast's get_online_features) for
+1. sustained events/s of the whole job (every online view, item statistics, the example
+   stream) following a backlog of every event, against PyFlink's own floor measured in the same
+   run: the same Kafka source, validation and key-by into a keyed Python function that does
+   nothing;
+2. at half the job's rate (or --rate), in follow mode, pushed by a replayer in 50 ms steps:
+   freshness (an event produced -> the row that holds it readable through Feast) for
    user_sequence, user_stats and item_stats, and example-stream lag (the record that lets the
    watermark pass an impression's label time produced -> its example readable in the topic).
 
-    .venv/bin/python bench/stream_bench.py [--events 30000] [--seconds 40] [--flush-ms 100]
+    .venv/bin/python bench/stream_bench.py [--events 30000] [--seconds 40] [--online sqlite|redis]
+        [--flush-ms 100] [--bundle-ms 100] [--checkpoint-ms 10000] [--rate R] [--kafka-property K=V]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import sys
@@ -30,7 +34,7 @@ sys.path.insert(0, str(REPO))
 from features.schema import Event  # noqa: E402
 from features.validate import parse_event  # noqa: E402
 from pipelines.broker import create_stream_topics, event_records, running_broker  # noqa: E402
-from pipelines.feature_store import apply, open_store, read_rows  # noqa: E402
+from pipelines.feature_store import OnlineStore, apply, open_store, read_rows  # noqa: E402
 from pipelines.sources.synthetic import SyntheticConfig, SyntheticStream  # noqa: E402
 from pipelines.stream import StreamConfig, StreamProcess  # noqa: E402
 from pipelines.stream_sources import KafkaSettings  # noqa: E402
@@ -90,7 +94,7 @@ def floor_rate(bootstrap: str, workdir: Path) -> float:
     return got["n"] / got["seconds"]
 
 
-def sustained_rate(broker, lines: list[str], work: Path, flush_ms: int, bundle_ms: int) -> dict:
+def sustained_rate(broker, lines: list[str], work: Path, flush_ms: int, bundle_ms: int, online: OnlineStore) -> dict:
     """The job following the topic (as in production, with its flush cadence) over a backlog of
     every line: events/s between the first and the last count receipt."""
     kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, group_id="tput")
@@ -100,7 +104,7 @@ def sustained_rate(broker, lines: list[str], work: Path, flush_ms: int, bundle_m
         marks.append((time.perf_counter(), counts["read"]))
         return counts["read"] >= len(lines)
     started = time.perf_counter()
-    cfg = StreamConfig(workdir=work, kafka=kafka, follow=True, flush_ms=flush_ms, bundle_ms=bundle_ms)
+    cfg = StreamConfig(workdir=work, kafka=kafka, follow=True, flush_ms=flush_ms, bundle_ms=bundle_ms, online=online)
     counts = StreamProcess(cfg).start().wait(progress)
     (t0, r0), (t1, r1) = marks[0], marks[-1]
     return {"events": len(lines), "job_seconds_with_startup": round(time.perf_counter() - started, 1),
@@ -113,8 +117,8 @@ class Freshness:
 
     VIEWS = {"user_sequence": "last_event_ms", "user_stats": "newest_ms", "item_stats": "newest_ms"}
 
-    def __init__(self, work: Path):
-        self.store = open_store(work)
+    def __init__(self, work: Path, online: OnlineStore):
+        self.store = open_store(work, online)
         self.waiting: dict[tuple[str, int, int], float] = {}  # (view, key, event ms) -> produced at
         self.samples: dict[str, list[float]] = {view: [] for view in self.VIEWS}
         self.lock, self.stop = threading.Lock(), threading.Event()
@@ -169,16 +173,16 @@ class ExampleLag:
 
 
 def freshness_at(rate: float, seconds: float, flush_ms: int, bundle_ms: int, checkpoint_ms: int, properties: dict,
-                 client, broker, lines: list[str], work: Path) -> dict:
+                 online: OnlineStore, client, broker, lines: list[str], work: Path) -> dict:
     kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic="live", group_id="fresh",
                           dead_letter_topic="live-dead", examples_topic="live-examples", properties=properties)
     client.create_topic(kafka.topic, partitions=2)
     create_stream_topics(client, kafka)
-    cfg = StreamConfig(workdir=work, kafka=kafka, follow=True, flush_ms=flush_ms, bundle_ms=bundle_ms,
+    cfg = StreamConfig(workdir=work, kafka=kafka, follow=True, flush_ms=flush_ms, bundle_ms=bundle_ms, online=online,
                        checkpoints=work / "chk", checkpoint_interval_ms=checkpoint_ms)
     job = StreamProcess(cfg).start()
     # The lag reader fetches on a client of its own: the wire client is not thread-safe.
-    fresh, lag = Freshness(work), ExampleLag(broker.client("lag"), kafka.examples_topic, cfg.out_of_orderness_ms)
+    fresh, lag = Freshness(work, online), ExampleLag(broker.client("lag"), kafka.examples_topic, cfg.out_of_orderness_ms)
     time.sleep(25)  # the job starts
     fresh.thread.start()
     lag.thread.start()
@@ -221,28 +225,48 @@ def main() -> None:
     p.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
                    help="a consumer property of the freshness run, e.g. fetch.max.wait.ms=100")
     p.add_argument("--rate", type=float, help="measure freshness at this rate only (skip the sustained run)")
+    p.add_argument("--online", choices=("sqlite", "redis"), default="sqlite",
+                   help="the online store: the run folder's SQLite, or a redis-server this script starts")
     args = p.parse_args()
     lines = synthetic_lines(args.events)
     properties = dict(item.split("=", 1) for item in args.kafka_property)
-    with running_broker() as broker:
+    with running_broker() as broker, online_stores(args.online) as (first, second):
         client = broker.client()
         rate = args.rate
         if rate is None:
             work = Path(tempfile.mkdtemp(prefix="stream-bench-"))
-            apply(open_store(work), work)
+            apply(open_store(work, first), work)
             client.create_topic("events", partitions=2)
             create_stream_topics(client, KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
             client.produce("events", event_records(lines))
             floor = floor_rate(broker.bootstrap_servers, work)
-            job = sustained_rate(broker, lines, work, args.flush_ms, args.bundle_ms)
-            print(json.dumps({"floor_events_per_s": round(floor),
+            job = sustained_rate(broker, lines, work, args.flush_ms, args.bundle_ms, first)
+            print(json.dumps({"online": args.online, "floor_events_per_s": round(floor),
                               **{k: (round(v) if isinstance(v, float) else v) for k, v in job.items()},
                               "job_over_floor": round(job["events_per_s"] / floor, 3)}), flush=True)
             rate = job["events_per_s"] / 2
         work2 = Path(tempfile.mkdtemp(prefix="stream-fresh-"))
-        apply(open_store(work2), work2)
-        print(json.dumps(freshness_at(rate, args.seconds, args.flush_ms, args.bundle_ms, args.checkpoint_ms,
-                                      properties, client, broker, lines, work2)), flush=True)
+        apply(open_store(work2, second), work2)
+        print(json.dumps({"online": args.online, **freshness_at(
+            rate, args.seconds, args.flush_ms, args.bundle_ms, args.checkpoint_ms, properties, second, client, broker,
+            lines, work2)}), flush=True)
+
+
+@contextlib.contextmanager
+def online_stores(kind: str):
+    """Two empty online stores, one per measured run: SQLite in each run folder, or two
+    databases of one redis-server started here (127.0.0.1, a free port) and stopped by PID."""
+    if kind == "sqlite":
+        yield OnlineStore(), OnlineStore()
+        return
+    from tests.redis_server import RedisServer
+
+    server = RedisServer().start()
+    try:
+        yield (OnlineStore(kind="redis", redis_url=f"{server.address},db=0"),
+               OnlineStore(kind="redis", redis_url=f"{server.address},db=1"))
+    finally:
+        server.stop()
 
 if __name__ == "__main__":
     main()
