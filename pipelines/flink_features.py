@@ -27,8 +27,8 @@ from features.schema import Event, Rejection
 from features.user_state import CATEGORY, LIFELONG, RECENT, STATS, FeaturePolicy
 from pipelines.feature_store import open_store
 from pipelines.online_rows import OnlineTable
-from pipelines.flink_adapters import (ACCEPTED, DEAD_LETTERS, EXAMPLES, BootstrapLedger, FnSettings, OnlineWriter, Reporting,
-                                      StateCache, dead_letter, retrying)
+from pipelines.flink_adapters import (ACCEPTED, DEAD_LETTERS, EXAMPLES, BootstrapLedger, FnSettings, OnlineWriter,
+                                      Reporting, StateCache, dead_letter, retrying)
 from pipelines.stream_examples import ClickJoin, example_json
 
 ITEM_STATS = "item_stats"

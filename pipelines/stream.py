@@ -58,7 +58,7 @@ LEDGER = "bootstrap.sqlite"
 class StreamConfig:
     workdir: Path  # the run folder whose Feast store receives the updates (apply must have run)
     source: Path | None = None  # a folder of JSON-lines event files, or:
-    kafka: KafkaSettings | None = None  # a Kafka topic (and the dead-letter and example topics)
+    kafka: KafkaSettings | None = None  # a Kafka topic (and the dead-letter, example and accepted-record topics)
     dead_letter: Path | None = None  # files source: folder for rejected and late records (workdir/stream_rejected)
     examples_dir: Path | None = None  # files source: folder for training examples (workdir/stream_examples)
     accepted_dir: Path | None = None  # files source: folder for the accepted records (workdir/stream_accepted)
@@ -110,8 +110,7 @@ class StreamConfig:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, self.workdir / f"stream_{folder}")
         for name in ("report_every", "flush_ms", "item_flush_ms", "bundle_ms", "parallelism", "out_of_orderness_ms",
-                     "idleness_ms",
-                     "checkpoint_interval_ms", "recent_len", "category_len", "state_cache"):
+                     "idleness_ms", "checkpoint_interval_ms", "recent_len", "category_len", "state_cache"):
             _check_int(name, getattr(self, name), 1)
         _check_int("allowed_lateness_ms", self.allowed_lateness_ms, 0)
         if isinstance(self.online_patience_s, bool) or not isinstance(self.online_patience_s, (int, float)) \
