@@ -38,7 +38,7 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.retriever_report import Tables, load_tables  # noqa: E402
+from bench.retriever_report import Tables, load_tables, taobao_tables  # noqa: E402
 from features.splits import time_splits  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
@@ -54,14 +54,7 @@ def movielens(folder: Path) -> Tables:
 
 
 def taobao(folder: Path) -> Tables:
-    from pipelines.sources.datasets import taobao_events
-
-    pairs: dict = {}
-    for r in taobao_events(folder):
-        if r.get("item_id") is not None:
-            pairs.setdefault(r["item_id"], r.get("category_id"))
-    catalog = pa.table({"item_id": list(pairs), "category_id": list(pairs.values())})
-    return load_tables(taobao_events(folder), catalog, negatives=1)
+    return taobao_tables(folder, negatives=1)
 
 
 def count_scores(train: pa.Table, table: pa.Table) -> np.ndarray:
