@@ -10,7 +10,7 @@ Redis with --online redis):
    user_sequence, user_stats and item_stats, and example-stream lag (the record that lets the
    watermark pass an impression's label time produced -> its example readable in the topic).
 
-    .venv/bin/python bench/stream_bench.py [--events 30000] [--seconds 40] [--online sqlite|redis]
+    .venv/bin/python bench/stream_bench.py [--events 30000] [--seconds 40] [--online sqlite|redis] [--parallelism 1]
         [--flush-ms 100] [--bundle-ms 100] [--checkpoint-ms 10000] [--rate R] [--kafka-property K=V]
 """
 from __future__ import annotations
@@ -94,7 +94,8 @@ def floor_rate(bootstrap: str, workdir: Path) -> float:
     return got["n"] / got["seconds"]
 
 
-def sustained_rate(broker, lines: list[str], work: Path, flush_ms: int, bundle_ms: int, online: OnlineStore) -> dict:
+def sustained_rate(broker, lines: list[str], work: Path, flush_ms: int, bundle_ms: int, online: OnlineStore,
+                   parallelism: int) -> dict:
     """The job following the topic (as in production, with its flush cadence) over a backlog of
     every line: events/s between the first and the last count receipt."""
     kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, group_id="tput")
@@ -104,7 +105,8 @@ def sustained_rate(broker, lines: list[str], work: Path, flush_ms: int, bundle_m
         marks.append((time.perf_counter(), counts["read"]))
         return counts["read"] >= len(lines)
     started = time.perf_counter()
-    cfg = StreamConfig(workdir=work, kafka=kafka, follow=True, flush_ms=flush_ms, bundle_ms=bundle_ms, online=online)
+    cfg = StreamConfig(workdir=work, kafka=kafka, follow=True, flush_ms=flush_ms, bundle_ms=bundle_ms, online=online,
+                       parallelism=parallelism)
     counts = StreamProcess(cfg).start().wait(progress)
     (t0, r0), (t1, r1) = marks[0], marks[-1]
     return {"events": len(lines), "job_seconds_with_startup": round(time.perf_counter() - started, 1),
@@ -173,16 +175,17 @@ class ExampleLag:
 
 
 def freshness_at(rate: float, seconds: float, flush_ms: int, bundle_ms: int, checkpoint_ms: int, properties: dict,
-                 online: OnlineStore, client, broker, lines: list[str], work: Path) -> dict:
+                 online: OnlineStore, parallelism: int, client, broker, lines: list[str], work: Path) -> dict:
     kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic="live", group_id="fresh",
                           dead_letter_topic="live-dead", examples_topic="live-examples", properties=properties)
     client.create_topic(kafka.topic, partitions=2)
     create_stream_topics(client, kafka)
     cfg = StreamConfig(workdir=work, kafka=kafka, follow=True, flush_ms=flush_ms, bundle_ms=bundle_ms, online=online,
-                       checkpoints=work / "chk", checkpoint_interval_ms=checkpoint_ms)
+                       checkpoints=work / "chk", checkpoint_interval_ms=checkpoint_ms, parallelism=parallelism)
     job = StreamProcess(cfg).start()
     # The lag reader fetches on a client of its own: the wire client is not thread-safe.
-    fresh, lag = Freshness(work, online), ExampleLag(broker.client("lag"), kafka.examples_topic, cfg.out_of_orderness_ms)
+    fresh = Freshness(work, online)
+    lag = ExampleLag(broker.client("lag"), kafka.examples_topic, cfg.out_of_orderness_ms)
     time.sleep(25)  # the job starts
     fresh.thread.start()
     lag.thread.start()
@@ -225,6 +228,7 @@ def main() -> None:
     p.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
                    help="a consumer property of the freshness run, e.g. fetch.max.wait.ms=100")
     p.add_argument("--rate", type=float, help="measure freshness at this rate only (skip the sustained run)")
+    p.add_argument("--parallelism", type=int, default=1, help="slots of the measured job")
     p.add_argument("--online", choices=("sqlite", "redis"), default="sqlite",
                    help="the online store: the run folder's SQLite, or a redis-server this script starts")
     args = p.parse_args()
@@ -240,16 +244,16 @@ def main() -> None:
             create_stream_topics(client, KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
             client.produce("events", event_records(lines))
             floor = floor_rate(broker.bootstrap_servers, work)
-            job = sustained_rate(broker, lines, work, args.flush_ms, args.bundle_ms, first)
-            print(json.dumps({"online": args.online, "floor_events_per_s": round(floor),
+            job = sustained_rate(broker, lines, work, args.flush_ms, args.bundle_ms, first, args.parallelism)
+            print(json.dumps({"online": args.online, "parallelism": args.parallelism, "floor_events_per_s": round(floor),
                               **{k: (round(v) if isinstance(v, float) else v) for k, v in job.items()},
                               "job_over_floor": round(job["events_per_s"] / floor, 3)}), flush=True)
             rate = job["events_per_s"] / 2
         work2 = Path(tempfile.mkdtemp(prefix="stream-fresh-"))
         apply(open_store(work2, second), work2)
         print(json.dumps({"online": args.online, **freshness_at(
-            rate, args.seconds, args.flush_ms, args.bundle_ms, args.checkpoint_ms, properties, second, client, broker,
-            lines, work2)}), flush=True)
+            rate, args.seconds, args.flush_ms, args.bundle_ms, args.checkpoint_ms, properties, second, args.parallelism,
+            client, broker, lines, work2)}), flush=True)
 
 
 @contextlib.contextmanager

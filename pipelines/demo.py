@@ -79,7 +79,8 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     work = Path(cfg.workdir).resolve()
     offline = work / "offline"
-    for name in ("feast", "stream_rejected", "stream_examples", "stream_accepted"):  # a rerun replaces the store and stream outputs
+    # a rerun replaces the store and the stream's outputs
+    for name in ("feast", "stream_rejected", "stream_examples", "stream_accepted"):
         shutil.rmtree(work / name, ignore_errors=True)
     stages = Stages(7)
     summary: dict = {"workdir": str(work), "config": to_dict(cfg)}

@@ -28,7 +28,8 @@ pytestmark = pytest.mark.engine
 LENGTHS = {"user_sequence": 200, "user_recent": 50, "user_category_sequence": 20}
 DATASETS = {"ml-latest-small": (movielens_events, "ml-latest-small"),
             "taobao": (taobao_events, "taobao-userbehavior-slice/UserBehavior.csv")}
-KEYS = {"user_sequence": ("user_id",), "user_recent": ("user_id",), "user_category_sequence": ("user_id", "category_id"),
+KEYS = {"user_sequence": ("user_id",), "user_recent": ("user_id",),
+        "user_category_sequence": ("user_id", "category_id"),
         "user_stats": ("user_id",), "item_stats": ("item_id",)}
 
 

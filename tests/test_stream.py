@@ -64,10 +64,12 @@ def _valid(lines) -> list[Event]:
 
 
 @pytest.mark.engine
-def test_backfill_plus_stream_equals_oracle_and_replay_changes_nothing(tmp_path):
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_backfill_plus_stream_equals_oracle_and_replay_changes_nothing(tmp_path, parallelism):
     """Every online view (lifelong, recent, category sub-sequences, user and item statistics)
     after the backfill of the early events and the stream of the later ones equals the naive
-    oracle over all of them; a replay changes nothing."""
+    oracle over all of them; a replay changes nothing. With one slot, and with two (each keyed
+    function runs as two subtasks, as in infra/flink-deployment.yaml)."""
     early, streamed, late_copies = _split_events(tmp_path)
     run_backfill(BackfillConfig(input=str(tmp_path / "raw" / "*.jsonl"), output=str(tmp_path / "offline"),
                                 sequence=POLICY, now_ms=NOW_MS, stats_as_of_ms=SPLIT_MS))
@@ -85,7 +87,7 @@ def test_backfill_plus_stream_equals_oracle_and_replay_changes_nothing(tmp_path)
     seq_events = [e for e in valid if e.event_type in POLICY.event_types]
 
     cfg = StreamConfig(source=tmp_path / "stream", workdir=tmp_path, dead_letter=tmp_path / "dead1",
-                       sequence=POLICY, report_every=100, now_ms=NOW_MS)
+                       sequence=POLICY, report_every=100, now_ms=NOW_MS, parallelism=parallelism)
     started = time.perf_counter()
     counts = run_stream(cfg)
     seconds = time.perf_counter() - started
@@ -112,7 +114,7 @@ def test_backfill_plus_stream_equals_oracle_and_replay_changes_nothing(tmp_path)
     # Replay of the same input: every event is now at or below its user's floors.
     started = time.perf_counter()
     counts2 = run_stream(StreamConfig(source=tmp_path / "stream", workdir=tmp_path, dead_letter=tmp_path / "dead2",
-                                      sequence=POLICY, report_every=100, now_ms=NOW_MS))
+                                      sequence=POLICY, report_every=100, now_ms=NOW_MS, parallelism=parallelism))
     print(f"replay: {time.perf_counter() - started:.1f} s")
     assert views_differences(online_views(store, expected), expected, end_ms) == []
     assert counts2["late"] == len(valid)

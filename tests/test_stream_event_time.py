@@ -45,7 +45,8 @@ def _records(lines: list[str], partition: int) -> list[Record]:
     return out
 
 
-def test_watermarks_idleness_lateness_and_duplicates(tmp_path):
+@pytest.mark.parametrize("parallelism", [1, 2])  # two slots: one per partition
+def test_watermarks_idleness_lateness_and_duplicates(tmp_path, parallelism):
     phase1_a = [_event(f"a{m}", "A", m) for m in range(11)]
     phase1_b = [_event(f"b{m}", "B", m) for m in range(11)]
     phase2 = [line for m in range(20, 31) for line in [_event(f"a{m}", "A", m)] * 2]
@@ -64,7 +65,7 @@ def test_watermarks_idleness_lateness_and_duplicates(tmp_path):
         client.produce(kafka.topic, _records(phase1_a, 0) + _records(phase1_b, 1))
         cfg = StreamConfig(workdir=tmp_path, kafka=kafka, sequence=POLICY, follow=True, examples=False,
                            out_of_orderness_ms=MIN, allowed_lateness_ms=MIN // 2, idleness_ms=1000,
-                           report_every=1, now_ms=NOW_MS)
+                           report_every=1, now_ms=NOW_MS, parallelism=parallelism)
         n1, n2 = len(phase1_a) + len(phase1_b), len(phase2)
 
         def feed(counts: dict) -> None:

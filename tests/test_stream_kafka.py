@@ -128,7 +128,8 @@ def _assert_accepted_log_is_the_batch_log(client, kafka: KafkaSettings, counts: 
     half = len(accepted) // 2  # in two folders: the backfill takes several globs
     write_json_lines([v.decode() for v in accepted[:half]], tmp_path / "replay" / "a")
     write_json_lines([v.decode() for v in accepted[half:]], tmp_path / "replay" / "b")
-    run_backfill(BackfillConfig(input=f"{tmp_path / 'replay' / 'a' / '*.jsonl'},{tmp_path / 'replay' / 'b' / '*.jsonl'}",
+    globs = ",".join(str(tmp_path / "replay" / part / "*.jsonl") for part in ("a", "b"))
+    run_backfill(BackfillConfig(input=globs,
                                 output=str(tmp_path / "replay" / "offline"), sequence=POLICY, labels=LABELS,
                                 now_ms=NOW_MS))
     assert _logs(tmp_path / "replay" / "offline") == _logs(tmp_path / "batch" / "offline")
