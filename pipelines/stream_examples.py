@@ -1,5 +1,5 @@
 """The training-example stream's join: impressions labeled by a click within the attribution
-window, decided in event time. Plain Python (no engine); SequenceFn keeps one per user in
+window, decided in event time. Plain Python (no engine); UserFeaturesFn keeps one per user in
 keyed state and drives it with event-time timers.
 
 The batch definition is features.labels.impression_click over events deduplicated per
