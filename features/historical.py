@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 
 from features import stats
 from features.offline import stat_kinds
-from features.pit import SLICE_COLUMNS, sequences_as_of
+from features.pit import SLICE_COLUMNS, key_time_order, sequences_as_of
 from features.time import gap_bucket
 
 
@@ -52,8 +52,8 @@ def point_in_time(entities: pa.Table, behavior_log: pa.Table, event_log: pa.Tabl
         log_keys, query_keys = _pair_keys(behavior_log.column("user_id").to_numpy(),
                                           behavior_log.column("category_id").to_numpy(),
                                           users, entities.column("category_id").to_numpy())
-        order = np.lexsort((behavior_log.column("event_id").to_numpy(zero_copy_only=False),
-                            behavior_log.column("timestamp").to_numpy(), log_keys))
+        # the log is in (user, timestamp, event_id) order: a stable sort by pair keeps it within each pair
+        order = np.argsort(log_keys, kind="stable")
         by_pair = behavior_log.select(["timestamp", *SLICE_COLUMNS.keys() - {"timestamp"}]).take(pa.array(order))
         by_pair = by_pair.append_column("user_id", pa.array(log_keys[order]))
         out.update(_prefixed(sequences_as_of(by_pair, query_keys, times, caps["user_category_sequence"]), "cat_"))
@@ -64,8 +64,8 @@ def point_in_time(entities: pa.Table, behavior_log: pa.Table, event_log: pa.Tabl
             continue
         keys = event_log.column(key).to_numpy()
         ev_times = event_log.column("timestamp").to_numpy()
-        order = np.lexsort((ev_times, keys))
-        values = stats.as_of(keys[order], ev_times[order], stat_kinds(codes)[order],
+        order = key_time_order(keys, ev_times)
+        values = stats.as_of(keys[order], ev_times[order], stat_kinds(codes[order]),
                              entities.column(key).to_numpy(), times)
         out.update({prefix + name: pa.array(values[name]) for name in stats.feature_names()})
     return pa.table(out)

@@ -177,7 +177,9 @@ def as_of(keys: np.ndarray, times: np.ndarray, kinds: np.ndarray, query_keys: np
     """
     keys, times = np.asarray(keys, np.int64), np.asarray(times, np.int64)
     qk, qt = np.asarray(query_keys, np.int64), np.asarray(query_times, np.int64)
-    prefix = np.vstack([np.zeros((1, len(KINDS)), np.int64), np.cumsum(kinds, axis=0, dtype=np.int64)])
+    kinds = np.asarray(kinds)
+    prefix = np.zeros((len(kinds) + 1, len(KINDS)), np.int64)
+    np.cumsum(kinds, axis=0, dtype=np.int64, out=prefix[1:])
     end = rows_before(keys, times, qk, qt)  # the key's rows strictly before t end here
     begin = np.searchsorted(keys, qk, side="left")
     out: dict[str, np.ndarray] = {}

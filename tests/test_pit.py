@@ -5,6 +5,7 @@ import random
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from conftest import T0, random_events
 from features import pit, sequence
@@ -156,3 +157,15 @@ def test_slices_past_two_to_the_31_values_use_large_lists(monkeypatch):
     large = pit.sequences_as_of(table, [u for u, _ in qs], [t for _, t in qs], 5)
     assert large.schema.field("seq_item_ids").type == pa.large_list(pa.int64())
     assert large.to_pylist() == small.to_pylist() and small.schema.field("seq_item_ids").type == pa.list_(pa.int64())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_key_time_order_is_the_stable_lexsort(seed):
+    """Grouped runs (the event log's layout) take the cheap path, anything else the full sort;
+    both give np.lexsort((times, keys)) exactly, ties in time included."""
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, 6, 200)
+    times = rng.integers(0, 20, 200)
+    grouped = np.lexsort((times, rng.permutation(6)[keys]))  # runs by key, not in key order
+    for k, t in ((keys, times), (keys[grouped], times[grouped]), (keys[:1], times[:1]), (keys[:0], times[:0])):
+        assert np.array_equal(pit.key_time_order(k, t), np.lexsort((t, k)))
