@@ -41,7 +41,7 @@ def make_raw(folder: Path, events: int, seed: int = 0, user_factor: int = 1) -> 
 
 
 def beam_job(raw: str, out: str, workers: int) -> dict:
-    from pipelines.backfill import BackfillConfig, run_backfill
+    from pipelines.batch.backfill import BackfillConfig, run_backfill
 
     args = [] if workers == 1 else [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     return run_backfill(BackfillConfig(input=raw, output=out, stats_as_of_ms=1_706_745_600_000), args)
@@ -88,7 +88,7 @@ def historical_job(out: str, rows: int) -> dict:
     import numpy as np
     import pyarrow as pa
 
-    from pipelines.historical import historical_features
+    from pipelines.store.historical import historical_features
 
     users = pa.parquet.read_table(Path(out) / "user_sequence").column("user_id").to_numpy()
     rng = np.random.default_rng(0)
@@ -171,7 +171,7 @@ def run(events: int, movielens: str | None, workers: int, history_rows: int, use
                                 lambda f: make_raw(f, events, user_factor=user_factor)))
         if movielens:
             def ml(folder, path=movielens):
-                from pipelines.ingest import ingest
+                from pipelines.sources.ingest import ingest
                 from pipelines.sources.synthetic import SyntheticConfig
                 got = ingest("ml-latest-small", Path(path), SyntheticConfig(), folder.parent.parent, 0.0)
                 return got.backfill_records

@@ -5,8 +5,8 @@ same inputs, models warmed up first), and the share of a backfill + embed run sp
 
 Text inputs are ml-latest-small item texts (title, genres, tags) when ../shared/data is
 present, else the synthetic catalog's; images are drawn here (PIL: shapes on colours,
-320x240 PNG and JPEG). The backfill part runs the Beam backfill (pipelines/backfill.py) on a
-synthetic run, then the Beam embedding job (pipelines/embed.py) on that run's catalog, and
+320x240 PNG and JPEG). The backfill part runs the Beam backfill (pipelines/batch/backfill.py) on a
+synthetic run, then the Beam embedding job (pipelines/embed/job.py) on that run's catalog, and
 reports encode time / (backfill + embed wall time).
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _rate(n: int, seconds: float) -> float:
 def texts(n: int) -> tuple[list[str], str]:
     data = REPO.parent / "shared" / "data" / "ml-latest-small"
     if data.is_dir():
-        from pipelines.embed import movielens_content
+        from pipelines.embed.catalog import movielens_content
 
         got = movielens_content(data).column("text").to_pylist()
         source = "ml-latest-small titles + genres + tags"
@@ -79,10 +79,10 @@ def time_encoder(encode, inputs: list, batch_size: int) -> dict:
 
 
 def backfill_share(work: Path, users: int, days: int, items: int) -> dict:
-    from pipelines.backfill import BackfillConfig, run_backfill
-    from pipelines.embed import EmbedConfig, run_embed
-    from pipelines.encoders import EncoderSpec
-    from pipelines.ingest import ingest
+    from pipelines.batch.backfill import BackfillConfig, run_backfill
+    from pipelines.embed.job import EmbedConfig, run_embed
+    from pipelines.embed.encoders import EncoderSpec
+    from pipelines.sources.ingest import ingest
     from pipelines.sources.synthetic import SyntheticConfig
 
     synthetic = SyntheticConfig(users=users, days=days, items=items)
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from pipelines.encoders import EncoderSpec, load_item_encoder
+    from pipelines.embed.encoders import EncoderSpec, load_item_encoder
 
     start = time.perf_counter()
     encoder = load_item_encoder(EncoderSpec())

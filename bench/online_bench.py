@@ -5,9 +5,9 @@ raw store in the same run.
 
 For each store (SQLite in a temporary run folder; Redis on a redis-server this script starts
 on 127.0.0.1, a free port, no persistence, and stops by PID) and each sequence length, one
-synthetic user is written with pipelines.feature_store.write_user_sequences after apply, then:
+synthetic user is written with pipelines.store.feature_store.write_user_sequences after apply, then:
 
-  feast      pipelines.feature_store.read_user_sequences(store, [user]): get_online_features
+  feast      pipelines.store.feature_store.read_user_sequences(store, [user]): get_online_features
              + to_dict, one user per call (what serving code calls)
   raw        the same stored row with the plain client: redis HGETALL of Feast's key / a sqlite3
              SELECT of the entity's rows (bytes only, nothing decoded)
@@ -116,7 +116,7 @@ def check_feast_row(got: dict, row: dict) -> None:
 
 
 def bench_store(kind: str, store, rows: list[dict], args, extra) -> list[dict]:
-    from pipelines.feature_store import read_user_sequences
+    from pipelines.store.feature_store import read_user_sequences
 
     results = []
     for row in rows:
@@ -181,7 +181,7 @@ def redis_extras(store, client):
 
 def profile_feast(store, user: int, calls: int) -> dict:
     """cProfile `calls` Feast reads; each stage's share of the profiled time (ms per call)."""
-    from pipelines.feature_store import read_user_sequences
+    from pipelines.store.feature_store import read_user_sequences
 
     prof = cProfile.Profile()
     prof.enable()
@@ -197,7 +197,7 @@ def profile_feast(store, user: int, calls: int) -> dict:
         return sum(v[3] for (f, _, _), v in stats.items()
                    if file_part in f and not any(file_part in c[0] for c in v[4]))
 
-    total = cum("pipelines/feature_store.py", "read_user_sequences")
+    total = cum("pipelines/store/feature_store.py", "read_user_sequences")
     stages = {
         "Redis HMGET round trip (redis-py pipeline)": cum("online_stores/redis.py", "_read_hash_fields"),
         "protobuf parse (ValueProto.ParseFromString)": sum(v[2] for (_, _, n), v in stats.items()
@@ -255,8 +255,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     import redis
 
-    from pipelines.feature_store import OnlineStore, apply, open_store, write_user_sequences
-    from tests.redis_server import RedisServer, pid_alive, redis_server_binary
+    from pipelines.store.feature_store import OnlineStore, apply, open_store, write_user_sequences
+    from pipelines.embedded.redis import RedisServer, redis_server_binary
+    from pipelines.processes import pid_alive
 
     binary = redis_server_binary()
     if binary is None:

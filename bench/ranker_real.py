@@ -20,7 +20,7 @@ one of ``--sparse-lr``) with the best validation GAUC at seed 0 is kept, and eve
 trained at that rate; the test slice is scored once per run. Popularity baselines need no
 training: ``popularity`` is the item's smoothed click rate in the training examples (the
 trainer's baseline), ``popularity (count)`` the item's number of positives in them.
-tin+cosine is not run: it needs frozen multimodal item vectors (pipelines/embed.py), which are
+tin+cosine is not run: it needs frozen multimodal item vectors (pipelines/embed/job.py), which are
 not cheap on 2 CPU cores for these catalogs.
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ def count_scores(train: pa.Table, table: pa.Table) -> np.ndarray:
 def run_dataset(name: str, t: Tables, args: argparse.Namespace, steps: int, item_table: int,
                 category_table: int) -> dict:
     from trainers.metrics import popularity_scores, ranking_metrics
-    from trainers.train import TrainConfig, predict, train
+    from trainers.ranking.train import TrainConfig, predict, train
 
     split = time_splits(t.examples, 0.1, 0.1)
     cols = {s: (getattr(split, s).column("user_id").to_numpy(), getattr(split, s).column("label").to_numpy())

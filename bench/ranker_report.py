@@ -115,7 +115,7 @@ def _vectors(rng: np.random.Generator, n_items: int, per_category: int, categori
 def run(args: argparse.Namespace) -> dict[tuple[float, str], list[tuple[float, float]]]:
     """Eval (AUC, GAUC) per (sparse_lr, model), one pair per seed; model "popularity" is the baseline."""
     from trainers.metrics import gauc
-    from trainers.train import TrainConfig, train
+    from trainers.ranking.train import TrainConfig, train
 
     out: dict[tuple[float, str], list[tuple[float, float]]] = {(lr, m): [] for lr in args.sparse_lr
                                                                for m in args.models}
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> dict[tuple[float, str], list[tuple[float, f
 
 
 def main(argv: list[str] | None = None) -> None:
-    from trainers.train import TrainConfig
+    from trainers.ranking.train import TrainConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=2000)

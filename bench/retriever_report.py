@@ -131,8 +131,8 @@ def eval_slice(t: Tables, start: int, end: int, exclude_seen: bool) -> Slice:
 
 
 def evaluate_state(state, cfg, t: Tables, s: Slice) -> dict[str, float]:
-    from trainers.retrieval_metrics import retrieval_metrics
-    from trainers.retrieval_train import item_vectors, retrieve, user_vectors
+    from trainers.retrieval.metrics import retrieval_metrics
+    from trainers.retrieval.train import item_vectors, retrieve, user_vectors
 
     vecs = user_vectors(state, cfg, s.users, np.full(len(s.users), s.start), t.log)
     ids, _ = retrieve(vecs, item_vectors(state, cfg, t.item_ids, t.category_ids), t.item_ids, K_EVAL, s.exclude)
@@ -140,8 +140,8 @@ def evaluate_state(state, cfg, t: Tables, s: Slice) -> dict[str, float]:
 
 
 def popularity(train_items: np.ndarray, t: Tables, s: Slice) -> dict[str, float]:
-    from trainers.retrieval_metrics import popularity_vectors, retrieval_metrics
-    from trainers.retrieval_train import retrieve
+    from trainers.retrieval.metrics import popularity_vectors, retrieval_metrics
+    from trainers.retrieval.train import retrieve
 
     users, items = popularity_vectors(train_items, t.item_ids, len(s.users))
     ids, _ = retrieve(users, items, t.item_ids, K_EVAL, s.exclude)
@@ -149,7 +149,7 @@ def popularity(train_items: np.ndarray, t: Tables, s: Slice) -> dict[str, float]
 
 
 def run_dataset(name: str, t: Tables, seeds: list[int], steps: int, exclude_seen: bool, table_size: int) -> dict:
-    from trainers.retrieval_train import RetrievalConfig, train_retriever
+    from trainers.retrieval.train import RetrievalConfig, train_retriever
 
     times = t.examples.column("timestamp").to_numpy()
     t1, t2 = (int(np.quantile(times, q)) for q in (0.8, 0.9))

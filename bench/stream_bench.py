@@ -33,11 +33,11 @@ sys.path.insert(0, str(REPO))
 
 from features.schema import Event  # noqa: E402
 from features.validate import parse_event  # noqa: E402
-from pipelines.broker import create_stream_topics, event_records, running_broker  # noqa: E402
-from pipelines.feature_store import OnlineStore, apply, open_store, read_rows  # noqa: E402
+from pipelines.embedded.broker import create_stream_topics, event_records, running_broker  # noqa: E402
+from pipelines.store.feature_store import OnlineStore, apply, open_store, read_rows  # noqa: E402
 from pipelines.sources.synthetic import SyntheticConfig, SyntheticStream  # noqa: E402
-from pipelines.stream import StreamConfig, StreamProcess  # noqa: E402
-from pipelines.stream_sources import KafkaSettings  # noqa: E402
+from pipelines.stream.config import KafkaSettings, StreamConfig  # noqa: E402
+from pipelines.stream.driver import StreamProcess  # noqa: E402
 
 
 def synthetic_lines(n_events: int) -> list[str]:
@@ -70,9 +70,9 @@ def _floor_job(bootstrap: str, workdir: str, out: str) -> None:
     from pyflink.datastream.connectors.base import Sink
     from pyflink.java_gateway import get_gateway
 
-    from pipelines.flink_adapters import parse_line, route_key
-    from pipelines.stream import environment
-    from pipelines.stream_sources import kafka_lines, watermarks
+    from pipelines.stream.runtime import parse_line, route_key
+    from pipelines.stream.driver import environment
+    from pipelines.stream.io import kafka_lines, watermarks
 
     cfg = StreamConfig(workdir=Path(workdir), kafka=KafkaSettings(bootstrap_servers=bootstrap, group_id="floor"))
     env, _ = environment(cfg)
@@ -263,7 +263,7 @@ def online_stores(kind: str):
     if kind == "sqlite":
         yield OnlineStore(), OnlineStore()
         return
-    from tests.redis_server import RedisServer
+    from pipelines.embedded.redis import RedisServer
 
     server = RedisServer().start()
     try:

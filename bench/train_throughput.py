@@ -6,7 +6,7 @@
 For each model and history length L (every row holds exactly L behaviors; 100 categories, so
 the category search finds about L/100 same-category behaviors per target):
 
-- ``torchrec``: what trainers.train.train runs: SequenceRanker with its tables in
+- ``torchrec``: what trainers.ranking.train.train runs: SequenceRanker with its tables in
   EmbeddingCollections built on "meta", RowWiseAdagrad fused into backward
   (apply_optimizer_in_backward), sharded table-wise by the planner under
   DistributedModelParallel at world size 1 (gloo), Adam on the dense arches;
@@ -54,18 +54,18 @@ def current_rss_mb() -> float:
 
 
 def model_config(pooling: str, search: str, length: int, k: int):
-    from trainers.model import ModelConfig
+    from trainers.ranking.model import ModelConfig
 
     return ModelConfig(embedding_dim=16, item_table_size=ITEMS, category_table_size=CATEGORIES + 1, max_len=length,
                        pooling=pooling, search=search, search_k=0 if search == "none" else k, attention_dim=8)
 
 
 def make_batches(n: int, batch_size: int, length: int, seed: int = 0):
-    """n random batches whose rows all hold ``length`` behaviors (KJT in trainers.batches' layout)."""
+    """n random batches whose rows all hold ``length`` behaviors (KJT in trainers.ranking.batches' layout)."""
     import torch
     from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-    from trainers.batches import GAP_TABLE_SIZE, SPARSE_KEYS
+    from trainers.ranking.batches import GAP_TABLE_SIZE, SPARSE_KEYS
 
     gen = torch.Generator().manual_seed(seed)
     out = []
@@ -87,8 +87,8 @@ def make_plain_sparse_arch(cfg):
     from torch import nn
     from torchrec.sparse.jagged_tensor import JaggedTensor
 
-    from trainers.batches import GAP_TABLE_SIZE
-    from trainers.pooling import TIME_POOLINGS
+    from trainers.ranking.batches import GAP_TABLE_SIZE
+    from trainers.ranking.pooling import TIME_POOLINGS
 
     def table(rows: int, dim: int) -> nn.Embedding:
         emb = nn.Embedding(rows, dim, sparse=True)
@@ -137,7 +137,7 @@ def measure(path: str, pooling: str, search: str, length: int, k: int, batch_siz
 
     from pipelines.progress import quiet_libraries
     from trainers.distributed import combined_optimizer, process_group, shard
-    from trainers.model import SequenceRanker
+    from trainers.ranking.model import SequenceRanker
 
     quiet_libraries()
     torch.set_num_threads(threads)

@@ -167,6 +167,6 @@ def item_content_definitions(offline_dir: str, item: Entity) -> dict:
         source=source,
         online=True,
         tags={"encoder_version": version},
-        description="Frozen multimodal item vectors (pipelines/embed.py) and the encoder version that made them",
+        description="Frozen multimodal item vectors (pipelines/embed/job.py) and the encoder version that made them",
     )
     return {"item_embedding_offline": source, ITEM_CONTENT: view}

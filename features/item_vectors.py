@@ -1,7 +1,7 @@
 """Item content vectors, engine-free: text cleaning, content digests, the fused-vector
 math (fixed seeded projections, normalization), the deterministic fallback, and the
 on-disk layout of versioned embeddings. numpy and pyarrow only; the encoders that
-produce modality vectors live in pipelines/encoders.py.
+produce modality vectors live in pipelines/embed/encoders.py.
 
 Layout under a run's offline folder::
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from features.errors import RecstreamError
 
 ITEM_EMBEDDINGS = "item_embeddings"
 DEFAULT_VERSION = "mm-v1"
@@ -31,17 +32,8 @@ MANIFESTS = "_manifests"
 REJECTED = "_rejected"
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
-# Named issues. Rejections: content given but unusable (the item keeps its other
-# modality, or the fallback vector). Repairs: content used after a declared fix.
-REJECTIONS = {
-    "missing_item_id": "the row has no item_id (or one that is not an integer): no vector, row dropped",
-    "no_content": "neither text nor image given: the item gets the fallback vector",
-    "text_empty": "text given but blank after cleaning",
-    "image_missing": "image_ref names a file that does not exist",
-    "image_unreadable": "image_ref names something that cannot be read as a file (a folder, no permission)",
-    "image_corrupt": "the file is not a decodable image (truncated, wrong format, garbage)",
-    "image_too_large": "the file or its pixel count is over the declared limit",
-}
+# Named repairs: content used after a declared fix (the rejections, content given but
+# unusable, are listed with them in docs/embeddings.md).
 REPAIRS = {
     "text_not_utf8": "text bytes were not UTF-8; undecodable bytes became U+FFFD",
     "text_truncated": "text longer than the encoder takes (characters or word pieces) was cut",
@@ -65,7 +57,7 @@ ISSUE_SCHEMA = pa.schema([
 ])
 
 
-class EmbeddingVersionMismatch(ValueError):
+class EmbeddingVersionMismatch(RecstreamError, ValueError):
     """A model and the item vectors it is handed come from different encoder versions."""
 
     def __init__(self, model_version: str | None, vectors_version: str | None):
@@ -117,7 +109,7 @@ def set_serving_version(offline_dir: str | Path, version: str) -> None:
 
 
 def manifest(offline_dir: str | Path, version: str) -> dict | None:
-    """The recorded encoder spec of ``version`` (pipelines/embed.py writes it), or None."""
+    """The recorded encoder spec of ``version`` (pipelines/embed/job.py writes it), or None."""
     file = embeddings_root(offline_dir) / MANIFESTS / f"{check_version_name(version)}.json"
     return json.loads(file.read_text(encoding="utf-8")) if file.exists() else None
 

@@ -60,17 +60,6 @@ REJECTION_SCHEMA = pa.schema(
     ]
 )
 
-ITEM_SCHEMA = pa.schema(
-    [
-        pa.field("item_id", pa.int64(), nullable=False),
-        pa.field("category_id", pa.int64()),
-        pa.field("text", pa.string()),
-        pa.field("image_ref", pa.string()),
-        pa.field("attributes", pa.map_(pa.string(), pa.string())),
-    ]
-)
-
-
 def events_to_table(events: list[Event]) -> pa.Table:
     """Column-wise conversion of events to an Arrow table with EVENT_SCHEMA."""
     columns = list(zip(*events)) if events else [[] for _ in EVENT_SCHEMA]

@@ -41,7 +41,7 @@ class SequencePolicy:
 
     max_len: int = 200
     event_types: frozenset[str] = BEHAVIOR_TYPES
-    type_caps: tuple[tuple[str, int], ...] = ()
+    type_caps: Mapping[str, int] | tuple[tuple[str, int], ...] = ()  # stored as sorted pairs
 
     def __post_init__(self) -> None:
         if self.max_len < 1:

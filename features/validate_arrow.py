@@ -150,16 +150,36 @@ _FIELDS = ("event_id", "user_id", "item_id", "event_type", "timestamp", "categor
 def accept(table: pa.Table, now_ms: int) -> tuple[np.ndarray, list[pa.Array]]:
     """(which rows parse_event accepts, the EVENT_SCHEMA columns of every row). Rows not accepted
     here may still be accepted by parse_event; they are simply not decided here."""
-    n = table.num_rows
-    ok = np.ones(n, dtype=bool)
+    d = _Decider(table)
+    event_id = d.text(d.get("event_id"), True)
+    user_id, item_id = d.hashed("user_id", True)[0], d.hashed("item_id", True)[0]
+    category, has_category = d.hashed("category_id", False)
+    request_id = d.text(d.get("request_id"), False)
+    event_type = d.event_types()
+    ts = d.timestamps(now_ms)
+    value = d.values()
+    position = d.positions()
+    columns = [event_id, pa.array(user_id), pa.array(item_id), event_type, pa.array(ts),
+               pa.array(category, mask=~has_category), value, request_id, position]
+    return d.ok, [c.cast(f.type) for c, f in zip(columns, EVENT_SCHEMA)]
 
-    def get(name: str) -> pa.Array:
-        return table.column(name).combine_chunks() if name in table.column_names else pa.nulls(n)
 
-    def undecided(arr: pa.Array, required: bool) -> None:  # a type parse_event may reject: leave it those rows
-        ok[slice(None) if required else _present(arr)] = False
+class _Decider:
+    """One table's columns as parse_event would read them; ``ok`` turns False for every row whose
+    acceptance is not decided here (a value parse_event rejects, or a type it might)."""
 
-    def integers(arr: pa.Array) -> pa.Array | None:
+    def __init__(self, table: pa.Table):
+        self.table, self.n = table, table.num_rows
+        self.ok = np.ones(self.n, dtype=bool)
+
+    def get(self, name: str) -> pa.Array:
+        return self.table.column(name).combine_chunks() if name in self.table.column_names else pa.nulls(self.n)
+
+    def undecided(self, arr: pa.Array, required: bool) -> None:
+        """A type parse_event may reject: leave it those rows."""
+        self.ok[slice(None) if required else _present(arr)] = False
+
+    def integers(self, arr: pa.Array) -> pa.Array | None:
         """int64 values of an integer field. parse_event takes an integral float for the int it equals;
         Arrow reads a column of ints and floats as doubles, exact below 2**53."""
         if pa.types.is_integer(arr.type):
@@ -168,80 +188,75 @@ def accept(table: pa.Table, now_ms: int) -> tuple[np.ndarray, list[pa.Array]]:
             return None
         v = pc.fill_null(arr, 0.5).to_numpy(zero_copy_only=False)
         whole = (np.floor(v) == v) & (np.abs(v) < 2.0**53)  # also False for NaN and infinities
-        ok[_present(arr) & ~whole] = False
+        self.ok[_present(arr) & ~whole] = False
         return pa.array(np.where(whole, v, 0).astype(np.int64), mask=~_present(arr))
 
-    def text(arr: pa.Array, required: bool) -> pa.Array:
+    def text(self, arr: pa.Array, required: bool) -> pa.Array:
         """A field as parse_event's _string sees it: a string, or an integer's str()."""
         if pa.types.is_integer(arr.type):
             arr = pc.cast(arr, pa.string())
         elif not pa.types.is_string(arr.type):  # null (absent), bool, or floats where parse_event wants strings
-            undecided(arr, required)
-            return pa.nulls(n, pa.string())
+            self.undecided(arr, required)
+            return pa.nulls(self.n, pa.string())
         length = pc.fill_null(pc.utf8_length(arr), 0).to_numpy(zero_copy_only=False)
-        ok[length > MAX_FIELD_CHARS] = False
+        self.ok[length > MAX_FIELD_CHARS] = False
         if required:
-            ok[~_present(arr) | (length == 0)] = False
+            self.ok[~_present(arr) | (length == 0)] = False
         return arr
 
-    def hashed(name: str, required: bool) -> tuple[np.ndarray, np.ndarray]:
+    def hashed(self, name: str, required: bool) -> tuple[np.ndarray, np.ndarray]:
         """(stable_id of an ID field, where it is present): integers (integral floats too) by value, strings by text."""
-        arr = get(name)
-        numbers = integers(arr)
+        arr = self.get(name)
+        numbers = self.integers(arr)
         if numbers is not None:
             if required:
-                ok[~_present(numbers)] = False
+                self.ok[~_present(numbers)] = False
             return _INT_IDS.lookup(pc.fill_null(numbers, 0).to_numpy(zero_copy_only=False)), _present(numbers)
         if pa.types.is_string(arr.type) and not required:
             arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)  # "" means none
-        arr = text(arr, required)
+        arr = self.text(arr, required)
         return _hashed(arr), _present(arr)
 
-    event_id = text(get("event_id"), True)
-    user_id, item_id = hashed("user_id", True)[0], hashed("item_id", True)[0]
-    category, has_category = hashed("category_id", False)
-    request_id = text(get("request_id"), False)
+    def event_types(self) -> pa.Array:
+        event_type = self.get("event_type")
+        if not pa.types.is_string(event_type.type):
+            event_type = pa.nulls(self.n, pa.string())
+        self.ok &= pc.fill_null(pc.is_in(event_type, pa.array(EVENT_TYPES)), False).to_numpy(zero_copy_only=False)
+        return event_type
 
-    event_type = get("event_type")
-    if not pa.types.is_string(event_type.type):
-        event_type = pa.nulls(n, pa.string())
-    ok &= pc.fill_null(pc.is_in(event_type, pa.array(EVENT_TYPES)), False).to_numpy(zero_copy_only=False)
+    def timestamps(self, now_ms: int) -> np.ndarray:
+        raw_ts = self.get("timestamp")
+        stamps = self.integers(raw_ts)
+        if stamps is not None:
+            self.ok &= _present(stamps)
+            ts = pc.fill_null(stamps, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        elif pa.types.is_string(raw_ts.type):
+            ts = _iso_timestamps(raw_ts, self.ok)
+        else:
+            self.undecided(raw_ts, True)
+            ts = np.zeros(self.n, np.int64)
+        self.ok &= (ts >= MIN_TIMESTAMP_MS) & (ts <= now_ms + MAX_FUTURE_MS)
+        return ts
 
-    raw_ts = get("timestamp")
-    stamps = integers(raw_ts)
-    if stamps is not None:
-        ok &= _present(stamps)
-        ts = pc.fill_null(stamps, 0).to_numpy(zero_copy_only=False).astype(np.int64)
-    elif pa.types.is_string(raw_ts.type):
-        ts = _iso_timestamps(raw_ts, ok)
-    else:
-        undecided(raw_ts, True)
-        ts = np.zeros(n, np.int64)
-    ok &= (ts >= MIN_TIMESTAMP_MS) & (ts <= now_ms + MAX_FUTURE_MS)
+    def values(self) -> pa.Array:
+        value = self.get("value")
+        if pa.types.is_integer(value.type) or pa.types.is_floating(value.type):
+            # numpy's int64 -> float64 rounds to nearest like Python's float(int); Arrow's safe cast would refuse
+            numbers = pc.fill_null(value, 0).to_numpy(zero_copy_only=False).astype(np.float64)
+            self.ok &= np.isfinite(numbers)
+            return pa.array(numbers, mask=~_present(value))
+        self.undecided(value, False)
+        return pa.nulls(self.n, pa.float64())
 
-    value = get("value")
-    if pa.types.is_integer(value.type) or pa.types.is_floating(value.type):
-        # numpy's int64 -> float64 rounds to nearest like Python's float(int); Arrow's safe cast would refuse
-        numbers = pc.fill_null(value, 0).to_numpy(zero_copy_only=False).astype(np.float64)
-        ok &= np.isfinite(numbers)
-        value = pa.array(numbers, mask=~_present(value))
-    else:
-        undecided(value, False)
-        value = pa.nulls(n, pa.float64())
-
-    position = integers(get("position"))
-    if position is not None:
+    def positions(self) -> pa.Array:
+        position = self.integers(self.get("position"))
+        if position is None:
+            self.undecided(self.get("position"), False)
+            return pa.nulls(self.n, pa.int32())
         pos = pc.fill_null(position, 0).to_numpy(zero_copy_only=False)
         inside = (pos >= -(2**31)) & (pos < 2**31)
-        ok &= inside
-        position = pa.array(np.where(inside, pos, 0).astype(np.int32), mask=~_present(position))
-    else:
-        undecided(get("position"), False)
-        position = pa.nulls(n, pa.int32())
-
-    columns = [event_id, pa.array(user_id), pa.array(item_id), event_type, pa.array(ts),
-               pa.array(category, mask=~has_category), value, request_id, position]
-    return ok, [c.cast(f.type) for c, f in zip(columns, EVENT_SCHEMA)]
+        self.ok &= inside
+        return pa.array(np.where(inside, pos, 0).astype(np.int32), mask=~_present(position))
 
 
 def _present(arr: pa.Array) -> np.ndarray:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.backfill import BackfillConfig, run_backfill
+from pipelines.batch.backfill import BackfillConfig, run_backfill
 from pipelines.sources.raw_files import write_json_lines
 from pipelines.sources.synthetic import SyntheticConfig, SyntheticStream
 
@@ -19,7 +19,7 @@ def backfilled_run(work: Path, users: int = 40, days: int = 4, seed: int = 0, ba
 
 def online_views(store, expected: dict[str, dict]) -> dict[str, dict]:
     """The online rows of every key of expected (naive_views' shape), by view; None where absent."""
-    from pipelines.feature_store import read_rows
+    from pipelines.store.feature_store import read_rows
 
     return {view: dict(zip(rows, read_rows(store, view, list(rows)))) for view, rows in expected.items()}
 
@@ -49,3 +49,15 @@ def views_differences(online: dict[str, dict], expected: dict[str, dict], at_ms:
                 if got != {f: want[f] for f in SEQUENCE_FIELDS}:
                     out.append(f"{view} {key}: {got} != {want}")
     return out
+
+
+def redis_server_or_skip() -> str:
+    """The redis-server binary, or skip the calling test with the reason (for pytest fixtures)."""
+    import pytest
+
+    from pipelines.embedded.redis import DEFAULT_BINARY, redis_server_binary
+
+    binary = redis_server_binary()
+    if binary is None:
+        pytest.skip(f"redis-server is not installed ({DEFAULT_BINARY} is absent): apt-get install -y redis-server")
+    return binary

@@ -45,7 +45,9 @@ import torchrec
 from torch.distributed.checkpoint import CheckpointException, FileSystemReader
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
+from features.errors import StateError
 from features.labels import EXAMPLE_SCHEMA
+from trainers.digest import file_sha256, record_sha256
 from trainers.distributed import agree, rank_and_world
 
 FORMAT = "recstream-dcp-1"
@@ -56,7 +58,7 @@ FREE_FIELDS = ("steps", "progress_every", "threads", "eval_batch_size", "device"
 SECTIONS = ("model_config", "train_config", "feature_spec", "item_embedding_version", "data")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(StateError):
     """A checkpoint is missing, incomplete or corrupt."""
 
 
@@ -126,7 +128,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer, descrip
     error = None
     if rank == 0:
         try:
-            files = {f.name: _sha256(f) for f in sorted(partial.iterdir())}
+            files = {f.name: file_sha256(f) for f in sorted(partial.iterdir())}
             position = {"step": step, "epoch": step // steps_per_epoch, "batch_in_epoch": step % steps_per_epoch}
             record = {"format": FORMAT, **description, "position": position, "world_size": world,
                       "versions": {"torch": torch.__version__, "torchrec": torchrec.__version__},
@@ -163,7 +165,7 @@ def read_metadata(path: str | Path, verify: bool = True) -> dict:
     for name, digest in sorted(meta["files"].items()):
         if name not in on_disk:
             raise CheckpointError(f"checkpoint {path} is incomplete: {name} is missing")
-        actual = _sha256(path / name)
+        actual = file_sha256(path / name)
         if actual != digest:
             raise CheckpointError(f"checkpoint {path} is corrupt: {name} has sha256 {actual}, "
                                   f"recorded {digest}")
@@ -236,16 +238,8 @@ def load_unsharded(path: str | Path, expected: dict | None = None) -> tuple[dict
 
 
 def _digest(record: dict) -> str:
-    body = json.dumps({k: v for k, v in record.items() if k != "digest"}, sort_keys=True)
-    return hashlib.sha256(body.encode()).hexdigest()
+    return record_sha256({k: v for k, v in record.items() if k != "digest"})
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _together(error: str | None) -> None:

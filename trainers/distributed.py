@@ -18,17 +18,16 @@ default), so both are the gradient of the global batch's mean loss, as at world 
 from __future__ import annotations
 
 import os
-import socket
 import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
-import pyarrow as pa
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
+from torch.distributed.elastic.utils.distributed import get_free_port
 from torch.distributed.tensor import DTensor, distribute_tensor
 from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
@@ -39,8 +38,6 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection, Embedding
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
-from trainers.batches import Batch, FeatureSpec, check_sorted, epoch_batches
-from trainers.item_vectors import ItemVectors
 
 # What runs on CPU with gloo (ENVIRONMENT.md); data_parallel fails for EmbeddingCollection.
 SHARDING_TYPES = (ShardingType.TABLE_WISE.value, ShardingType.ROW_WISE.value, ShardingType.COLUMN_WISE.value)
@@ -124,7 +121,7 @@ def process_group(backend: str = "gloo") -> Iterator[dist.ProcessGroup]:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend, init_method="env://")
     else:
-        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{get_free_port()}", rank=0, world_size=1)
     try:
         yield dist.group.WORLD
     finally:
@@ -155,33 +152,6 @@ def load_unsharded(model: DistributedModelParallel, state: dict[str, torch.Tenso
             else:
                 target.detach().copy_(full)
         model.load_state_dict(own)
-
-
-def rank_batches(examples: pa.Table, log: pa.Table, spec: FeatureSpec, batch_size: int, seed: int,
-                 start_step: int = 0, vectors: ItemVectors | None = None) -> Iterator[Batch]:
-    """This rank's slice of each global training batch, from global step ``start_step`` on.
-
-    The global batches are those of trainers.batches.training_batches (epochs reshuffled with
-    seeds drawn from ``seed``, the last partial batch dropped), so one rank alone sees exactly
-    them, and a resumed run picks up at the batch it stopped before. Rank r of N gets rows
-    [r*b, (r+1)*b) of each global batch, b = batch_size / N."""
-    rank, world = rank_and_world()
-    if batch_size % world:
-        raise ValueError(f"batch_size={batch_size} must be a multiple of the world size {world}")
-    n, b = examples.num_rows, batch_size // world
-    per_epoch = n // batch_size
-    if per_epoch == 0:
-        raise ValueError(f"{n} training examples cannot fill one batch of {batch_size}")
-    check_sorted(log)
-    seeds = np.random.default_rng(seed)
-    epoch, offset = divmod(start_step, per_epoch)
-    for _ in range(epoch):  # skip the seeds of finished epochs
-        seeds.integers(2**31)
-    while True:
-        order = np.random.default_rng(int(seeds.integers(2**31))).permutation(n)[: per_epoch * batch_size]
-        mine = order.reshape(per_epoch, batch_size)[offset:, rank * b:(rank + 1) * b].ravel()
-        yield from epoch_batches(examples.take(pa.array(mine)), log, spec, b, seed=None, vectors=vectors)
-        offset = 0
 
 
 def eval_share(n: int) -> np.ndarray:
@@ -238,8 +208,3 @@ def threads(n: int) -> Iterator[None]:
     finally:
         torch.set_num_threads(before)
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

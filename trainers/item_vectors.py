@@ -1,9 +1,9 @@
 """Frozen multimodal item vectors for the trainers: load a version, look vectors up, and hold
 models to the version they were trained on (the MUSE cosine search over them lives in
-trainers/search.py with the other search units).
+trainers/ranking/search.py with the other search units).
 
 - ``load_item_vectors(workdir, version=None, item_ids=None)`` reads
-  ``offline/item_embeddings/version=<v>/`` (pipelines/embed.py), newest row per item,
+  ``offline/item_embeddings/version=<v>/`` (pipelines/embed/job.py), newest row per item,
   into an ``ItemVectors``: sorted hashed IDs and a frozen (n + 1, dim) tensor whose row 0
   is the zero vector (unknown items and padding).
 - ``ItemVectors.rows(raw_ids)`` maps hashed item IDs (numpy, vectorized) to rows of that

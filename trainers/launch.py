@@ -1,4 +1,4 @@
-"""Run trainers.train.train on N ranks: under torchrun, or spawned here with torchrun's env vars.
+"""Run trainers.ranking.train.train on N ranks: under torchrun, or spawned here with torchrun's env vars.
 
     torchrun --standalone --nproc-per-node 2 -m trainers.launch \\
         --train train.parquet --eval eval.parquet --behavior-log log.parquet --sharding row_wise --out runs/t
@@ -35,9 +35,9 @@ import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.distributed.elastic.utils.distributed import get_free_port
 
-from trainers.distributed import free_port
-from trainers.train import TrainConfig, TrainResult, train
+from trainers.ranking.train import TrainConfig, TrainResult, train
 
 OVERRIDES = ("steps", "batch_size", "seed", "sharding", "device")  # TrainConfig keys with their own flag
 
@@ -50,7 +50,7 @@ def spawn_local(world_size: int, fn: Callable[..., Any], *args: Any, backend: st
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
     with tempfile.TemporaryDirectory(prefix="recstream-spawn-") as tmp:
-        mp.start_processes(_child, args=(world_size, free_port(), backend, timeout_s, tmp, fn, args),
+        mp.start_processes(_child, args=(world_size, get_free_port(), backend, timeout_s, tmp, fn, args),
                            nprocs=world_size, start_method="spawn")
         out = []
         for rank in range(world_size):

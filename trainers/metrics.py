@@ -4,7 +4,7 @@ GAUC (Zhou et al. 2018, "Deep Interest Network for Click-Through Rate Prediction
 is the per-user AUC weighted by the user's number of impressions,
 GAUC = sum_u n_u AUC_u / sum_u n_u, over the users whose examples hold both classes (a user with
 one class has no AUC and is skipped). Every metric is checked against scikit-learn in
-tests/test_metrics.py."""
+tests/trainers/test_metrics.py."""
 from __future__ import annotations
 
 import numpy as np

@@ -12,7 +12,6 @@ a file whose digest differs from the one recorded at registration.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -22,6 +21,9 @@ from pathlib import Path
 
 import torch
 
+from features.errors import StateError
+from trainers.digest import file_sha256
+
 MODEL_FILE = "model.pt"
 METADATA_FILE = "metadata.json"
 CHAMPION_FILE = "CHAMPION"
@@ -29,7 +31,7 @@ VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
 RESERVED_KEYS = ("version", "sha256", "created")
 
 
-class RegistryError(RuntimeError):
+class RegistryError(StateError):
     """A registry entry is missing, corrupt or not what was asked for."""
 
 
@@ -56,7 +58,7 @@ def register(root: str | Path, state_dict: dict[str, torch.Tensor], metadata: di
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     try:
         torch.save(state_dict, staging / MODEL_FILE)
-        record = {**metadata, "sha256": _sha256(staging / MODEL_FILE),
+        record = {**metadata, "sha256": file_sha256(staging / MODEL_FILE),
                   "created": datetime.now(timezone.utc).isoformat()}
         for _ in range(100):  # another writer may take the number first; take the next one
             existing = versions(root)
@@ -91,7 +93,7 @@ def load(root: str | Path, version: str) -> tuple[dict[str, torch.Tensor], dict]
     path = _version_dir(root, version) / MODEL_FILE
     if not path.is_file():
         raise RegistryError(f"{path} is missing")
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest != meta.get("sha256"):
         raise RegistryError(f"{path} is corrupt: sha256 {digest} differs from the recorded {meta.get('sha256')}")
     return torch.load(path, map_location="cpu", weights_only=True), meta
@@ -124,10 +126,3 @@ def _version_dir(root: str | Path, version: str) -> Path:
         raise RegistryError(f"version {version} does not exist under {root}")
     return path
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

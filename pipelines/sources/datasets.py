@@ -10,12 +10,13 @@ from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from features.errors import InputError
 
 DATASETS = ("synthetic", "ml-latest-small", "ml-1m", "ml-100k", "taobao", "csv", "parquet")
 TAOBAO_TYPES = {"pv": "view", "cart": "cart", "fav": "fav", "buy": "buy"}
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset path or layout that cannot be read, with the fix in the message."""
 
 

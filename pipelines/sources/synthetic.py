@@ -16,11 +16,13 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+from pipelines.config import typed
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
 
+@typed
 @dataclass(frozen=True)
 class SyntheticConfig:
     users: int = 500

@@ -1,0 +1,45 @@
+"""`recstream`: one command, subcommands over importable functions.
+
+Each command group is a module here with ``add(subparsers)`` and the functions it runs;
+shared flags live in flags.py. Any RecstreamError (a bad flag, config value, input file or
+an unreachable service) ends as one line on stderr and exit code 2; anything else is a bug
+and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from features.errors import RecstreamError
+from pipelines.cli import batch, demo, embed, store, stream, train
+from pipelines.progress import quiet_libraries
+
+GROUPS = (demo, batch, store, stream, embed, train)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recstream", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for group in GROUPS:
+        group.add(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("RECSTREAM_LOG", "WARNING"))
+    quiet_libraries()
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    if extra and not getattr(args, "beam_flags", False):
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return args.func(args, extra)
+    except RecstreamError as err:
+        print(f"recstream {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

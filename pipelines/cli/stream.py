@@ -1,0 +1,129 @@
+"""`recstream stream`: the PyFlink job on the mini-cluster here, or submitted to a Flink cluster."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from pipelines.cli import flags
+from pipelines.config import ConfigError, from_dict, read_toml
+
+
+def add(sub) -> None:
+    s = sub.add_parser("stream", help="PyFlink job: Kafka topic or event files -> online features, examples, "
+                                      "dead letters (docs/streaming.md)")
+    s.add_argument("--config", help="a TOML file of StreamConfig settings; the flags below override it")
+    s.add_argument("--workdir", help="run folder whose Feast store receives the updates")
+    s.add_argument("--source", help="folder of JSON-lines files (instead of --kafka)")
+    s.add_argument("--kafka", metavar="HOST:PORT[,...]", help="Kafka bootstrap servers (instead of --source)")
+    s.add_argument("--topic", help="events topic (default events)")
+    s.add_argument("--group-id", help="consumer group (default recstream-stream)")
+    s.add_argument("--dead-letter-topic", help="rejected and late records (default events-dead-letters)")
+    s.add_argument("--examples-topic", help="labeled examples (default training-examples)")
+    s.add_argument("--accepted-topic", help="every accepted record as it came (default events-accepted)")
+    s.add_argument("--starting-offsets", choices=("committed", "earliest", "latest"))
+    s.add_argument("--kafka-property", action="append", metavar="KEY=VALUE",
+                   help="more client properties, repeatable; VALUE may be ${ENV_VAR} (keep secrets there)")
+    s.add_argument("--dead-letter", help="files source: folder for dead letters (default WORKDIR/stream_rejected)")
+    s.add_argument("--follow", action="store_true", help="keep reading until Ctrl-C (default: read what is there)")
+    flags.caps(s, defaults=False)
+    s.add_argument("--allowed-lateness-ms", type=int)
+    s.add_argument("--out-of-orderness-ms", type=int)
+    s.add_argument("--idleness-ms", type=int)
+    s.add_argument("--checkpoints", help="folder for checkpoints (turns checkpointing on)")
+    s.add_argument("--checkpoint-interval-ms", type=int)
+    s.add_argument("--restore", help="'latest' (newest checkpoint in --checkpoints) or a chk-N folder")
+    s.add_argument("--parallelism", type=int)
+    s.add_argument("--report-every", type=int, help="records per count receipt")
+    s.add_argument("--flush-ms", type=int, help="following: the longest a changed user row waits for its online "
+                   "write (default 100)")
+    s.add_argument("--item-flush-ms", type=int, help="following: the same for item_stats rows (default 1000)")
+    s.add_argument("--bundle-ms", type=int, help="Python bundle time: state commits and hand-overs (default 100)")
+    s.add_argument("--no-examples", action="store_true", help="no training-example stream")
+    s.add_argument("--no-item-stats", action="store_true", help="leave item_stats to the backfill (faster)")
+    s.add_argument("--no-accepted-log", action="store_true", help="no accepted-record output")
+    flags.online(s, default=None)
+    s.set_defaults(func=run)
+    # Where the job runs (pipelines/stream/cluster/submit.py).
+    s.add_argument("--target", choices=("local", "cluster"), default="local",
+                   help="local: a PyFlink mini-cluster here (default); cluster: submit to --jobmanager (the "
+                        "job's driver stays here until the job ends)")
+    s.add_argument("--jobmanager", help="host:port of a running Flink cluster's REST endpoint (with --target cluster)")
+
+
+def run(args, extra) -> int:
+    from pipelines.stream.config import StreamConfig
+    from pipelines.stream.driver import run_stream
+
+    cfg = from_dict(StreamConfig, stream_settings(args))
+    if args.target != "local" or args.jobmanager:
+        return on_cluster(cfg, args)
+    print(json.dumps(run_stream(cfg), indent=2))
+    return 0
+
+
+def stream_settings(args) -> dict:
+    """StreamConfig's settings: the --config file's, then the flags given on top."""
+    data: dict = read_toml(Path(args.config)) if args.config else {}
+    flags = {"workdir": args.workdir, "source": args.source, "dead_letter": args.dead_letter,
+             "allowed_lateness_ms": args.allowed_lateness_ms, "out_of_orderness_ms": args.out_of_orderness_ms,
+             "idleness_ms": args.idleness_ms, "checkpoints": args.checkpoints,
+             "checkpoint_interval_ms": args.checkpoint_interval_ms, "restore": args.restore,
+             "parallelism": args.parallelism, "report_every": args.report_every, "flush_ms": args.flush_ms,
+             "item_flush_ms": args.item_flush_ms, "bundle_ms": args.bundle_ms}
+    data.update({k: v for k, v in flags.items() if v is not None})
+    if args.follow:
+        data["follow"] = True
+    if args.no_examples:
+        data["examples"] = False
+    if args.no_item_stats:
+        data["item_stats"] = False
+    if args.no_accepted_log:
+        data["accepted_log"] = False
+    if args.max_len is not None:
+        data["sequence"] = {**data.get("sequence", {}), "max_len": args.max_len}
+    for name in ("recent_len", "category_len"):
+        if getattr(args, name) is not None:
+            data[name] = getattr(args, name)
+    online = {k: v for k, v in (("kind", args.online), ("redis_url", args.redis_url)) if v is not None}
+    if online:
+        data["online"] = {**data.get("online", {}), **online}
+    kafka = {"bootstrap_servers": args.kafka, "topic": args.topic, "group_id": args.group_id,
+             "dead_letter_topic": args.dead_letter_topic, "examples_topic": args.examples_topic,
+             "accepted_topic": args.accepted_topic,
+             "starting_offsets": args.starting_offsets}
+    kafka = {k: v for k, v in kafka.items() if v is not None}
+    for prop in args.kafka_property or []:
+        key, eq, value = prop.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--kafka-property takes KEY=VALUE (e.g. security.protocol=SASL_SSL), got {prop!r}")
+        kafka.setdefault("properties", dict(data.get("kafka", {}).get("properties", {})))[key] = value
+    if kafka:
+        data["kafka"] = {**data.get("kafka", {}), **kafka}
+    if "workdir" not in data:
+        raise ConfigError("recstream stream needs --workdir (or workdir in --config)")
+    return data
+
+
+def on_cluster(cfg, args) -> int:
+    """--target cluster: package the job and submit it to a running Flink cluster (pipelines/stream/cluster/submit.py)."""
+    from pipelines.stream.cluster.distribution import FlinkJobError
+    from pipelines.stream.cluster.submit import submit_stream
+
+    if args.target != "cluster" or not args.jobmanager:
+        raise ConfigError("--target cluster and --jobmanager host:port (the cluster's REST address, e.g. "
+                          "localhost:8081) go together")
+    try:
+        client = submit_stream(args.jobmanager, cfg)
+    except FlinkJobError as err:
+        print(f"recstream stream: error: {err}", file=sys.stderr)
+        return 1
+    print(f"job {client.job_id} runs on {args.jobmanager}; its driver runs here until it ends (Ctrl-C stops it)",
+          file=sys.stderr, flush=True)
+    try:
+        code = client.wait()
+    except KeyboardInterrupt:
+        code = 130
+    client.stop()
+    print(client.output())  # the client's lines, then the driver's counts
+    return 0 if code == 0 else 1

@@ -1,0 +1,1 @@
+"""Gates before every promotion: Great Expectations suites on tables and windows, drift, model gates."""

@@ -1,0 +1,180 @@
+"""The Feast store of a run folder: open, apply, materialize, read and write online."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from feast import FeatureStore, RepoConfig
+from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
+from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+
+from feature_repo.definitions import (
+    ITEM_CONTENT,
+    ITEM_CONTENT_FIELDS,
+    USER_SEQUENCE,
+    definitions,
+    view_fields,
+)
+from pipelines.config import typed
+from pipelines.store.online_rows import OnlineTable, join_keys
+from features.item_vectors import (
+    DEFAULT_VERSION,
+    EmbeddingVersionMismatch,
+    serving_version,
+    version_dir,
+)
+
+
+@typed
+@dataclass(frozen=True)
+class OnlineStore:
+    """Where online features live: SQLite in the run folder (default) or Redis."""
+
+    kind: str = "sqlite"
+    redis_url: str | None = None  # host:port[,db=N]; defaults to $RECSTREAM_REDIS_URL
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("sqlite", "redis"):
+            raise ValueError(f"online store kind must be 'sqlite' or 'redis', got {self.kind!r}")
+        if self.kind == "redis" and not (self.redis_url or os.environ.get("RECSTREAM_REDIS_URL")):
+            raise ValueError("online store 'redis' needs redis_url or $RECSTREAM_REDIS_URL (host:port)")
+
+
+def open_store(workdir: Path, online: OnlineStore = OnlineStore()) -> FeatureStore:
+    """A FeatureStore over workdir: offline tables in workdir/offline, registry in workdir/feast."""
+    workdir = Path(workdir).resolve()
+    (workdir / "feast").mkdir(parents=True, exist_ok=True)
+    if online.kind == "redis":
+        from feast.infra.online_stores.redis import RedisOnlineStoreConfig
+
+        # skip_dedup: Feast's Redis writer otherwise drops a row whose timestamp is not newer
+        # than the stored one (even an equal one, which SQLite writes). write_user_sequences
+        # owns the never-back-in-time rule for both stores (>= wins, e.g. a late event that does
+        # not raise last_event_ms), so Redis writes unconditionally, like SQLite's upsert.
+        online_cfg = RedisOnlineStoreConfig(connection_string=online.redis_url or os.environ["RECSTREAM_REDIS_URL"],
+                                            skip_dedup=True)
+    else:
+        online_cfg = SqliteOnlineStoreConfig(path=str(workdir / "feast" / "online.db"))
+    config = RepoConfig(
+        project="recstream",
+        provider="local",
+        registry=str(workdir / "feast" / "registry.db"),
+        online_store=online_cfg,
+        offline_store=DaskOfflineStoreConfig(),
+        entity_key_serialization_version=3,
+        repo_path=workdir,
+    )
+    return FeatureStore(config=config)
+
+
+def apply(store: FeatureStore, workdir: Path) -> list[str]:
+    """Register every definition (idempotent); returns the names applied."""
+    objects = definitions(str(Path(workdir).resolve() / "offline"))
+    store.apply(list(objects.values()))
+    return sorted(objects)
+
+
+def materialize(store: FeatureStore, workdir: Path, views: list[str]) -> dict[str, int]:
+    """Load each view's offline rows online; returns rows per view. Every view goes through
+    write_rows, which never moves a key back in time: the stream writes these views too, and
+    Feast's own materialize would overwrite a fresher streamed row with an older batch one."""
+    rows = {}
+    for name in views:
+        table = ds.dataset(Path(workdir) / "offline" / name, format="parquet").to_table()
+        rows[name] = table.num_rows
+        for batch in table.to_batches(max_chunksize=5_000):
+            write_rows(store, name, batch.to_pylist())
+    return rows
+
+
+def materialize_user_sequences(store: FeatureStore, workdir: Path) -> int:
+    """Load the latest user_sequence rows into the online store; returns the row count."""
+    return materialize(store, workdir, [USER_SEQUENCE])[USER_SEQUENCE]
+
+
+def read_rows(store: FeatureStore, view: str, keys: list, fields: list[str] | None = None) -> list[dict | None]:
+    """A view's online rows for keys (an int per key, or a tuple for (user_id, category_id)), None
+    where the store holds none. fields: all of the view's (default) or these."""
+    names = join_keys(view)
+    entity_rows = [dict(zip(names, (k if isinstance(k, tuple) else (k,)))) for k in keys]
+    return read_online(store, view, list(fields or view_fields(view)), entity_rows)
+
+
+def read_user_features(store: FeatureStore, user_ids: list[int], now_ms: int | None = None) -> dict[int, dict]:
+    """What serving reads for users: the lifelong and recent sequences, and the statistics as of
+    now_ms (default: the clock), computed exactly from the stats row's tiles (features.stats.read_at),
+    so they do not go stale between events."""
+    import time
+
+    from features import stats
+
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    views = {view: read_rows(store, view, user_ids) for view in ("user_sequence", "user_recent", "user_stats")}
+    out = {}
+    for i, user in enumerate(user_ids):
+        row = views["user_stats"][i]
+        values = None if row is None else stats.read_at(row, max(now, int(row["newest_ms"]) + 1))
+        out[user] = {"user_sequence": views["user_sequence"][i], "user_recent": views["user_recent"][i],
+                     "user_stats": values}
+    return out
+
+
+def read_user_sequences(store: FeatureStore, user_ids: list[int]) -> dict[int, dict | None]:
+    """Online user_sequence features by user; None for users the store does not hold."""
+    return {int(u): row for u, row in zip(user_ids, read_rows(store, USER_SEQUENCE, [int(u) for u in user_ids]))}
+
+
+def read_online(store: FeatureStore, view: str, fields: list[str], entity_rows: list[dict]) -> list[dict | None]:
+    """Any view's online features for entity rows (join keys -> values), None where absent."""
+    if not entity_rows:
+        return []
+    got = store.get_online_features(features=[f"{view}:{f}" for f in fields], entity_rows=entity_rows).to_dict()
+    out = []
+    for i in range(len(entity_rows)):
+        row = {f: got[f][i] for f in fields}
+        out.append(None if all(v is None for v in row.values()) else row)
+    return out
+
+
+def write_rows(store: FeatureStore, view: str, rows: list[dict]) -> int:
+    """Write a view's rows online, never moving a key back in time (online_rows.OnlineTable.write);
+    returns the number written."""
+    return OnlineTable(store, view).write(rows)
+
+
+def write_user_sequences(store: FeatureStore, rows: list[dict]) -> int:
+    """write_rows for user_sequence (user_id + its fields)."""
+    return write_rows(store, USER_SEQUENCE, rows)
+
+
+def materialize_item_vectors(store: FeatureStore, workdir: Path) -> int:
+    """Load the serving encoder version's item vectors online (after ``apply``, which points
+    the item_content view at that version); returns the number of vector rows read."""
+    offline = Path(workdir) / "offline"
+    folder = version_dir(offline, serving_version(offline) or DEFAULT_VERSION)
+    if not folder.is_dir():
+        return 0
+    table = ds.dataset(folder, format="parquet").to_table(columns=["embedded_ts"])
+    if table.num_rows == 0:
+        return 0
+    lo, hi = pc.min_max(table.column("embedded_ts")).values()
+    store.materialize(lo.as_py() - timedelta(seconds=1), hi.as_py() + timedelta(seconds=1),
+                      feature_views=[ITEM_CONTENT])
+    return table.num_rows
+
+
+def read_item_vectors(store: FeatureStore, item_ids: list[int],
+                      expected_version: str | None = None) -> dict[int, dict | None]:
+    """Online item_content features by item (vector as a list of floats, encoder_version,
+    modalities); None for items the store does not hold. With ``expected_version`` (the
+    version a model was trained with), a vector of any other version raises
+    EmbeddingVersionMismatch instead of reaching the model."""
+    rows = read_online(store, ITEM_CONTENT, list(ITEM_CONTENT_FIELDS), [{"item_id": int(i)} for i in item_ids])
+    for row in rows:
+        if row is not None and expected_version is not None and row["encoder_version"] != expected_version:
+            raise EmbeddingVersionMismatch(expected_version, row["encoder_version"])
+    return {int(i): row for i, row in zip(item_ids, rows)}

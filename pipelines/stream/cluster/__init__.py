@@ -1,0 +1,1 @@
+"""Submitting the stream job to a Flink cluster, and a standalone cluster from the PyFlink wheel."""

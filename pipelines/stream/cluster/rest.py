@@ -1,0 +1,85 @@
+"""The JobManager's REST API: one call, a setting, a job's failure, waiting for a state, cancel."""
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+
+from features.errors import ConfigError
+from pipelines.stream.cluster.distribution import FlinkJobError
+
+TERMINAL = ("FINISHED", "FAILED", "CANCELED")
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """'host:port' of a JobManager's REST endpoint."""
+    host, sep, port = str(address).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"JobManager address {address!r} must be host:port (the REST port, e.g. localhost:8081)")
+    return host, int(port)
+
+
+def rest(address: str, path: str, method: str = "GET", timeout_s: float = 10.0) -> dict | list:
+    """One call to the JobManager's REST API; the JSON answer ({} when empty)."""
+    host, port = parse_address(address)
+    with urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}{path}", method=method),
+                                timeout=timeout_s) as answer:
+        body = answer.read()
+    return json.loads(body) if body else {}
+
+
+def cluster_setting(address: str, key: str) -> str | None:
+    """One setting of a running cluster's configuration (GET /jobmanager/config), or None."""
+    try:
+        entries = rest(address, "/jobmanager/config")
+    except (OSError, ValueError) as err:
+        raise FlinkJobError(f"cannot reach the JobManager's REST API at {address}: {err}") from None
+    return next((e["value"] for e in entries if e.get("key") == key), None)
+
+
+def job_failure(address: str, job_id: str) -> str:
+    """The job's most recent exception as Flink reports it (GET /jobs/<id>/exceptions)."""
+    try:
+        got = rest(address, f"/jobs/{job_id}/exceptions")
+    except (OSError, ValueError) as err:
+        return f"(no exception history: {err})"
+    entries = got.get("exceptionHistory", {}).get("entries") or []
+    trace = (entries[0].get("stacktrace") if entries else got.get("root-exception")) or ""
+    if not trace:
+        return "(no exception recorded)"
+    lines = trace.splitlines()
+    causes = [line for line in lines if line.startswith("Caused by:")][-1:]
+    python = re.findall(r"Traceback \(most recent call last\):\n(?:[ \t].*\n)*(\S.*)", trace)[-1:]
+    summary = list(dict.fromkeys(lines[:1] + causes + python))  # Flink's error, its root, the Python error
+    return "\n".join(summary) + "\n--- stack trace (start) ---\n" + trace[:3000]
+
+
+def wait_for_job(address: str, job_id: str, state: str = "RUNNING", timeout_s: float = 120.0) -> dict:
+    """Poll until the job is in ``state``; RUNNING means every task runs (not only the job).
+
+    Raises FlinkJobError if the job ends in another state (with its exception) or on timeout."""
+    deadline, job = time.monotonic() + timeout_s, {}
+    while time.monotonic() < deadline:
+        try:
+            job = rest(address, f"/jobs/{job_id}")
+        except urllib.error.HTTPError as err:
+            if err.code != 404:  # 404: not yet known right after a detached submit
+                raise
+        now = job.get("state")
+        tasks_running = all(v.get("status") == "RUNNING" for v in job.get("vertices", []))
+        if now == state and (state != "RUNNING" or tasks_running):
+            return job
+        if now in TERMINAL:
+            raise FlinkJobError(f"job {job_id} ended {now}, not {state}:\n{job_failure(address, job_id)}")
+        time.sleep(0.25)
+    now = job.get("state", "unknown")
+    why = f":\n{job_failure(address, job_id)}" if now in ("RESTARTING", "FAILING") else ""
+    raise FlinkJobError(f"job {job_id} is {now} after {timeout_s:.0f}s, not {state}{why}")
+
+
+def cancel_job(address: str, job_id: str, timeout_s: float = 60.0) -> dict:
+    """Cancel (PATCH /jobs/<id>?mode=cancel) and wait until the job is CANCELED."""
+    rest(address, f"/jobs/{job_id}?mode=cancel", method="PATCH")
+    return wait_for_job(address, job_id, "CANCELED", timeout_s)

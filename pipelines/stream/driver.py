@@ -1,0 +1,207 @@
+"""Run the stream job: on a local mini-cluster in a child process (run_stream), or here (run_here).
+
+Bounded (follow=False): reads what is there (the files present; the topic up to its end
+offsets at start) and finishes. Follow (follow=True): keeps reading until stopped: Ctrl-C in
+the driver, or a ``progress`` callback that returns True; the job is then cancelled.
+
+Checkpoints (``checkpoints`` set): the keyed state, the timers and the Kafka offsets are
+saved every ``checkpoint_interval_ms``; ``restore="latest"`` (or a chk-N path) resumes from
+one, as after a crash. Online writes are flushed before each checkpoint and are idempotent,
+so a restored run ends with the online store an uninterrupted run would have.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import sys
+import time
+import traceback
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+from pyflink.common import Configuration
+from pyflink.datastream import RuntimeExecutionMode, StreamExecutionEnvironment
+
+from features.errors import MissingInput, RecstreamError
+from pipelines.progress import quiet_libraries
+from pipelines.stream.config import StreamConfig
+from pipelines.stream.graph import build, make_output_dirs
+from pipelines.stream.receipts import ReceiptServer
+
+LEDGER = "bootstrap.sqlite"
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest completed checkpoint (a chk-N folder with its _metadata) under folder."""
+    done = [m.parent for m in Path(folder).glob("*/chk-*/_metadata")]
+    return max(done, key=lambda p: (p.stat().st_mtime, int(p.name.split("-")[1])), default=None)
+
+
+class StreamJobError(RecstreamError):
+    """The stream job failed; the message carries the job's own traceback."""
+
+
+class StreamProcess:
+    """The job's driver in a child process (spawned), as it would run on a cluster.
+
+    PyFlink's local Python workers share the driver's process-wide Beam worker state, and a
+    Beam job run afterwards in the same process fails: a child keeps callers clean. ``pid``
+    is the child's (its JVM exits with it: the gateway stops when its stdin closes)."""
+
+    def __init__(self, cfg: StreamConfig):
+        if cfg.source is not None and not cfg.source.is_dir():
+            raise MissingInput(cfg.source, "the stream source must be a folder of JSON-lines files")
+        if not (cfg.workdir / "feast" / "registry.db").exists():
+            raise MissingInput(cfg.workdir / "feast" / "registry.db",
+                               f"apply the definitions first: recstream materialize --workdir {cfg.workdir}")
+        self.cfg = cfg
+        ctx = multiprocessing.get_context("spawn")
+        self.messages, self.stop = ctx.Queue(), ctx.Event()
+        self.child = ctx.Process(target=_child, args=(cfg, self.messages, self.stop), name="recstream-stream")
+
+    def start(self) -> "StreamProcess":
+        self.child.start()
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+    def wait(self, progress: Callable[[dict], bool | None] | None = None,
+             until: Callable[[], bool] | None = None) -> dict:
+        """The job's counts once it finishes or is stopped: progress(counts) returning True, or
+        until() (polled every second, e.g. "the group's offsets reached the end") returning True."""
+        counts = _shape(Counter())
+        try:
+            while True:
+                try:
+                    kind, payload = self.messages.get(timeout=1.0)
+                except queue.Empty:
+                    if not self.child.is_alive():
+                        raise StreamJobError(f"the stream job exited with code {self.child.exitcode} "
+                                             "and no result") from None
+                    if until is not None and not self.stop.is_set() and until():
+                        self.stop.set()
+                    continue
+                except KeyboardInterrupt:
+                    self.stop.set()  # the child got the same Ctrl-C; wait for its final counts
+                    continue
+                if kind == "error":
+                    raise StreamJobError(payload)
+                counts = payload
+                if kind == "done":
+                    return counts
+                if progress is not None and progress(counts):
+                    self.stop.set()
+        finally:
+            self.child.join(timeout=60)
+            if self.child.is_alive():
+                self.child.kill()
+
+
+def run_stream(cfg: StreamConfig, progress: Callable[[dict], bool | None] | None = None) -> dict:
+    """Run the job on a local mini-cluster (in a child process); returns its counts.
+
+    counts: read, accepted (valid and not late), rejected {reason: n} (validation reasons and
+    'late'), rejected_total, late, applied (events added to a sequence), users_updated,
+    rows_written, examples. read == accepted + rejected_total, and each rejection is one
+    dead letter. progress(counts) is called after each receipt; returning True stops the job.
+    """
+    return StreamProcess(cfg).start().wait(progress)
+
+
+def _child(cfg: StreamConfig, messages, stop) -> None:
+    quiet_libraries()  # a spawned child starts with fresh warning filters
+    try:
+        def report(counts: dict) -> bool:
+            messages.put(("counts", counts))
+            return stop.is_set()
+        messages.put(("done", run_here(cfg, report, stop.is_set)))
+    except BaseException:  # noqa: BLE001 - every failure must reach the parent with its traceback
+        messages.put(("error", traceback.format_exc()))
+
+
+def environment(cfg: StreamConfig) -> tuple[StreamExecutionEnvironment, str | None]:
+    """The execution environment with checkpointing, restore and jars set; and the ledger path."""
+    conf = Configuration()
+    conf.set_string("restart-strategy.type", "none")  # fail fast; a restart is a restore from a checkpoint
+    conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_ms))
+    ledger = None
+    if cfg.checkpoints is not None:
+        cfg.checkpoints.mkdir(parents=True, exist_ok=True)
+        conf.set_string("state.checkpoints.dir", cfg.checkpoints.resolve().as_uri())
+        conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+        ledger = str(cfg.checkpoints.resolve() / LEDGER)
+        if cfg.restore is None:  # a fresh start bootstraps from the online store as it is now
+            for suffix in ("", "-wal", "-shm"):
+                Path(ledger + suffix).unlink(missing_ok=True)
+    if cfg.restore is not None:
+        path = latest_checkpoint(cfg.checkpoints) if cfg.restore == "latest" else Path(cfg.restore)
+        if path is None or not (path / "_metadata").is_file():
+            raise MissingInput(f"{cfg.restore!r} under {cfg.checkpoints}", "there is no completed checkpoint to "
+                               "restore from; start without restore")
+        conf.set_string("execution.state-recovery.path", path.resolve().as_uri())
+        conf.set_string("execution.state-recovery.ignore-unclaimed-state", "true")  # the old run's receipts sink
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_runtime_mode(RuntimeExecutionMode.STREAMING)
+    env.set_parallelism(cfg.parallelism)
+    env.set_python_executable(sys.executable)
+    if cfg.kafka is not None:
+        from pipelines.stream.connector import kafka_jars
+
+        env.add_jars(*[p.resolve().as_uri() for p in kafka_jars()])
+    if cfg.checkpoints is not None or cfg.follow:  # follow: dead-letter files are committed per checkpoint
+        env.enable_checkpointing(cfg.checkpoint_interval_ms)
+    return env, ledger
+
+
+def run_here(cfg: StreamConfig, progress: Callable[[dict], bool | None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> dict:
+    """The job in this process (see run_stream for why callers want a child); returns its counts
+    when it finishes, or once progress(counts) or should_stop() (polled twice a second) returns
+    True, which cancels it."""
+    make_output_dirs(cfg)
+    env, ledger = environment(cfg)
+    server = ReceiptServer()
+    totals: Counter = Counter()
+    client = None
+    try:
+        build(env, cfg, ledger, server.address)
+        client = env.execute_async("recstream stream")
+        result = client.get_job_execution_result()  # done when the job ends (the mini-cluster then stops)
+        stopping, ended = False, 0.0
+        while True:
+            receipt = server.get(timeout=0.5)
+            if receipt is not None:
+                totals.update(receipt)
+                if not stopping and progress is not None and progress(_shape(totals)):
+                    stopping = True
+                    client.cancel()
+                continue
+            if result.done():
+                ended = ended or time.monotonic()
+                if server.open_connections == 0 or time.monotonic() - ended > 10:
+                    break
+                continue  # the functions' last receipts are still on their way
+            if not stopping and should_stop is not None and should_stop():
+                stopping = True
+                client.cancel()
+        if not stopping:
+            result.result()  # raises the job's own error if it failed
+    except KeyboardInterrupt:  # Ctrl-C: the job stops with its driver
+        if client is not None:
+            client.cancel()
+    finally:
+        server.close()
+    return _shape(totals)
+
+
+def _shape(totals: Counter) -> dict:
+    rejected = {k.split(".", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("rejected.")}
+    names = ("read", "accepted", "applied", "users_updated", "examples", "item_deltas", "item_deltas_skipped",
+             "online_retries")
+    out = {name: totals.get(name, 0) for name in names}
+    by_view = {k.split(".", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("rows_written.")}
+    return {**out, "rows_written": sum(by_view.values()), "rows_by_view": by_view, "rejected": rejected,
+            "rejected_total": sum(rejected.values()), "late": rejected.get("late", 0)}

@@ -1,0 +1,79 @@
+"""The stream job's graph: source -> validate -> event time -> keyed functions -> sinks.
+
+    Kafka topic | folder of JSON-lines files -> validate (features.validate.parse_event)
+      -> event time (watermarks: bounded out-of-orderness, idleness) -> key by user
+      -> UserFeaturesFn (keyed state: features.user_state, bootstrapped from the online store;
+                         the click join of pipelines.stream.examples, fired by event-time timers)
+           |-> user_sequence, user_recent, user_category_sequence, user_stats online (micro-batched)
+           |-> dead letters (reason, field, detail, raw): Kafka topic | JSON-lines files
+           |-> training examples (impression + click within the window): Kafka topic | files
+           |-> accepted records, as they came (the log the examples point into): Kafka topic | files
+           '-> item statistics deltas -> key by item -> ItemStatsFn -> item_stats online
+    receipts (counts) of both keyed functions -> a local socket -> summed by the driver
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from pyflink.common import Types
+from pyflink.datastream import StreamExecutionEnvironment
+from pyflink.datastream.connectors.base import Sink
+from pyflink.java_gateway import get_gateway
+
+from pipelines.stream.config import StreamConfig
+from pipelines.stream.io import file_lines, file_sink, kafka_lines, kafka_sink, stamp_files, watermarks
+from pipelines.stream.keyed import DELTA_TYPE, ItemStatsFn, UserFeaturesFn
+from pipelines.stream.runtime import ACCEPTED, DEAD_LETTERS, EXAMPLES, FnSettings, parse_line, route_key
+
+
+def build(env: StreamExecutionEnvironment, cfg: StreamConfig, ledger: str | None = None,
+          receipts: str | None = None) -> None:
+    """Add the job to env. ledger: the bootstrap ledger's path; receipts: the driver's
+    host:port for count receipts (None: Flink metrics only)."""
+    strategy = watermarks(cfg.out_of_orderness_ms, cfg.idleness_ms)
+    parse = functools.partial(parse_line, now_ms=cfg.now_ms)
+    if cfg.kafka is not None:
+        parsed = kafka_lines(env, cfg.kafka, strategy, bounded=not cfg.follow).map(parse).name("validate").uid("validate")
+    else:
+        lines = file_lines(env, str(cfg.source.resolve()), cfg.follow)
+        parsed = stamp_files(lines.map(parse).name("validate").uid("validate"), strategy).uid("event-time")
+    window = cfg.labels.window_ms if cfg.examples else None
+    settings = FnSettings(workdir=str(cfg.workdir.resolve()), online=cfg.online, every=cfg.report_every,
+                          flush_ms=cfg.flush_ms if cfg.follow else None,  # a bounded run flushes at its end
+                          ledger=ledger, receipts=receipts, cache_size=cfg.state_cache, restored=cfg.restore is not None,
+                          patience_s=float(cfg.online_patience_s))
+    users = (parsed.key_by(route_key, key_type=Types.LONG())
+             .process(UserFeaturesFn(settings, cfg.features(), cfg.allowed_lateness_ms, window, cfg.accepted_log),
+                      output_type=DELTA_TYPE)
+             .name("user features").uid("user-features"))
+    for tag, name, uid, topic, folder in output_routes(cfg):
+        out = users.get_side_output(tag)
+        sink = kafka_sink(cfg.kafka, topic, uid) if cfg.kafka is not None else file_sink(str(folder.resolve()), uid)
+        out.sink_to(sink).name(name).uid(uid)
+    discard = Sink(get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink())
+    if cfg.item_stats:
+        item_settings = dataclasses.replace(settings, flush_ms=cfg.item_flush_ms if cfg.follow else None)
+        items = (users.key_by(lambda delta: delta[0], key_type=Types.LONG()).process(ItemStatsFn(item_settings))
+                 .name("item stats").uid("item-stats"))
+        items.sink_to(discard).name("end").uid("end")  # the functions' effect is the store; they emit nothing
+    else:
+        users.sink_to(discard).name("end").uid("end")
+
+
+def output_routes(cfg: StreamConfig) -> list[tuple]:
+    """(side output, name, uid, Kafka topic, files folder) of each output the config turns on."""
+    kafka = cfg.kafka
+    routes = [(DEAD_LETTERS, "dead letters", "dead", kafka and kafka.dead_letter_topic, cfg.dead_letter)]
+    if cfg.examples:
+        routes.append((EXAMPLES, "examples", "examples", kafka and kafka.examples_topic, cfg.examples_dir))
+    if cfg.accepted_log:
+        routes.append((ACCEPTED, "accepted records", "accepted", kafka and kafka.accepted_topic, cfg.accepted_dir))
+    return routes
+
+
+def make_output_dirs(cfg: StreamConfig) -> None:
+    """Files source: the folders the file sinks write into."""
+    if cfg.kafka is None:
+        for route in output_routes(cfg):
+            route[4].mkdir(parents=True, exist_ok=True)

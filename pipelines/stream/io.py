@@ -1,0 +1,93 @@
+"""Where the stream job reads and writes: a folder of JSON-lines files or Kafka topics.
+
+Kafka goes through Flink's own connector (flink-connector-kafka, fetched by
+scripts/fetch_stream_deps.sh): KafkaSource for the events, KafkaSink for dead letters and
+examples. Event time differs by source:
+- Kafka: the record timestamp (producers stamp each record with its event's time, as Kafka
+  does by default with CreateTime); watermarks are made per partition inside the source,
+  so a partition that is behind holds the watermark back and an idle one (no record for
+  ``idleness_ms``) does not.
+- files: the validated event's timestamp, assigned after parsing (rejections move nothing).
+"""
+from __future__ import annotations
+
+from pyflink.common import Duration, WatermarkStrategy
+from pyflink.common.serialization import Encoder, SimpleStringSchema
+from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.datastream.connectors.file_system import (BucketAssigner, FileSink, FileSource, OutputFileConfig,
+                                                       RollingPolicy, StreamFormat)
+from pyflink.datastream.connectors.kafka import (DeliveryGuarantee, KafkaOffsetsInitializer, KafkaRecordSerializationSchema,
+                                                 KafkaSink, KafkaSource)
+from pyflink.java_gateway import get_gateway
+
+from pipelines.stream.config import KafkaSettings
+from pipelines.stream.runtime import event_time
+
+MONITOR_MS = 1000  # files, follow mode: how often the folder is listed for new files
+
+
+class _ParsedTime(TimestampAssigner):
+    def extract_timestamp(self, value, record_timestamp: int) -> int:
+        return event_time(value, record_timestamp)
+
+
+def watermarks(out_of_orderness_ms: int, idleness_ms: int) -> WatermarkStrategy:
+    return (WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(out_of_orderness_ms))
+            .with_idleness(Duration.of_millis(idleness_ms)))
+
+
+def file_lines(env, folder: str, follow: bool):
+    """Text lines of every file in folder (and, following, of files added later)."""
+    files = FileSource.for_record_stream_format(StreamFormat.text_line_format("ISO-8859-1"), folder)
+    if follow:
+        files = files.monitor_continuously(Duration.of_millis(MONITOR_MS))
+    return env.from_source(files.build(), WatermarkStrategy.no_watermarks(), "event files").uid("file-source")
+
+
+def stamp_files(parsed, strategy: WatermarkStrategy):
+    """Event time from the parsed events (files carry no record timestamps)."""
+    return parsed.assign_timestamps_and_watermarks(strategy.with_timestamp_assigner(_ParsedTime()))
+
+
+def kafka_lines(env, kafka: KafkaSettings, strategy: WatermarkStrategy, bounded: bool):
+    """Record values as text (ISO-8859-1: the bytes exactly), event time from the record timestamps.
+    bounded: stop at the end offsets found at start."""
+    jvm = get_gateway().jvm
+    initializers = jvm.org.apache.flink.connector.kafka.source.enumerator.initializer.OffsetsInitializer
+    if kafka.starting_offsets == "committed":
+        # PyFlink 2.3's wrapper names a shaded kafka-clients class the 4.0 connector does not ship.
+        start = KafkaOffsetsInitializer(initializers.committedOffsets(
+            jvm.org.apache.kafka.clients.consumer.OffsetResetStrategy.EARLIEST))
+    else:
+        start = getattr(KafkaOffsetsInitializer, kafka.starting_offsets)()
+    builder = (KafkaSource.builder().set_bootstrap_servers(kafka.bootstrap_servers).set_topics(kafka.topic)
+               .set_group_id(kafka.group_id).set_starting_offsets(start)
+               .set_value_only_deserializer(SimpleStringSchema("ISO-8859-1"))
+               .set_properties({"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000",
+                                **kafka.client_properties()}))
+    if bounded:
+        builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
+    return env.from_source(builder.build(), strategy, f"kafka {kafka.topic}").uid("kafka-source")
+
+
+def kafka_sink(kafka: KafkaSettings, topic: str, name: str) -> KafkaSink:
+    exactly = kafka.delivery == "exactly-once"
+    builder = (KafkaSink.builder().set_bootstrap_servers(kafka.bootstrap_servers)
+               .set_record_serializer(KafkaRecordSerializationSchema.builder().set_topic(topic)
+                                      .set_value_serialization_schema(SimpleStringSchema()).build())
+               .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE if exactly else DeliveryGuarantee.AT_LEAST_ONCE))
+    if exactly:
+        builder = builder.set_transactional_id_prefix(f"{kafka.group_id}-{name}")
+    for key, value in kafka.client_properties().items():
+        builder = builder.set_property(key, value)
+    return builder.build()
+
+
+def file_sink(folder: str, prefix: str) -> FileSink:
+    """JSON lines into folder; in a running job a part file becomes visible at each checkpoint."""
+    return (FileSink.for_row_format(folder, Encoder.simple_string_encoder())
+            .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
+            .with_rolling_policy(RollingPolicy.on_checkpoint_rolling_policy())
+            .with_output_file_config(OutputFileConfig.builder().with_part_prefix(prefix)
+                                     .with_part_suffix(".jsonl").build())
+            .build())

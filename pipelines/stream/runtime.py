@@ -1,0 +1,265 @@
+"""What the stream job's PyFlink functions share: parsing and routing records, the bootstrap
+ledger, counts, the bundle hook, the write-through state cache and the online write buffer.
+The keyed functions themselves are in pipelines/stream/keyed.py.
+
+Counts travel two ways: as Flink metrics (group ``recstream``: read, accepted, applied,
+rejected_<reason>, rows_written, examples, ...) and as receipts to the local driver
+(stream_receipts): each keyed function keeps a Counter of what it did since its last receipt
+and sends it every ``every`` records, when a timer fires, at the end of a bounded input (an
+event-time timer at the maximum watermark, which Flink sends when the sources finish) and
+when it closes. The driver sums the receipts, so every count is reported once per run.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import zlib
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+
+from pyflink.common import Types
+from pyflink.datastream import KeyedProcessFunction, OutputTag, TimeDomain
+
+from features.schema import Event, Rejection
+from features.validate import parse_event
+from pipelines.store.feature_store import OnlineStore
+from pipelines.stream.receipts import ReceiptSender
+
+DEAD_LETTERS = OutputTag("dead_letters", Types.STRING())  # JSON lines: reason, field, detail, raw
+EXAMPLES = OutputTag("examples", Types.STRING())  # JSON lines: stream_examples.EXAMPLE_FIELDS
+ACCEPTED = OutputTag("accepted", Types.STRING())  # every accepted record, as it came
+END_OF_INPUT = 2**63 - 1  # the watermark a bounded source sends when it is done
+REJECT_KEYS = 16  # rejections spread over this many negative keys (user ids are >= 0)
+
+
+def parse_line(line: str, now_ms: int | None) -> tuple[str, Event | Rejection]:
+    """Keep the raw line with the result so that a late event is dead-lettered as it came.
+
+    Lines are read as ISO-8859-1 (one character per byte, from files and from Kafka), so the
+    original bytes come back exactly and parse_event rejects bad UTF-8 as the batch job does
+    (a UTF-8 reader would have replaced it silently)."""
+    raw = line.encode("latin-1")
+    return raw.decode("utf-8", "backslashreplace"), parse_event(raw, now_ms)
+
+
+def event_time(parsed: tuple[str, Event | Rejection], record_ms: int) -> int:
+    """The event time of a parsed record (files source); rejections keep the record's own."""
+    return parsed[1].timestamp if isinstance(parsed[1], Event) else record_ms
+
+
+def route_key(parsed: tuple[str, Event | Rejection]) -> int:
+    line, result = parsed
+    if isinstance(result, Event):
+        return result.user_id
+    return -1 - zlib.crc32(line.encode("utf-8", "surrogatepass")) % REJECT_KEYS
+
+
+def dead_letter(rejection: Rejection) -> str:
+    return json.dumps(rejection._asdict())
+
+
+class BootstrapLedger:
+    """The online rows each key's state was bootstrapped from, kept beside the checkpoints.
+
+    A key first seen after the last checkpoint has no keyed state after a restore; reading
+    the online store again would see this job's own writes since that checkpoint (higher
+    floors, events dropped as late). The ledger keeps the first bootstrap, so a restored job
+    bootstraps exactly as the lost run did. A fresh (not restored) job starts a new ledger."""
+
+    def __init__(self, path: str):
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # survives the job's crash, which is what it is for
+        self.db.execute("CREATE TABLE IF NOT EXISTS boot (key TEXT PRIMARY KEY, rows TEXT)")
+
+    def get(self, key: str) -> tuple[bool, dict | None]:
+        row = self.db.execute("SELECT rows FROM boot WHERE key = ?", (key,)).fetchone()
+        return (False, None) if row is None else (True, json.loads(row[0]))
+
+    def put(self, key: str, rows: dict | None) -> None:
+        self.db.execute("INSERT OR IGNORE INTO boot VALUES (?, ?)", (key, json.dumps(rows)))
+
+
+@dataclass(frozen=True)
+class FnSettings:
+    """What every keyed function of the job needs besides its own logic."""
+
+    workdir: str  # the run folder whose Feast store the functions read and write
+    online: OnlineStore  # SQLite in the run folder, or Redis
+    every: int  # records per count receipt
+    flush_ms: int | None  # following: write (and report) at least this often; None: bounded input
+    ledger: str | None  # the bootstrap ledger's path (checkpoints on), else None
+    receipts: str | None  # the driver's host:port for count receipts, else None (metrics only)
+    cache_size: int  # keys whose decoded state each function keeps (StateCache)
+    restored: bool  # the job starts from a checkpoint (keyed state may exist for any key)
+    patience_s: float  # how long an unreachable online store is waited for before the job fails
+
+
+class Reporting(KeyedProcessFunction):
+    """A keyed function's counts since its last receipt (also Flink metrics), its online writes
+    (``write``, which subclasses define) and when both happen: writes at the end of each bundle
+    (at least every ``flush_ms`` while following, and before every checkpoint), on the timers
+    (``flush_ms``, and the end of a bounded input) and at close; receipts then too, and every
+    ``every`` records."""
+
+    def __init__(self, settings: FnSettings):
+        self.settings = settings
+
+    def open(self, runtime_context) -> None:
+        self.sender = ReceiptSender(self.settings.receipts)
+        self.counts: Counter = Counter()
+        self.end_timer = False
+        self.idle_timer = False
+        self.metrics = runtime_context.get_metrics_group().add_group("recstream")
+        self.counters: dict = {}
+        on_bundle_finish(runtime_context._keyed_state_backend, self.write)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counts[name] += n
+        counter = self.counters.get(name)
+        if counter is None:
+            counter = self.counters[name] = self.metrics.counter(name.replace(".", "_"))
+        counter.inc(n)
+
+    def arm(self, ctx) -> None:
+        timers = ctx.timer_service()
+        if not self.end_timer:  # one per subtask is enough: it flushes everything the subtask holds
+            timers.register_event_time_timer(END_OF_INPUT)
+            self.end_timer = True
+        if self.settings.flush_ms and not self.idle_timer:
+            timers.register_processing_time_timer(timers.current_processing_time() + self.settings.flush_ms)
+            self.idle_timer = True
+
+    def on_timer(self, timestamp: int, ctx):
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            self.idle_timer = False
+        self.flush()
+        return iter(())
+
+    def write(self) -> None:
+        """Write what waits for the online store (subclasses); called before every checkpoint."""
+
+    def report(self) -> None:
+        """Send the counts since the last receipt."""
+        if self.counts:
+            out, self.counts = dict(self.counts), Counter()
+            self.sender.send(out)
+
+    def flush(self) -> None:
+        self.write()
+        self.report()
+
+    def close(self) -> None:
+        self.flush()
+        self.sender.close()
+
+
+_BUNDLE_LISTENERS: list = []
+
+
+def on_bundle_finish(backend, callback) -> None:
+    """Call callback whenever the keyed operator whose state backend is ``backend`` finishes a bundle.
+
+    PyFlink gives Python functions no checkpoint hook, but its operators finish the current
+    bundle before every checkpoint barrier (prepareSnapshotPreBarrier), besides at least every
+    python.fn-execution.bundle.time ms. Writes buffered in Python memory must land there, or a
+    checkpoint would cover events whose rows were never written (lost after a restore). The
+    callback runs on the operator's own thread, between its elements."""
+    from pyflink.fn_execution.datastream.process.operations import StatefulOperation
+
+    if not getattr(StatefulOperation, "_recstream_hooked", False):
+        original = StatefulOperation.finish
+
+        def finish(self):
+            for owner, listener in list(_BUNDLE_LISTENERS):
+                if owner is self.keyed_state_backend:
+                    listener()
+            original(self)
+        StatefulOperation.finish = finish
+        StatefulOperation._recstream_hooked = True
+    _BUNDLE_LISTENERS.append((backend, callback))
+
+
+class StateCache:
+    """Write-through cache of decoded keyed state, so a key met again skips the state read (a
+    round trip to the JVM). Flink still holds the state: ``put`` updates it, and it is
+    checkpointed as usual. Only this function instance writes its keys, and a restore or a
+    rescale starts new instances, so the cache never serves a stale value. A job that did not
+    start from a checkpoint (``fresh``) also knows that a key this instance never met has no
+    state yet, and skips that read too (while it remembers fewer than ``max_seen`` keys). Call
+    with the key current (in process_element / on_timer)."""
+
+    def __init__(self, state, size: int, fresh: bool, max_seen: int = 10_000_000):
+        self.state, self.size, self.values = state, size, OrderedDict()
+        self.seen: set | None = set() if fresh else None
+        self.max_seen = max_seen
+
+    def get(self, key):
+        if key in self.values:
+            self.values.move_to_end(key)
+            return self.values[key]
+        if self.seen is not None and key not in self.seen:
+            return None  # never written: a fresh job's state starts empty
+        value = self.state.value()
+        self._keep(key, value)
+        return value
+
+    def put(self, key, value) -> None:
+        self.state.update(value)
+        self._keep(key, value)
+        if self.seen is not None:
+            self.seen.add(key)
+            if len(self.seen) > self.max_seen:
+                self.seen = None  # too many to remember: read every key not in the cache
+
+    def _keep(self, key, value) -> None:
+        self.values[key] = value
+        self.values.move_to_end(key)
+        while len(self.values) > self.size:
+            self.values.popitem(last=False)
+
+
+def retrying(call, patience_s: float, count):
+    """call(), waiting and retrying while the online store is unreachable (Redis down, SQLite
+    locked), so an outage stalls the job (Kafka holds the events) instead of failing it, up to
+    patience_s; any other error is raised at once."""
+    waited, pause = 0.0, 0.2
+    while True:
+        try:
+            return call()
+        except Exception as err:  # noqa: BLE001 - only outages are retried; the rest is raised
+            if not _is_outage(err) or waited >= patience_s:
+                raise
+            count("online_retries")
+            time.sleep(pause)
+            waited += pause
+            pause = min(2 * pause, 5.0)
+
+
+class OnlineWriter:
+    """Writes rows online view by view, in the given order, each through ``retrying``."""
+
+    def __init__(self, tables: dict, order: tuple[str, ...], patience_s: float, count):
+        self.tables, self.order, self.patience_s, self.count = tables, order, patience_s, count
+
+    def write(self, rows: dict[str, list[dict]]) -> None:
+        for view in self.order:
+            if rows.get(view):
+                written = retrying(lambda: self.tables[view].write(rows[view]), self.patience_s, self.count)
+                self.count(f"rows_written.{view}", written)
+
+
+def _is_outage(err: Exception) -> bool:
+    """A store that is away for a while (retry), not a bad row or a bug (raise)."""
+    if isinstance(err, (ConnectionError, TimeoutError)):
+        return True
+    try:
+        import redis
+
+        if isinstance(err, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                            redis.exceptions.BusyLoadingError)):
+            return True
+    except ImportError:
+        pass
+    return isinstance(err, sqlite3.OperationalError) and "locked" in str(err)

@@ -1,0 +1,155 @@
+"""Feast on Redis, against a real redis-server the tests start themselves (127.0.0.1, a free
+port, no persistence, stopped by PID): materialize, read back, never back in time, the same
+definitions on SQLite and Redis, and an outage that raises and then recovers."""
+from __future__ import annotations
+
+import time
+
+import pyarrow.parquet as pq
+import pytest
+import redis
+
+from feature_repo.definitions import USER_SEQUENCE, SEQUENCE_FIELDS
+from pipelines.store.feature_store import (OnlineStore, apply, materialize_user_sequences, open_store,
+                                     read_user_sequences, write_user_sequences)
+from tests.helpers import backfilled_run
+from pipelines.embedded.redis import RedisServer
+from pipelines.processes import pid_alive
+from tests.helpers import redis_server_or_skip
+
+pytestmark = pytest.mark.engine
+NEW_USER = 2**62 + 7  # not in the synthetic run (stable_id hashes only by chance land here)
+
+
+def plain(row: dict | None) -> dict | None:
+    """An online row as plain Python values (lists as lists), for comparing with Parquet rows."""
+    if row is None:
+        return None
+    return {k: list(row[k]) if isinstance(row[k], (list, tuple)) else row[k] for k in SEQUENCE_FIELDS}
+
+
+def offline_rows(work) -> list[dict]:
+    return pq.read_table(work / "offline" / USER_SEQUENCE).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    redis_server_or_skip()
+    server = RedisServer().start()
+    yield server
+    server.close()
+    assert not pid_alive(server.pid), f"redis-server pid {server.pid} still running after stop"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("redis_store")
+    backfilled_run(work)
+    return work
+
+
+@pytest.fixture(scope="module")
+def stores(run, redis_server):
+    """One run folder, one registry, two online stores: SQLite (the default) and Redis."""
+    out = {"sqlite": open_store(run), "redis": open_store(run, OnlineStore(kind="redis", redis_url=redis_server.address))}
+    for store in out.values():
+        apply(store, run)
+    out["materialized"] = {kind: materialize_user_sequences(out[kind], run) for kind in ("sqlite", "redis")}
+    return out
+
+
+def test_materialize_loads_every_user_into_redis_and_reads_equal_the_offline_rows(run, stores, redis_server):
+    offline = offline_rows(run)
+    assert stores["redis"].config.online_store.type == "redis"
+    assert stores["materialized"]["redis"] == len(offline) > 0
+    raw = redis.Redis(host="127.0.0.1", port=redis_server.port)
+    assert raw.dbsize() == len(offline)  # one hash per user: the reads below come from this server
+    online = read_user_sequences(stores["redis"], [r["user_id"] for r in offline])
+    assert len(online) == len(offline)
+    for row in offline:
+        assert plain(online[row["user_id"]]) == {k: row[k] for k in SEQUENCE_FIELDS}, row["user_id"]
+
+
+def test_unknown_user_reads_as_none_on_redis(stores):
+    assert read_user_sequences(stores["redis"], [123456789]) == {123456789: None}
+
+
+def test_the_same_definitions_serve_sqlite_and_redis(run, stores):
+    users = [r["user_id"] for r in offline_rows(run)] + [123456789]
+    from_sqlite = {u: plain(r) for u, r in read_user_sequences(stores["sqlite"], users).items()}
+    from_redis = {u: plain(r) for u, r in read_user_sequences(stores["redis"], users).items()}
+    assert from_sqlite == from_redis
+    assert sum(r is not None for r in from_redis.values()) == len(users) - 1
+    view = {kind: stores[kind].get_feature_view(USER_SEQUENCE) for kind in ("sqlite", "redis")}
+    assert view["sqlite"] == view["redis"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_online_features_never_move_back_in_time(run, stores, kind):
+    store = stores[kind]
+    t = 1_735_689_600_000
+    base = {"user_id": NEW_USER, "seq_item_ids": [11], "seq_category_ids": [1], "seq_event_types": [2],
+            "seq_timestamps": [t], "seq_length": 1, "last_event_ms": t}
+    assert write_user_sequences(store, [base]) == 1
+    assert plain(read_user_sequences(store, [NEW_USER])[NEW_USER]) == {k: base[k] for k in SEQUENCE_FIELDS}
+
+    older = {**base, "seq_item_ids": [99], "last_event_ms": t - 1, "seq_timestamps": [t - 1]}
+    assert write_user_sequences(store, [older]) == 0
+    assert read_user_sequences(store, [NEW_USER])[NEW_USER]["seq_item_ids"] == [11]
+
+    # An out-of-order event (older than the user's newest, newer than the stream's floor)
+    # lands in a later micro-batch: same last_event_ms, one more behavior. It must be written.
+    same_time = {**base, "seq_item_ids": [12, 11], "seq_category_ids": [1, 1], "seq_event_types": [2, 2],
+                 "seq_timestamps": [t - 5, t], "seq_length": 2}
+    assert write_user_sequences(store, [same_time]) == 1
+    assert read_user_sequences(store, [NEW_USER])[NEW_USER]["seq_item_ids"] == [12, 11]
+
+    newer = {**same_time, "seq_item_ids": [12, 11, 13], "seq_category_ids": [1, 1, 1],
+             "seq_event_types": [2, 2, 2], "seq_timestamps": [t - 5, t, t + 1], "seq_length": 3,
+             "last_event_ms": t + 1}
+    assert write_user_sequences(store, [newer]) == 1
+    assert plain(read_user_sequences(store, [NEW_USER])[NEW_USER]) == {k: newer[k] for k in SEQUENCE_FIELDS}
+
+    # A materialized user: a replayed older row is skipped and the user keeps the offline row.
+    row = offline_rows(run)[0]
+    stale = {**{k: row[k] for k in ("user_id", *SEQUENCE_FIELDS)}, "seq_item_ids": [7],
+             "last_event_ms": row["last_event_ms"] - 1}
+    assert write_user_sequences(store, [stale, {**newer, "last_event_ms": t - 10}]) == 0
+    assert plain(read_user_sequences(store, [row["user_id"]])[row["user_id"]]) == \
+        {k: row[k] for k in SEQUENCE_FIELDS}
+
+
+def test_redis_outage_raises_a_connection_error_then_recovers_after_restart(run, stores):
+    """Its own server: stop it, a read raises (no silent empty result); restart on the same
+    port (empty: no persistence), re-materialize, and the SAME FeatureStore reads again."""
+    offline = offline_rows(run)
+    users = [r["user_id"] for r in offline]
+    server = RedisServer().start()
+    try:
+        store = open_store(run, OnlineStore(kind="redis", redis_url=server.address))
+        apply(store, run)
+        assert materialize_user_sequences(store, run) == len(offline)
+        assert plain(read_user_sequences(store, users[:1])[users[0]]) is not None
+
+        port, pid = server.port, server.pid
+        server.stop()
+        assert not pid_alive(pid), f"redis-server pid {pid} still running after stop"
+        started = time.monotonic()
+        with pytest.raises(redis.exceptions.ConnectionError, match=f"127.0.0.1:{port}.*Connection refused"):
+            read_user_sequences(store, users)
+        assert time.monotonic() - started < 5, "a refused connection should fail fast, not hang"
+        with pytest.raises(redis.exceptions.ConnectionError):
+            write_user_sequences(store, [{**offline[0], "last_event_ms": offline[0]["last_event_ms"] + 1}])
+
+        server.start()
+        assert server.port == port and server.pid != pid
+        # A restarted server without persistence is empty: every user reads as unknown, not as an error.
+        assert set(read_user_sequences(store, users).values()) == {None}
+        assert materialize_user_sequences(store, run) == len(offline)
+        online = read_user_sequences(store, users)
+        for row in offline:
+            assert plain(online[row["user_id"]]) == {k: row[k] for k in SEQUENCE_FIELDS}
+    finally:
+        last = server.pid
+        server.close()
+    assert not pid_alive(last), f"redis-server pid {last} still running after stop"

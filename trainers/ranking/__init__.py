@@ -1,0 +1,1 @@
+"""Ranking: the sequence ranker family (mean, DIN, TIN) with lifelong search units, and its training."""
