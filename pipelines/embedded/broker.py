@@ -1,7 +1,7 @@
 """The embedded Kafka-protocol broker (Tansu) and the stream pieces fetched beside it.
 
     with running_broker() as broker:            # Tansu on 127.0.0.1, a free port, memory storage
-        client = broker.client()                # pipelines.embedded.kafka_client.KafkaClient
+        client = broker.client()                # pipelines.embedded.kafka.KafkaClient
         client.create_topic("events", partitions=2)
         StreamConfig(..., kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers, ...))
 
@@ -23,7 +23,7 @@ from typing import Iterator
 from features.errors import MissingInput
 from features.schema import Event
 from features.validate import parse_event
-from pipelines.embedded.kafka_client import KafkaClient, Record
+from pipelines.embedded.kafka import KafkaClient, Record
 from pipelines.processes import port_answers, start_on_free_port, stop_process
 from pipelines.stream.connector import FETCH_HINT, stream_deps
 
@@ -71,6 +71,7 @@ class Broker:
         stop_process(proc, grace_s)
 
     def client(self, client_id: str = "recstream") -> KafkaClient:
+        """A KafkaClient (pipelines.embedded.kafka) on this broker; close it before stopping the broker."""
         return KafkaClient(self.bootstrap_servers, client_id=client_id)
 
     def _tail(self) -> str:

@@ -1,4 +1,4 @@
-"""The embedded broker (Tansu, started and stopped by PID) and the wire-protocol client."""
+"""The embedded broker (Tansu, started and stopped by PID) and the confluent-kafka toolkit against it."""
 from __future__ import annotations
 
 import os
@@ -8,17 +8,10 @@ import pytest
 from pipelines.embedded import broker as broker_module
 from pipelines.stream import connector
 from pipelines.embedded.broker import Broker, running_broker
-from pipelines.embedded.kafka_client import KafkaClient, Record, decode_batches, encode_batch
+from pipelines.embedded.kafka import KafkaClient, Record
 
 
-def test_record_batches_round_trip_without_a_broker():
-    records = [Record(value=b'{"a": 1}', key=b"u1", timestamp=1_700_000_000_000),
-               Record(value=None, key=None, timestamp=1_699_999_999_990),  # a tombstone, an earlier time
-               Record(value=b"\xff\xfe not utf-8" * 50, key=b"u2", timestamp=1_700_000_000_500)]
-    back = decode_batches(encode_batch(records, now_ms=0))
-    assert [(r.value, r.key, r.timestamp, r.offset) for r in back] == \
-        [(r.value, r.key, r.timestamp, i) for i, r in enumerate(records)]
-    assert decode_batches(encode_batch(records, 0)[:-5]) == []  # a truncated batch is left for the next fetch
+def test_a_bad_address_is_named():
     with pytest.raises(ValueError, match="host:port"):
         KafkaClient("localhost")
 

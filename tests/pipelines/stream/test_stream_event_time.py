@@ -20,7 +20,7 @@ from features.sequence import SequencePolicy
 from features.validate import parse_event
 from pipelines.embedded.broker import create_stream_topics, running_broker
 from pipelines.store.feature_store import apply, open_store, read_user_sequences
-from pipelines.embedded.kafka_client import Record
+from pipelines.embedded.kafka import Record
 from pipelines.stream.config import KafkaSettings, StreamConfig
 from pipelines.stream.driver import StreamProcess
 
