@@ -30,6 +30,10 @@ KEYS = ("user_id", "item_id", "category_id", "feature_ts")
 SEQUENCE_FIELDS = tuple(n for n in USER_SEQUENCE_SCHEMA.names if n not in KEYS)
 ITEM_CONTENT = "item_content"
 ITEM_CONTENT_FIELDS = ("vector", "encoder_version", "modalities")
+USER_INTERESTS = "user_interests"
+# K interest vectors of d floats, flattened row-major (interests[k * dim:(k + 1) * dim] is vector k),
+# from the champion retriever, as of as_of_ms (the publication time: it orders a user's rows).
+USER_INTERESTS_FIELDS = ("interests", "num_interests", "dim", "model_version", "as_of_ms")
 # Offline table (features.tables.TABLES) -> the entities its view is keyed by.
 VIEW_ENTITIES = {
     "user_sequence": ("user",),
@@ -54,6 +58,8 @@ def view_fields(view: str) -> tuple[str, ...]:
     as of the last event would be stale at read time, so the *_stats_now views compute them."""
     if view == ITEM_CONTENT:
         return ITEM_CONTENT_FIELDS
+    if view == USER_INTERESTS:
+        return USER_INTERESTS_FIELDS
     if view in STATS_VIEWS:
         return stats.STATE_FIELDS
     return tuple(f.name for f in TABLES[view] if f.name not in KEYS)
@@ -131,6 +137,7 @@ def definitions(offline_dir: str) -> dict:
     for name in STATS_VIEWS:
         out[f"{name}_now"] = stats_now(out[name], request)
     out.update(item_content_definitions(offline_dir, ents["item"]))
+    out.update(user_interest_definitions(offline_dir, ents["user"]))
     # Services name the statistics' state views: Feast 0.67 drops on-demand outputs under
     # full_feature_names (which these services need: the sequence views share field names) and
     # mixes up two on-demand views read in one call. Finalize the state with
@@ -170,3 +177,25 @@ def item_content_definitions(offline_dir: str, item: Entity) -> dict:
         description="Frozen multimodal item vectors (pipelines/embed/job.py) and the encoder version that made them",
     )
     return {"item_embedding_offline": source, ITEM_CONTENT: view}
+
+
+def user_interest_definitions(offline_dir: str, user: Entity) -> dict:
+    """The user_interests view: the champion retriever's K interest vectors per user, which the
+    continuous-training loop (pipelines/retrain) writes on every promotion. Empty until the
+    first publication wrote its offline table."""
+    folder = Path(offline_dir) / USER_INTERESTS
+    if not folder.is_dir():
+        return {}
+    source = FileSource(name="user_interests_offline", path=str(folder), timestamp_field="feature_ts")
+    view = FeatureView(
+        name=USER_INTERESTS,
+        entities=[user],
+        ttl=timedelta(0),
+        schema=[Field(name="interests", dtype=Array(Float32)), Field(name="num_interests", dtype=Int64),
+                Field(name="dim", dtype=Int64), Field(name="model_version", dtype=String),
+                Field(name="as_of_ms", dtype=Int64)],
+        source=source,
+        online=True,
+        description="The champion retriever's interest vectors per user (K x dim, flattened), for retrieval",
+    )
+    return {source.name: source, USER_INTERESTS: view}

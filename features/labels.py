@@ -113,3 +113,42 @@ def build_examples(events: Sequence[Event], policy: LabelPolicy,
 def _event_seed(seed: int, event_id: str) -> int:
     digest = hashlib.blake2b(f"{seed}:{event_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
+
+
+def next_item_point_in_time(log: "pa.Table", rows: "pa.Table", negatives: int, seed: int) -> "pa.Table":
+    """Next-item examples for behaviors ``rows`` (log columns), point in time: each behavior is a
+    positive, and each gets ``negatives`` items drawn uniformly among the items that exist at its
+    time (some behavior with them strictly before it in ``log``, which is sorted by user and time)
+    and that its user has not taken at or before it. Deterministic by (seed, event_id).
+    Returns EXAMPLE_SCHEMA rows, positives and negatives sorted by time."""
+    log_items, log_times = log.column("item_id").to_numpy(), log.column("timestamp").to_numpy()
+    log_cats, log_users = log.column("category_id").to_numpy(), log.column("user_id").to_numpy()
+    by_time = np.argsort(log_times, kind="stable")
+    first_seen: dict[int, tuple[int, int]] = {}
+    for i in by_time:  # each item's first behavior time and category
+        first_seen.setdefault(int(log_items[i]), (int(log_times[i]), int(log_cats[i])))
+    catalog = sorted(first_seen.items(), key=lambda kv: kv[1][0])
+    born = np.array([t for _, (t, _) in catalog], np.int64)
+    items = np.array([i for i, _ in catalog], np.int64)
+    cats = np.array([c for _, (_, c) in catalog], np.int64)
+    out: list[Example] = []
+    users, r_items, r_times = (rows.column(n).to_numpy() for n in ("user_id", "item_id", "timestamp"))
+    r_cats, r_ids = rows.column("category_id").to_numpy(), rows.column("event_id").to_pylist()
+    for u, item, ts, cat, event_id in zip(users, r_items, r_times, r_cats, r_ids):
+        out.append((int(u), int(item), int(cat), int(ts), 1))
+        lo, hi = np.searchsorted(log_users, u, "left"), np.searchsorted(log_users, u, "right")
+        taken = set(log_items[lo:hi][log_times[lo:hi] <= ts].tolist()) | {int(item)}
+        existing = int(np.searchsorted(born, ts, side="left"))  # items first seen strictly before ts
+        rng = np.random.default_rng(_event_seed(seed, event_id))
+        drawn = 0
+        for _ in range(20 * negatives):
+            if drawn == negatives or existing == 0:
+                break
+            j = int(rng.integers(existing))
+            if int(items[j]) in taken:
+                continue
+            out.append((int(u), int(items[j]), int(cats[j]), int(ts), 0))
+            drawn += 1
+    out.sort(key=lambda e: (e[3], e[0], -e[4]))
+    return pa.table([pa.array(col, f.type) for col, f in zip(zip(*out), EXAMPLE_SCHEMA)] if out
+                    else [pa.array([], f.type) for f in EXAMPLE_SCHEMA], schema=EXAMPLE_SCHEMA)

@@ -111,3 +111,11 @@ def sequences_as_of(log: pa.Table, users, times, max_len: int) -> pa.Table:
         columns[seq_name] = list_array.from_arrays(offsets, values)
     columns["seq_length"] = pa.array(lengths, type=pa.int64())
     return pa.table(columns)
+
+
+def counts_before(log_keys: np.ndarray, log_times: np.ndarray, keys, times) -> np.ndarray:
+    """For each (key, time) query, how many log rows of that key have a time strictly before it.
+    The log is sorted by (key, time): e.g. an item-sorted event log gives each item's count of
+    events before a request, the point-in-time popularity."""
+    begin, end = key_ranges(log_keys, keys)
+    return first_at_or_after(log_times, begin, end, np.asarray(times, dtype=np.int64)) - begin

@@ -13,10 +13,10 @@ import os
 import sys
 
 from features.errors import RecstreamError
-from pipelines.cli import batch, demo, embed, store, stream, train
+from pipelines.cli import batch, demo, embed, retrain, store, stream, train
 from pipelines.progress import quiet_libraries
 
-GROUPS = (demo, batch, store, stream, embed, train)
+GROUPS = (demo, batch, store, stream, embed, train, retrain)
 
 
 def parser() -> argparse.ArgumentParser:

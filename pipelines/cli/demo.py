@@ -16,22 +16,14 @@ def add(sub) -> None:
 
 
 def run(args, extra) -> int:
+    from pipelines.cli.flags import given
     from pipelines.config import from_dict, merged, read_toml, to_dict
     from pipelines.demo import DemoConfig, run_demo
 
     data = merged(to_dict(DemoConfig()), read_toml(Path(args.config)) if args.config else {})
     flags = {"workdir": args.workdir, "dataset": args.dataset, "path": args.path,
              "synthetic": {"users": args.users}, "train": {"steps": args.steps}}
-    cfg = from_dict(DemoConfig, merged(data, _given(flags)))
+    cfg = from_dict(DemoConfig, merged(data, given(flags)))
     summary = run_demo(cfg)
     return 0 if summary.get("model_version") else 1
 
-
-def _given(flags: dict) -> dict:
-    """The flags the user gave (not None), tables kept only where something in them was given."""
-    out = {}
-    for key, value in flags.items():
-        value = _given(value) if isinstance(value, dict) else value
-        if value is not None and value != {}:
-            out[key] = value
-    return out

@@ -51,3 +51,14 @@ def json_arg(text: str | None, cls, what: str):
         return from_dict(cls, json.loads(text), what)
     except json.JSONDecodeError as err:
         raise ConfigError(what, f"is not valid JSON ({err.msg} at character {err.pos}): {text!r}") from None
+
+
+def given(flags: dict) -> dict:
+    """The flags the user gave (not None), tables kept only where something in them was given:
+    what to lay over a config file's values."""
+    out = {}
+    for key, value in flags.items():
+        value = given(value) if isinstance(value, dict) else value
+        if value is not None and value != {}:
+            out[key] = value
+    return out

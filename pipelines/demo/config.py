@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from features.labels import LabelPolicy
 from features.sequence import SequencePolicy
 from pipelines.config import typed
+from pipelines.retrain.config import WindowPolicy
 from pipelines.sources.synthetic import SyntheticConfig
 from trainers.ranking.train import TrainConfig
+from trainers.retrieval.train import RetrievalConfig
 
 
 @typed
@@ -25,12 +27,16 @@ class DemoConfig:
     # (docs/training.md compares the choices on the demo's data).
     train: TrainConfig = field(default_factory=lambda: TrainConfig(model="din", item_vectors=True, search="cosine",
                                                                    search_k=20))
+    retriever: RetrievalConfig = field(default_factory=lambda: RetrievalConfig(steps=300, batch_size=128))
     stream_fraction: float = 0.1  # the latest share of time, replayed through the stream job
     eval_fraction: float = 0.2  # the latest share of backfilled examples, held out for evaluation
     min_auc: float = 0.55
     min_lift: float = 0.0  # over the popularity baseline
     show_users: int = 3
     embed: bool = True  # embed the catalog (text encoder) and serve item_content vectors
+    retrain: bool = True  # continuous training over the stream's topics after the stream stage
+    retrain_window: WindowPolicy = field(default_factory=lambda: WindowPolicy(size=2_000, min_records=200))
+    poison_window: bool = True  # then a window of all-positive labels, which the data gate must block
 
     def __post_init__(self) -> None:
         if self.train.item_vectors and not self.embed:

@@ -22,10 +22,16 @@ def report(s: dict) -> str:
     if "metrics" in s:
         m = s["metrics"]
         lines.append(f"  AUC {m['auc']:.4f} vs popularity {m['baseline_auc']:.4f} "
-                     f"(model {s.get('model_version', 'not promoted')})")
+                     f"(ranker version {s.get('model_version', 'not promoted')})")
     st = s.get("stream", {})
     lines.append(f"  stream: read {st.get('read', 0):,}, rejected {st.get('rejected_total', 0):,}, "
                  f"late {st.get('late', 0):,}, rows written {st.get('rows_written', 0):,}")
+    rt = s.get("retrain")
+    if rt:
+        blocked = ", ".join(f"window {q['window']} ({', '.join(q['reasons'])})" for q in rt["quarantined"]) or "none"
+        lines.append(f"  continuous training: {rt['windows']} windows; promoted {rt['promoted'] or 'none'}, "
+                     f"rejected {rt['rejected'] or 'none'}; quarantined {blocked}; champions "
+                     f"{rt.get('champions', 'unchanged')}")
     lines.append("  seconds per stage: " + ", ".join(f"{k} {v}" for k, v in s["seconds"].items()))
-    lines.append(f"  artifacts: {s['workdir']} (summary.json, offline/, feast/, models/)")
+    lines.append(f"  artifacts: {s['workdir']} (summary.json, offline/, feast/, registry/, retrain/)")
     return "\n".join(lines)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -17,6 +19,7 @@ from pipelines.batch.backfill import BackfillConfig, run_backfill
 from pipelines.config import to_dict
 from pipelines.demo.config import DemoConfig, caps
 from pipelines.demo.report import jsonable, report
+from pipelines.embedded.broker import running_broker
 from pipelines.gates.model import model_gate
 from pipelines.gates.tables import validate_table
 from pipelines.progress import Stages
@@ -36,6 +39,7 @@ class Run:
     labels: LabelPolicy | None = None
     vectors: object = None
     store: object = None
+    broker: object = None  # the embedded Kafka broker, from the stream stage to the end of the run
 
     @property
     def offline(self) -> Path:
@@ -51,17 +55,25 @@ def run_demo(cfg: DemoConfig) -> dict:
         'v0001'
     """
     work = Path(cfg.workdir).resolve()
-    for name in ("feast", "stream_rejected", "stream_examples", "stream_accepted"):  # a rerun replaces them
+    for name in ("feast", "stream_rejected", "stream_examples", "stream_accepted", "retrain", "offline/user_interests"):
+        # a rerun replaces them (the registry keeps every version)
         shutil.rmtree(work / name, ignore_errors=True)
-    stages = Stages(7)
+    steps = [("ingest events", ingest_stage), ("backfill (Beam)", backfill_stage),
+             ("item embeddings (Beam + encoders)", embed_stage),
+             ("feature store (Feast): gate, apply, materialize", store_stage),
+             ("train (TorchRec) and gate", train_stage),
+             ("stream (PyFlink + Kafka): later events -> online features, examples", stream_stage)]
+    if cfg.retrain:
+        from pipelines.demo.retrain import retrain_stage
+
+        steps.append(("continuous training: windows -> gates -> registry (MLflow)", retrain_stage))
+    stages = Stages(len(steps) + 1)
     run = Run(cfg, work, stages.say, {"workdir": str(work), "config": to_dict(cfg)})
-    for title, stage in (("ingest events", ingest_stage), ("backfill (Beam)", backfill_stage),
-                         ("item embeddings (Beam + encoders)", embed_stage),
-                         ("feature store (Feast): gate, apply, materialize", store_stage),
-                         ("train (TorchRec) and gate", train_stage),
-                         ("stream (PyFlink + Kafka): later events -> online features, examples", stream_stage)):
-        with stages.stage(title):
-            stage(run)
+    with ExitStack() as stack:
+        run.broker = stack.enter_context(running_broker())
+        for title, stage in steps:
+            with stages.stage(title):
+                stage(run)
     with stages.stage("summary"):
         run.summary["seconds"] = stages.seconds
         (work / "summary.json").write_text(json.dumps(run.summary, indent=2, default=jsonable))
@@ -118,33 +130,71 @@ def store_stage(run: Run) -> None:
 
 
 def train_stage(run: Run) -> None:
+    """The ranker on the backfill's examples, gated against popularity; then the retriever. Each
+    passing model becomes the champion in the run's MLflow registry (WORKDIR/registry)."""
     from trainers.ranking.train import train
-    from trainers.registry import register, set_champion
+    from trainers.registry import Registry
 
-    cfg = run.cfg
+    cfg, registry = run.cfg, Registry(run.work / "registry")
     examples, log = load_table(run.offline, "examples"), sort_log(load_table(run.offline, "behavior_log"))
     train_set, eval_set, cut = time_split(examples, cfg.eval_fraction)
     data_gate = validate_table(train_set, "examples")
-    run.say(f"    {train_set.num_rows:,} training examples before {cut}, {eval_set.num_rows:,} after; "
+    run.say(f"    {train_set.num_rows:,} training examples before {_iso(cut)}, {eval_set.num_rows:,} after; "
             f"{data_gate.summary()}")
     run.summary["data_gate"] = vars(data_gate)
     if not data_gate.passed:
         run.say("    training skipped: the data gate failed")
         return
-    result = train(train_set, eval_set, log, cfg.train, vectors=run.vectors,
+    scratch = Path(tempfile.mkdtemp(prefix=".checkpoints-", dir=run.work))  # copied into the registry, then gone
+    result = train(train_set, eval_set, log, cfg.train, vectors=run.vectors, checkpoint_dir=scratch / "ranker",
                    progress=lambda step, loss: run.say(f"    step {step:>5}  loss {loss:.4f}"))
     metrics = result.eval_metrics
     gate = model_gate(metrics, cfg.min_auc, cfg.min_lift)
-    run.say(f"    AUC {metrics['auc']:.4f} vs popularity {metrics['baseline_auc']:.4f}; {gate.summary()}")
+    run.say(f"    ranker AUC {metrics['auc']:.4f} vs popularity {metrics['baseline_auc']:.4f}; {gate.summary()}")
     run.summary.update(metrics=metrics, model_gate=vars(gate), samples_per_s=result.samples_per_s)
     if gate.passed:
-        models = run.work / "models"
-        version = register(models, result.state_dict,
-                           {"config": to_dict(cfg.train), "metrics": metrics, "sequence": to_dict(cfg.sequence),
-                            "trained_until_ms": int(cut), "dataset": cfg.dataset, **result.metadata()})
-        set_champion(models, version)
+        version = registry.register("ranker", result.state_dict,
+                                    {"config": to_dict(cfg.train), "metrics": metrics, "sequence": to_dict(cfg.sequence),
+                                     "trained_until_ms": int(cut), "dataset": cfg.dataset, **result.metadata()},
+                                    files={"checkpoint": result.checkpoint}, metrics=metrics,
+                                    why="the demo's backfill model")
+        registry.promote("ranker", version, why="beat popularity on the later slice")
         run.summary["model_version"] = version
-        run.say(f"    registered {version} as champion in {models}")
+        run.say(f"    registered ranker version {version} as champion in {registry.root}")
+    run.summary["retriever"] = retriever_champion(run, registry, log, cut, scratch)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def retriever_champion(run: Run, registry, log: pa.Table, cut: int, scratch: Path) -> dict:
+    """The multi-interest retriever on every behavior before the cut, gated on Recall@50 over
+    the later behaviors against recent popularity; registered and promoted if it beats it."""
+    from pipelines.gates.model import ModelGatePolicy, retriever_gate
+    from pipelines.retrain.evaluate import Log, retriever_metrics
+    from trainers.retrieval.learner import RetrieverLearner
+
+    cfg = run.cfg.retriever
+    before = log.filter(pc.less(log.column("timestamp"), cut))
+    later = log.filter(pc.greater_equal(log.column("timestamp"), cut))
+    learner = RetrieverLearner(cfg)  # a learner, so that its checkpoint carries the optimizer state on
+    try:
+        learner.fit(before, before, cfg.seed, epochs=max(1, cfg.steps * cfg.batch_size // max(before.num_rows, 1)))
+        state = learner.state_dict()
+        checkpoint = learner.save(scratch / "retriever")
+    finally:
+        learner.close()
+    view = Log(log)
+    got = retriever_metrics(state, cfg, later, view, 50)
+    popular = retriever_metrics(None, cfg, later, view, 50)
+    gate, _ = retriever_gate(popular, got, state, ModelGatePolicy(max_recall_drop=0.0, max_hit_rate_drop=1.0))
+    run.say(f"    retriever recall@50 {got['recall@50']:.4f} vs popularity {popular['recall@50']:.4f}; {gate.summary()}")
+    out = {"metrics": got, "popularity": popular, "gate": vars(gate)}
+    if gate.passed:
+        out["version"] = registry.register("retriever", state, {"config": to_dict(cfg), "metrics": got},
+                                           files={"checkpoint": checkpoint}, metrics=got,
+                                           why="the demo's backfill model")
+        registry.promote("retriever", out["version"], why="beat recent popularity on the later slice")
+        run.say(f"    registered retriever version {out['version']} as champion")
+    return out
 
 
 def stream_stage(run: Run) -> None:
@@ -152,7 +202,7 @@ def stream_stage(run: Run) -> None:
 
     users = [int(u) for u in load_table(run.offline, "user_sequence").column("user_id").to_pylist()]
     before = read_user_sequences(run.store, users)
-    counts = stream_through_broker(run.cfg, run.work, run.labels)
+    counts = stream_through_broker(run.cfg, run.work, run.labels, run.broker)
     after = read_user_sequences(open_store(run.work), users)
     moved = [u for u in users if (after[u] or {}).get("last_event_ms") != (before[u] or {}).get("last_event_ms")]
     run.summary["stream"] = {**counts, "users_moved_forward": len(moved)}
@@ -163,6 +213,12 @@ def stream_stage(run: Run) -> None:
                 f"{a.get('seq_length')} behaviors to {a.get('last_event_ms')}")
     run.say(f"    {counts}; dead letters in {run.work / 'stream_rejected'}, examples in "
             f"{run.work / 'stream_examples'}")
+
+
+def _iso(ms: int) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="seconds")
 
 
 def load_table(offline: Path, name: str) -> pa.Table:

@@ -7,19 +7,19 @@ from features.labels import LabelPolicy
 from pipelines.demo.config import DemoConfig
 
 
-def stream_through_broker(cfg: DemoConfig, work: Path, labels: LabelPolicy) -> dict:
+def stream_through_broker(cfg: DemoConfig, work: Path, labels: LabelPolicy, broker) -> dict:
     """The held-back events through the embedded Kafka broker and the stream job: produced keyed by
     user and stamped with their event time, read to the end; the dead-letter, example and
     accepted-record topics are copied to work/stream_rejected, stream_examples and stream_accepted
-    (JSON lines)."""
-    from pipelines.embedded.broker import create_stream_topics, event_records, running_broker
+    (JSON lines). The topics stay on the broker for the continuous-training stage."""
+    from pipelines.embedded.broker import create_stream_topics, event_records
     from pipelines.stream.config import KafkaSettings, StreamConfig
     from pipelines.stream.driver import run_stream
 
     lines = [line for path in sorted((work / "raw" / "stream").glob("*.jsonl"))
              for line in path.read_bytes().splitlines()]
-    with running_broker() as broker:
-        client = broker.client()
+    client = broker.client()
+    try:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
         client.create_topic(kafka.topic, partitions=2)
         create_stream_topics(client, kafka)
@@ -33,5 +33,6 @@ def stream_through_broker(cfg: DemoConfig, work: Path, labels: LabelPolicy) -> d
             (work / folder).mkdir(parents=True, exist_ok=True)
             values = [r.value.decode() for r in client.read(topic, n)] if n else []
             (work / folder / f"{topic}.jsonl").write_text("".join(v + "\n" for v in values))
+    finally:
         client.close()
     return counts

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+from pathlib import Path
 from typing import Callable
 
 import pandas as pd
@@ -37,7 +38,7 @@ def run_suite(table: pa.Table | pd.DataFrame, make_suite: Callable, name: str) -
     batch = (source.add_dataframe_asset(asset)
              .add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": df}))
     result = batch.validate(suite)
-    failures = []
+    failures, reasons = [], []
     for r in result.results:
         if not r.success:
             cfg = r.expectation_config
@@ -46,4 +47,17 @@ def run_suite(table: pa.Table | pd.DataFrame, make_suite: Callable, name: str) -
                 or ", ".join(kw.get("column_list") or []) or "table"
             observed = r.result.get("observed_value", r.result.get("partial_unexpected_list"))
             failures.append(f"{cfg.type}({where}) observed {observed!r}")
-    return GateResult(name, result.success, failures, len(result.results))
+            reason = (cfg.meta or {}).get("reason")
+            if reason and reason not in reasons:
+                reasons.append(reason)
+    return GateResult(name, result.success, failures, len(result.results), reasons)
+
+
+def load_suite(path) -> object:
+    """A GX ExpectationSuite from its JSON (name, expectations, meta), as GX writes it."""
+    import json
+
+    import great_expectations as gx
+
+    data = json.loads(Path(path).read_text())
+    return gx.ExpectationSuite(name=data["name"], expectations=data["expectations"], meta=data.get("meta") or {})

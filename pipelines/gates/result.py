@@ -10,6 +10,7 @@ class GateResult:
     passed: bool
     failures: list[str] = field(default_factory=list)
     checked: int = 0
+    reasons: list[str] = field(default_factory=list)  # short names of what failed (e.g. label_rate), distinct
 
     def summary(self) -> str:
         if self.passed:

@@ -14,15 +14,17 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
 
-from feature_repo.definitions import VIEW_ENTITIES, view_fields
+from feature_repo.definitions import ITEM_CONTENT, USER_INTERESTS, VIEW_ENTITIES, view_fields
 
 # The field that orders a view's rows in time: a row older than the stored one by it is never written.
 VERSION_FIELD = {"user_sequence": "last_event_ms", "user_recent": "last_event_ms",
-                 "user_category_sequence": "last_event_ms", "user_stats": "newest_ms", "item_stats": "newest_ms"}
+                 "user_category_sequence": "last_event_ms", "user_stats": "newest_ms", "item_stats": "newest_ms",
+                 USER_INTERESTS: "as_of_ms"}
+ENTITIES = {**VIEW_ENTITIES, USER_INTERESTS: ("user",), ITEM_CONTENT: ("item",)}
 
 
 def join_keys(view: str) -> list[str]:
-    return [f"{entity}_id" for entity in VIEW_ENTITIES[view]]
+    return [f"{entity}_id" for entity in ENTITIES[view]]
 
 
 class OnlineTable:

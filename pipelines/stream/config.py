@@ -21,6 +21,8 @@ from pipelines.store.feature_store import OnlineStore
 
 STARTING_OFFSETS = ("committed", "earliest", "latest")
 _SECRET = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_JAAS_OPTION = re.compile(r'(\w+)="([^"]*)"')
+_JAVA_ONLY = ("ssl.truststore.", "ssl.keystore.", "sasl.jaas.", "sasl.login.class", "ssl.protocol", "ssl.enabled.")
 
 
 @typed
@@ -57,6 +59,21 @@ class KafkaSettings:
                                       f"variable {name} is not set")
                 return os.environ[name]
             out[key] = _SECRET.sub(env, str(value))
+        return out
+
+    def librdkafka_properties(self) -> dict[str, str]:
+        """client_properties() as librdkafka (confluent-kafka) names them, for the loop's consumer:
+        security.protocol, sasl.* and ssl.* pass through; the Java-only sasl.jaas.config of the
+        PLAIN and SCRAM login modules becomes sasl.username / sasl.password; JKS keystore and
+        truststore settings (Java-only) are left out: give librdkafka PEM files (ssl.ca.location)."""
+        out = {}
+        for key, value in self.client_properties().items():
+            if key == "sasl.jaas.config":
+                found = dict(_JAAS_OPTION.findall(value))
+                out.update({f"sasl.{k}": v for k, v in found.items() if k in ("username", "password")})
+            elif key == "security.protocol" or (key.startswith(("sasl.", "ssl."))
+                                                  and not key.startswith(_JAVA_ONLY)):
+                out[key] = value
         return out
 
 

@@ -41,7 +41,7 @@ class ClickJoin:
         return event.timestamp if copy[4] == IMPRESSION else None
 
     def due(self, user_id: int, settled_ms: int, window_ms: int) -> list[tuple]:
-        """Examples (user, item, category, timestamp, label, label_ms) of the impressions whose
+        """Examples (user, item, category, timestamp, label, label_ms, event_id) of the impressions whose
         window ends at or before settled_ms (= watermark - allowed lateness); forgets copies that
         can no longer label anything (older than settled_ms - window_ms)."""
         clicks: dict[int, list[int]] = {}
@@ -52,7 +52,7 @@ class ClickJoin:
         for ts, event_id, item, cat, code in sorted(self.copies.values()):
             if code == IMPRESSION and ts + window_ms <= settled_ms and event_id not in self.emitted:
                 label = int(any(ts <= c <= ts + window_ms for c in clicks.get(item, ())))
-                out.append((user_id, item, cat, ts, label, ts + window_ms))
+                out.append((user_id, item, cat, ts, label, ts + window_ms, event_id))
                 self.emitted.add(event_id)
         horizon = settled_ms - window_ms
         for event_id in [e for e, c in self.copies.items() if c[0] < horizon]:
@@ -61,7 +61,8 @@ class ClickJoin:
         return out
 
 
-EXAMPLE_FIELDS = ("user_id", "item_id", "category_id", "timestamp", "label", "label_ms")
+# event_id: the impression's, which tells two otherwise equal examples apart (and a repeat from a new one)
+EXAMPLE_FIELDS = ("user_id", "item_id", "category_id", "timestamp", "label", "label_ms", "event_id")
 
 
 def example_json(example: tuple) -> str:

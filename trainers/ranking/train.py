@@ -157,8 +157,8 @@ def train(train_examples: pa.Table, eval_examples: pa.Table, log: pa.Table, cfg:
         >>> result.eval_metrics["auc"], result.eval_metrics["baseline_auc"]  # doctest: +SKIP
         (0.74, 0.52)
     """
-    vectors = _vectors_for(cfg, vectors)
-    _check_vectors(vectors)
+    vectors = vectors_for(cfg, vectors)
+    check_vectors(vectors)
     if resume_from is not None and init_state is not None:
         raise ValueError("pass resume_from (a checkpoint) or init_state (weights), not both")
     if checkpoint_every < 0 or (checkpoint_every and checkpoint_dir is None):
@@ -192,14 +192,14 @@ def train(train_examples: pa.Table, eval_examples: pa.Table, log: pa.Table, cfg:
             if checkpoint_every and step % checkpoint_every == 0 and step < cfg.steps:
                 save(step)
 
-        losses, seconds = _fit(
+        losses, seconds = fit_steps(
             session, rank_batches(train_examples, log, cfg.features, cfg.batch_size, cfg.seed, start, vectors),
             cfg, progress, start, after_step)
         saved = save(cfg.steps) if checkpoint_dir is not None and cfg.steps > start else None
         scores = np.zeros(0)
         if eval_examples.num_rows:
             share = eval_examples.take(pa.array(eval_share(eval_examples.num_rows)))
-            scores = gather_scores(_score(model, eval_batches(share, log, cfg.features, cfg.eval_batch_size, vectors),
+            scores = gather_scores(score_batches(model, eval_batches(share, log, cfg.features, cfg.eval_batch_size, vectors),
                                           device), eval_examples.num_rows)
         state = unsharded_state_dict(model)
     baseline = metrics.popularity_scores(train_examples, eval_examples)
@@ -220,8 +220,8 @@ def predict(state_dict: dict[str, torch.Tensor], cfg: TrainConfig, examples: pa.
     A model trained with item vectors needs ``vectors`` of the encoder version recorded in
     ``model_meta`` (TrainResult.metadata() or the registry's metadata); another version is
     refused with EmbeddingVersionMismatch."""
-    vectors = _vectors_for(cfg, vectors)
-    _check_vectors(vectors)
+    vectors = vectors_for(cfg, vectors)
+    check_vectors(vectors)
     if vectors is not None:
         require_version(model_meta or {}, vectors.version)
     _check_columns(examples, ("user_id", "item_id", "category_id", "timestamp"), "examples")
@@ -235,10 +235,10 @@ def predict(state_dict: dict[str, torch.Tensor], cfg: TrainConfig, examples: pa.
         model.item_vectors = vectors.table.float()
     model.load_state_dict(state_dict, strict=True)
     with threads(cfg.threads):
-        return _score(model, eval_batches(examples, sort_log(log), cfg.features, cfg.eval_batch_size, vectors))
+        return score_batches(model, eval_batches(examples, sort_log(log), cfg.features, cfg.eval_batch_size, vectors))
 
 
-def _vectors_for(cfg: TrainConfig, vectors: ItemVectors | None) -> ItemVectors | None:
+def vectors_for(cfg: TrainConfig, vectors: ItemVectors | None) -> ItemVectors | None:
     if cfg.item_vectors and vectors is None:
         raise ValueError("TrainConfig.item_vectors is set: pass vectors=trainers.item_vectors.load_item_vectors(workdir)")
     return vectors if cfg.item_vectors else None
@@ -262,7 +262,7 @@ def evaluate(labels: np.ndarray, scores: np.ndarray, baseline: np.ndarray,
     return out
 
 
-def _fit(session: Session, batches: Iterator[Batch], cfg: TrainConfig, progress: Callable[[int, float], None] | None,
+def fit_steps(session: Session, batches: Iterator[Batch], cfg: TrainConfig, progress: Callable[[int, float], None] | None,
          start_step: int = 0, after_step: Callable[[int], None] | None = None) -> tuple[list[float], float]:
     """Global steps start_step + 1 .. cfg.steps; the loss recorded is the mean over all ranks."""
     model, device = session.model, session.device
@@ -289,7 +289,7 @@ def _fit(session: Session, batches: Iterator[Batch], cfg: TrainConfig, progress:
     return losses, time.perf_counter() - start
 
 
-def _score(model: torch.nn.Module, batches: Iterator[Batch], device: torch.device = torch.device("cpu")) -> np.ndarray:
+def score_batches(model: torch.nn.Module, batches: Iterator[Batch], device: torch.device = torch.device("cpu")) -> np.ndarray:
     model.eval()
     out = []
     with torch.no_grad():
@@ -317,7 +317,7 @@ def _nonfinite(batch: Batch, where: str) -> str | None:
     return None
 
 
-def _check_vectors(vectors: ItemVectors | None) -> None:
+def check_vectors(vectors: ItemVectors | None) -> None:
     """Refuse item vectors with NaN/inf before any model reads them."""
     if vectors is None:
         return

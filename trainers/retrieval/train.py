@@ -104,6 +104,53 @@ class RetrievalResult:
     best_step: int = 0  # the step whose state is returned
 
 
+class RetrievalLoss:
+    """The retriever's loss on a batch: label-aware attention picks each row's interest for its
+    target, then a sampled softmax with logQ correction over in-batch or log-uniform negatives.
+    Item frequencies (logQ) come from the positives it is built on, or from ``frequency_of`` (a
+    fine-tuning window's log: a few hundred rows estimate Q poorly)."""
+
+    def __init__(self, rows: pa.Table, cfg: RetrievalConfig, frequency_of: pa.Table | None = None):
+        spec = cfg.features
+        source = rows if frequency_of is None else frequency_of  # the positives, or a longer history
+        frequency = ItemFrequency(fold(source.column("item_id").to_numpy(), spec.item_table_size),
+                                  fold(source.column("category_id").to_numpy(), spec.category_table_size),
+                                  spec.item_table_size)
+        self.cfg, self.in_batch_log_q = cfg, frequency.log_q()
+        self.sampler = LogUniformSampler(frequency, cfg.seed) if cfg.negatives == "log-uniform" else None
+        self.draws: list[np.ndarray] = []  # the log Q of the negatives drawn for the batch being built
+
+    def batches(self, rows: pa.Table, log: pa.Table, seed: int):
+        """Endless training batches of ``rows`` (positives) against the sorted log."""
+        return training_batches(rows, log, self.cfg.features, min(self.cfg.batch_size, rows.num_rows), seed,
+                                self._negatives if self.sampler else None)
+
+    def _negatives(self) -> tuple[np.ndarray, np.ndarray]:
+        item_rows, cat_rows, log_q = self.sampler.draw(self.cfg.num_sampled)
+        self.draws.append(log_q)
+        return item_rows, cat_rows
+
+    def __call__(self, model: torch.nn.Module, batch) -> torch.Tensor:
+        out = model(batch.sparse)
+        users = label_aware(out.interests, out.targets, self.cfg.label_power)
+        target_rows = batch.sparse["target_item"].values()
+        if self.sampler is None:
+            return in_batch_loss(users, out.targets, self.in_batch_log_q[target_rows], target_rows)
+        neg_log_q = torch.from_numpy(self.draws.pop().astype(np.float32))
+        target_log_q = torch.from_numpy(
+            self.sampler.log_expected_count(target_rows.numpy(), self.cfg.num_sampled).astype(np.float32))
+        return sampled_loss(users, out.targets, target_log_q, out.negatives, neg_log_q, target_rows,
+                            batch.sparse["neg_item"].values())
+
+
+def build_retriever(cfg: RetrievalConfig) -> Retriever:
+    """The retriever on device "meta", for sharded_session (world size 1)."""
+    if dist.is_initialized() and dist.get_world_size() != 1:
+        raise RuntimeError(f"the retriever trains at world size 1; the initialized process group has "
+                           f"{dist.get_world_size()} ranks")
+    return Retriever(cfg.retriever_config(), sparse_device=torch.device("meta"))
+
+
 def train_retriever(examples: pa.Table, log: pa.Table, cfg: RetrievalConfig,
                     validate: Callable[[dict[str, torch.Tensor]], float] | None = None,
                     progress: Callable[[int, float], None] | None = None) -> RetrievalResult:
@@ -117,28 +164,12 @@ def train_retriever(examples: pa.Table, log: pa.Table, cfg: RetrievalConfig,
     rows = positives(examples)
     if rows.num_rows == 0:
         raise ValueError("examples hold no positive (label 1) rows to train on")
-    spec = cfg.features
-    frequency = ItemFrequency(fold(rows.column("item_id").to_numpy(), spec.item_table_size),
-                              fold(rows.column("category_id").to_numpy(), spec.category_table_size),
-                              spec.item_table_size)
-    in_batch_log_q = frequency.log_q()
-    sampler = LogUniformSampler(frequency, cfg.seed) if cfg.negatives == "log-uniform" else None
-    draws: list[np.ndarray] = []  # the log Q of the negatives drawn for the batch being built
-
-    def negatives() -> tuple[np.ndarray, np.ndarray]:
-        item_rows, cat_rows, log_q = sampler.draw(cfg.num_sampled)
-        draws.append(log_q)
-        return item_rows, cat_rows
-
-    def build() -> Retriever:
-        if dist.is_initialized() and dist.get_world_size() != 1:
-            raise RuntimeError(f"train_retriever() runs at world size 1; the initialized process group has "
-                               f"{dist.get_world_size()} ranks")
-        return Retriever(cfg.retriever_config(), sparse_device=torch.device("meta"))
-
-    with sharded_session(build, lambda m: m.ec.parameters(), cfg) as session:
+    if rows.num_rows < cfg.batch_size:
+        raise ValueError(f"{rows.num_rows} positive examples cannot fill one batch of {cfg.batch_size}")
+    loss_of = RetrievalLoss(rows, cfg)
+    with sharded_session(lambda: build_retriever(cfg), lambda m: m.ec.parameters(), cfg) as session:
         model, optimizer = session.model, session.optimizer
-        batches = training_batches(rows, log, spec, cfg.batch_size, cfg.seed, negatives if sampler else None)
+        batches = loss_of.batches(rows, log, cfg.seed)
         losses: list[float] = []
         validation: list[tuple[int, float]] = []
         best: tuple[float, int, dict] | None = None
@@ -148,18 +179,7 @@ def train_retriever(examples: pa.Table, log: pa.Table, cfg: RetrievalConfig,
             model.train()
             batch = next(batches)
             optimizer.zero_grad()
-            out = model(batch.sparse)
-            users = label_aware(out.interests, out.targets, cfg.label_power)
-            target_rows = batch.sparse["target_item"].values()
-            if sampler is None:
-                loss = in_batch_loss(users, out.targets, in_batch_log_q[target_rows], target_rows)
-            else:
-                neg_log_q = torch.from_numpy(draws.pop().astype(np.float32))
-                target_log_q = torch.from_numpy(
-                    sampler.log_expected_count(target_rows.numpy(), cfg.num_sampled).astype(np.float32))
-                loss = sampled_loss(users, out.targets, target_log_q, out.negatives, neg_log_q,
-                                    target_rows, batch.sparse["neg_item"].values())
-            value = session.step(loss, step)
+            value = session.step(loss_of(model, batch), step)
             seconds += time.perf_counter() - start
             losses.append(value)
             if progress is not None and (step % cfg.progress_every == 0 or step == cfg.steps):

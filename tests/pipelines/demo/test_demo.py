@@ -9,9 +9,10 @@ import pytest
 
 from features.sequence import SequencePolicy
 from pipelines.demo import DemoConfig, run_demo
+from pipelines.retrain.config import WindowPolicy
 from pipelines.store.feature_store import open_store, read_user_sequences
 from pipelines.sources.synthetic import SyntheticConfig
-from trainers.registry import champion, metadata
+from trainers.registry import Registry
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +21,7 @@ def tiny(workdir) -> DemoConfig:
     return DemoConfig(workdir=str(workdir),
                       synthetic=SyntheticConfig(users=80, items=300, days=8, bad_fraction=0.005),
                       sequence=SequencePolicy(max_len=30), train=replace(DemoConfig().train, steps=200),
-                      stream_fraction=0.15, min_auc=0.5)
+                      stream_fraction=0.15, min_auc=0.5, retrain_window=WindowPolicy(size=400, min_records=100))
 
 
 def test_demo_end_to_end_twice(tmp_path):
@@ -41,8 +42,9 @@ def test_demo_end_to_end_twice(tmp_path):
     assert max(examples.column("timestamp").to_pylist()) + window < first["ingest"]["cutoff_ms"]
     m = first["metrics"]
     assert m["auc"] > m["baseline_auc"], m
-    assert first["model_version"] == champion(tmp_path / "run" / "models")
-    assert metadata(tmp_path / "run" / "models", first["model_version"])["item_embedding_version"] == \
+    registry = Registry(tmp_path / "run" / "registry")
+    assert first["model_version"] == registry.history("ranker")[1]["version"]  # registered, then promoted
+    assert registry.load("ranker", first["model_version"])[1]["item_embedding_version"] == \
         first["embed"]["version"]  # the model records the encoder version it read
 
     s = first["stream"]
@@ -55,11 +57,19 @@ def test_demo_end_to_end_twice(tmp_path):
                                                                     format="parquet").to_table().column("user_id").to_pylist()])
     assert max(v["last_event_ms"] for v in online.values() if v) >= first["ingest"]["cutoff_ms"]
 
+    # Continuous training over the stream's topics: windows promoted, the poisoned one blocked.
+    rt = first["retrain"]
+    assert rt["windows"] >= 2 and sum(rt["promoted"].values()) >= 1, rt
+    assert [q["window"] for q in rt["quarantined"]] == [rt["windows"]] and "label_rate" in rt["quarantined"][0]["reasons"]
+    for kind, version in rt["champions"].items():  # the quarantined window changed no champion
+        assert registry.champion(kind) == version
+    quarantined = tmp_path / "run" / "retrain" / "quarantine" / f"window-{rt['windows']:06d}"
+    assert (quarantined / "verdict.json").is_file() and (quarantined / "records.jsonl").stat().st_size > 0
+
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert set(summary["seconds"]) >= {"backfill (Beam)", "train (TorchRec) and gate"}
 
     second = run_demo(cfg)  # a rerun replaces the run's tables, embeds nothing new, adds a model version
     assert second["backfill"] == first["backfill"]
     assert second["embed"]["embedded"] == 0 and second["embed"]["skipped_unchanged"] == 300
-    assert second["model_version"] != first["model_version"]
-    assert second["model_version"] == champion(tmp_path / "run" / "models")
+    assert int(second["model_version"]) > int(rt["champions"].get("ranker", first["model_version"]))
