@@ -73,10 +73,11 @@ class Registry:
     @property
     def client(self):
         if self._client is None:
-            for name in ("mlflow", "alembic"):
-                logging.getLogger(name).setLevel(logging.WARNING)
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in people's logs
             from mlflow import MlflowClient
+
+            for name in ("mlflow", "alembic"):  # after the import, which sets MLflow's own levels
+                logging.getLogger(name).setLevel(logging.WARNING)
 
             self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client

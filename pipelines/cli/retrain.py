@@ -27,14 +27,23 @@ def add(sub) -> None:
     r.set_defaults(func=retrain)
 
     m = sub.add_parser("models", help="the model registry (MLflow): list, show, promote, rollback, history")
-    m.add_argument("action", choices=("list", "show", "promote", "rollback", "history"))
-    m.add_argument("model", nargs="?", help="ranker | retriever (list: all)")
-    m.add_argument("version", nargs="?", help="show / promote: a version number")
-    m.add_argument("--workdir", required=True)
-    m.add_argument("--to", help="rollback: this version (default: the champion before the current one)")
-    m.add_argument("--why", default="", help="promote / rollback: the reason, kept in the history")
-    m.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    m.set_defaults(func=models)
+    actions = m.add_subparsers(dest="action", required=True)
+    for name, help_, version in (("list", "every version, the champion starred", None),
+                                 ("show", "a version's metadata: config, window, gates, metrics", "?"),
+                                 ("promote", "make a version the champion (its gates are not rerun)", ""),
+                                 ("rollback", "the champion before the current one serves again", None),
+                                 ("history", "every register, promote, reject and rollback: who, when, why", None)):
+        a = actions.add_parser(name, help=help_)
+        a.add_argument("model", nargs="?" if name == "list" else None, help="ranker | retriever")
+        if version is not None:
+            a.add_argument("version", nargs=version or None, help="a version number (show: default the champion)")
+        a.add_argument("--workdir", required=True, help="the run folder (its registry is WORKDIR/registry)")
+        if name in ("promote", "rollback"):
+            a.add_argument("--why", default="", help="the reason, kept in the history")
+        if name == "rollback":
+            a.add_argument("--to", help="this version instead of the previous champion")
+        a.add_argument("--json", action="store_true", help="print JSON")
+        a.set_defaults(func=models)
 
 
 def retrain(args, extra) -> int:
@@ -77,7 +86,6 @@ def window_line(record: dict) -> str:
 
 
 def models(args, extra) -> int:
-    from features.errors import ConfigError
     from pipelines.retrain import serving
 
     registry = serving.registry_of(Path(args.workdir))
@@ -85,20 +93,15 @@ def models(args, extra) -> int:
         rows = [v for name in ([args.model] if args.model else registry.models()) for v in registry.versions(name)]
         print(json.dumps([v.__dict__ for v in rows], indent=2) if args.json else _table(rows))
         return 0
-    if not args.model:
-        raise ConfigError(f"recstream models {args.action} needs a model name: ranker or retriever")
     if args.action == "history":
         events = registry.history(args.model)
         print(json.dumps(events, indent=2) if args.json else "\n".join(
             f"{e['at']}  {e['action']:<8} {e['version'] or '-':>4} (was {e['previous'] or '-'})  {e['who']}: "
             f"{e['why']}" for e in events))
     elif args.action == "show":
-        version = args.version or registry.champion(args.model)
-        _, meta = registry.load(args.model, version)
+        _, meta = registry.load(args.model, args.version)
         print(json.dumps(meta, indent=2, default=str))
     elif args.action == "promote":
-        if not args.version:
-            raise ConfigError("recstream models promote needs MODEL VERSION")
         serving.promote(Path(args.workdir), args.model, args.version, why=args.why)
         print(f"{args.model}: version {args.version} is the champion")
     else:

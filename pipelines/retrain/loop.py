@@ -159,8 +159,10 @@ class Loop:
         return entry
 
     def _promote(self, kind: str, line: ModelLine, window: Window, result: WindowResult, verdict, drift) -> dict:
-        tags = {"loop": self.state.loop_id, "window": str(window.index), "kind": kind}
-        version = self.registry.find(kind, loop=self.state.loop_id, window=str(window.index))
+        # A window redone after a crash is found by its loop, number and positions (a redo that read
+        # the partitions in another interleaving is another window, and another version).
+        tags = {"loop": self.state.loop_id, "window": str(window.index), "kind": kind, "span": _span(window)}
+        version = self.registry.find(kind, loop=self.state.loop_id, window=str(window.index), span=tags["span"])
         if version is None:
             with _scratch(self.cfg.folder) as tmp:
                 line.learner.save(tmp / "checkpoint")
@@ -285,6 +287,15 @@ class _scratch:
         import shutil
 
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _span(window: Window) -> str:
+    """A short digest of where the window started and ended in every stream."""
+    import hashlib
+    import json
+
+    body = json.dumps({"start": window.start, "end": window.end}, sort_keys=True)
+    return hashlib.blake2b(body.encode(), digest_size=8).hexdigest()
 
 
 def _gate(result) -> dict:

@@ -20,11 +20,10 @@ RANKER = TrainConfig(model="din", steps=40, batch_size=128, threads=1, seed=0)
 RETRIEVER = RetrievalConfig(model="comirec-sa", steps=40, batch_size=64, interests=2, embedding_dim=16, threads=1)
 
 
-def small_run(work: Path, users: int = 60, days: int = 6, stream_days: float = 2.0, seed: int = 0,
-              champions: bool = True) -> tuple[list[bytes], list[bytes]]:
-    """Backfill the first days into work/offline, register a champion ranker and retriever (trained
-    briefly) in work/registry, and return the later days as the stream would emit them:
-    (accepted records, example records)."""
+def small_run(work: Path, users: int = 60, days: int = 6, stream_days: float = 2.0, seed: int = 0
+              ) -> tuple[list[bytes], list[bytes]]:
+    """Backfill the first days into work/offline and return the later days as the stream would emit
+    them: (accepted records, example records)."""
     cfg = SyntheticConfig(users=users, items=200, days=days, seed=seed)
     lines = [line for window, _ in SyntheticStream(cfg).windows() for line in window]
     cutoff = cfg.start_ms + int((days - stream_days) * DAY_MS)
@@ -34,21 +33,25 @@ def small_run(work: Path, users: int = 60, days: int = 6, stream_days: float = 2
     write_json_lines(iter(early), work / "raw")
     run_backfill(BackfillConfig(input=str(work / "raw" / "*.jsonl"), output=str(work / "offline"),
                                 labels_until_ms=cutoff))
-    if champions:
-        register_champions(work)
     return stream_outputs(late, LabelPolicy())
 
 
-def register_champions(work: Path) -> None:
+def train_champions(work: Path) -> dict:
+    """A ranker and a retriever trained briefly on the backfill: {kind: (weights, config)}."""
     examples = ds.dataset(work / "offline" / "examples", format="parquet").to_table()
     log = sort_log(ds.dataset(work / "offline" / "behavior_log", format="parquet").to_table())
-    registry = Registry(work / "registry")
     ranked = train(examples, examples.slice(0, 0), log, RANKER)
-    v = registry.register("ranker", ranked.state_dict, {"config": to_dict(RANKER)})
-    registry.promote("ranker", v, why="the backfill's model")
     retrieved = train_retriever(log, log, RETRIEVER)
-    v = registry.register("retriever", retrieved.state_dict, {"config": to_dict(RETRIEVER)})
-    registry.promote("retriever", v, why="the backfill's model")
+    return {"ranker": (ranked.state_dict, RANKER), "retriever": (retrieved.state_dict, RETRIEVER)}
+
+
+def register_champions(work: Path, champions: dict) -> dict[str, str]:
+    """Register and promote each champion in work/registry; returns {kind: version}."""
+    registry, out = Registry(work / "registry"), {}
+    for kind, (state, cfg) in champions.items():
+        out[kind] = registry.register(kind, state, {"config": to_dict(cfg)}, why="the backfill's model")
+        registry.promote(kind, out[kind], why="the backfill's model")
+    return out
 
 
 def _ts(line: str) -> int:

@@ -1,0 +1,106 @@
+"""kill -9 anywhere: the loop resumes from its last checkpoint, with no example skipped and none
+trained twice, against a real broker (Tansu) and real kills of the `recstream retrain` process."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import toml
+import torch
+
+from pipelines.embedded.broker import running_broker
+from pipelines.embedded.kafka import Record
+from pipelines.retrain.state import read_records
+from tests.pipelines.retrain.runs import register_champions
+from trainers.checkpoint import load_unsharded
+from trainers.registry import Registry
+
+pytestmark = pytest.mark.e2e
+EXAMPLES = 1_800
+WINDOW = {"size": 300, "min_records": 100, "idle_s": 0.5, "max_wait_s": 5.0}
+# Where each interrupted run kills itself (RECSTREAM_FAILPOINT), in order; then one kill from outside.
+FAILPOINTS = ["after_train_ranker:1", "after_register_ranker:2", "mid_checkpoint:3", "after_train_retriever:4",
+              "after_checkpoint:4"]
+
+
+def _settings(work, bootstrap: str, tag: str) -> dict:
+    return {"workdir": str(work), "window": WINDOW,
+            "kafka": {"bootstrap_servers": bootstrap, "examples_topic": f"examples-{tag}",
+                      "accepted_topic": f"accepted-{tag}", "group_id": f"loop-{tag}"}}
+
+
+def _produce(broker, tag: str, accepted: list[bytes], examples: list[bytes]) -> None:
+    client = broker.client()
+    try:
+        for topic, values, parts in ((f"accepted-{tag}", accepted, 2), (f"examples-{tag}", examples, 2)):
+            client.create_topic(topic, parts)
+            client.produce(topic, [Record(value=v, key=str(i % 7).encode()) for i, v in enumerate(values)])
+    finally:
+        client.close()
+
+
+def _loop(config, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "retrain", "--config", str(config), "--follow"],
+                            env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _windows(work) -> int:
+    return len(read_records(work / "retrain"))
+
+
+def _wait(predicate, what: str, proc: subprocess.Popen | None = None, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if proc is not None and proc.poll() is not None and not predicate():
+            raise AssertionError(f"the loop exited ({proc.returncode}) before {what}: {proc.stderr.read()[-2000:]}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_kill_9_anywhere_resumes_with_every_example_once(base_run, tmp_path):
+    work, champions, accepted, examples = base_run
+    examples = examples[:EXAMPLES]
+    run = tmp_path / "run"
+    shutil.copytree(work, run)
+    register_champions(run, champions)
+    with running_broker() as broker:
+        _produce(broker, "k", accepted, examples)
+        config = tmp_path / "retrain.toml"
+        config.write_text(toml.dumps(_settings(run, broker.bootstrap_servers, "k")))
+        for point in FAILPOINTS:  # each run dies by its own kill -9 at the named point
+            proc = _loop(config, {"RECSTREAM_FAILPOINT": point})
+            assert proc.wait(timeout=300) == -signal.SIGKILL, proc.stderr.read()[-2000:]
+        proc = _loop(config)  # killed from outside, as soon as it has committed one more window
+        done = _windows(run)
+        _wait(lambda: _windows(run) > done, "one more window", proc)
+        proc.kill()
+        proc.wait(timeout=60)
+        proc = _loop(config)  # the last run goes to the end and stops cleanly on SIGTERM
+        _wait(lambda: _windows(run) == EXAMPLES // WINDOW["size"], "every window", proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
+        client = broker.client()
+        ends = {k: {str(p): o for p, o in client.end_offsets(f"{k}-k").items()} for k in ("examples",)}
+        client.close()
+
+    records = read_records(run / "retrain")
+    assert [r["window"] for r in records] == list(range(1, EXAMPLES // WINDOW["size"] + 1))
+    assert records[0]["start"]["examples"] == {} and records[-1]["end"]["examples"] == ends["examples"]
+    for before, after in zip(records, records[1:]):
+        assert after["start"] == before["end"]  # nothing skipped, nothing read twice
+    assert sum(r["records"] for r in records) == EXAMPLES and all(r["duplicates"] == 0 for r in records)
+    registry = Registry(run / "registry")
+    latest = sorted((run / "retrain" / "checkpoints").glob("window-*"))[-1]
+    for kind in ("ranker", "retriever"):
+        promoted = [r["models"][kind]["version"] for r in records if r["models"][kind]["decision"] == "promoted"]
+        assert len(promoted) == len(set(promoted))
+        champion = registry.champion(kind)
+        assert champion == (promoted[-1] if promoted else "1")
+        line, _ = load_unsharded(latest / kind)  # what the loop goes on training from
+        for key, value in registry.load(kind)[0].items():  # is exactly the champion that serves
+            assert torch.equal(value, line[key]), (kind, key)
