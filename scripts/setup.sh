@@ -41,4 +41,5 @@ fi
 "$VENV/bin/python" -c 'import torchrec, pyflink, apache_beam, feast, great_expectations' 2>/dev/null || {
   say "the environment does not import cleanly; remove $VENV and rerun"; exit 1; }
 PYTHON="$VENV/bin/python" bash scripts/fetch_stream_deps.sh  # Kafka broker + connector jars (docs/streaming.md)
+bash scripts/setup_airflow.sh  # the separate environment the Airflow DAG test loads the DAG in
 say "ready ($VENV)"

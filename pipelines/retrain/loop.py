@@ -46,8 +46,12 @@ REFERENCE_VALUES = 20_000  # the drift reference keeps at most this many values 
 class Loop:
     """The loop over one run folder; use as a context manager (it holds a process group and the learners)."""
 
-    def __init__(self, cfg: RetrainConfig, say: Callable[[str], None] = print):
-        self.cfg, self.say = cfg, say
+    def __init__(self, cfg: RetrainConfig, say: Callable[[str], None] = print,
+                 observe: Callable[..., dict] | None = None):
+        """``observe(window, examples, behaviors, log)``, if given, sees every window that passed its
+        data gate before the models train on it (e.g. to score other models on the same rows); what
+        it returns goes into the window's record under "observed"."""
+        self.cfg, self.say, self.observe = cfg, say, observe
         self.store = Store(cfg.folder, cfg.keep_checkpoints)
         self.registry = Registry(cfg.registry, cfg.tracking_uri)
         self.stopping = False
@@ -117,8 +121,12 @@ class Loop:
                   "unreadable": parsed.unreadable, "behaviors": behaviors.num_rows,
                   "behavior_repeats": b_repeats, "behavior_unreadable": b_bad, "data_gate": _gate(verdict),
                   "drift": drift, "models": {}}
+        record["times"] = {"examples": _range(parsed.table, "timestamp"), "labels": _range(parsed.table, "label_ms"),
+                           "behaviors": _range(behaviors, "timestamp")}
         if verdict.passed:
             examples = trainable(parsed.table)
+            if self.observe is not None:
+                record["observed"] = self.observe(window, examples, behaviors, log)
             for kind, line in self.lines.items():
                 record["models"][kind] = self._train(kind, line, window, examples, behaviors, log, verdict, drift)
                 if record["models"][kind].get("decision") == "promoted" and kind == "retriever":
@@ -242,11 +250,11 @@ class Loop:
 
 
 def run_retrain(cfg: RetrainConfig, follow: bool = False, max_windows: int | None = None,
-                say: Callable[[str], None] = print) -> list[dict]:
+                say: Callable[[str], None] = print, observe: Callable[..., dict] | None = None) -> list[dict]:
     """Run the loop: every full window the streams hold (``max_windows`` at most; 1 for a cron
     job), or, following, until stopped. SIGTERM and Ctrl-C finish the window in progress (or
     abandon one still being read), checkpoint and return."""
-    with Loop(cfg, say) as loop:
+    with Loop(cfg, say, observe) as loop:
         previous = {sig: signal.signal(sig, loop.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             return loop.run(follow=follow, max_windows=max_windows)
@@ -301,6 +309,12 @@ def _span(window: Window) -> str:
 def _gate(result) -> dict:
     return {"passed": result.passed, "reasons": result.reasons, "failures": result.failures,
             "checked": result.checked}
+
+
+def _range(table: pa.Table, column: str) -> list[int] | None:
+    """[min, max] of a column (event times, ms), None when it holds no value."""
+    values = table.column(column).drop_null() if column in table.column_names else pa.array([], pa.int64())
+    return [int(pc.min(values).as_py()), int(pc.max(values).as_py())] if len(values) else None
 
 
 def _max(table: pa.Table, column: str) -> int:

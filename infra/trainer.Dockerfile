@@ -1,0 +1,24 @@
+# recstream's trainer image: Python 3.11 with the locked packages, torchrec and the project; its
+# entry point is the `recstream` command (the retrain CronJob runs `recstream retrain --once`).
+# Build from the repository root:
+#
+#   docker build -f infra/trainer.Dockerfile -t recstream-trainer:0.1.0 .
+FROM python:3.11-slim-bookworm
+
+ENV PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
+WORKDIR /opt/recstream
+COPY requirements/lock.txt requirements/torchrec.txt requirements/
+RUN pip install -r requirements/lock.txt \
+    && pip install --no-deps -r requirements/torchrec.txt
+COPY pyproject.toml README.md ./
+COPY features features
+COPY pipelines pipelines
+COPY trainers trainers
+COPY feature_repo feature_repo
+RUN pip install --no-deps . \
+    && python -c "import torchrec, pipelines.retrain.loop" \
+    && useradd --uid 10001 --no-create-home recstream \
+    && mkdir -p /opt/recstream/conf /opt/recstream/runs \
+    && chown -R 10001:10001 /opt/recstream/runs
+USER 10001
+ENTRYPOINT []
