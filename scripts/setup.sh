@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 VENV=.venv
 STAMP="$VENV/.recstream-lock"
 say() { printf 'setup: %s\n' "$*"; }
+# pip on these machines warns "Location ... is ignored" for every package: keep real errors visible.
+pip_quiet() { "$@" 2> >(grep -v "is ignored" >&2); }
 
 # 1. System packages: Java 17 (PyFlink) and redis-server (online store tests).
 need_apt=()
@@ -31,11 +33,11 @@ PY=$(command -v python3.11 || command -v python3)
 want=$(cat requirements/lock.txt requirements/torchrec.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   say "installing the locked Python packages (about 2 GB, a few minutes the first time)"
-  "$VENV/bin/python" -m pip install -q --upgrade pip==24.3.1
-  "$VENV/bin/python" -m pip install -q -r requirements/lock.txt
+  pip_quiet "$VENV/bin/python" -m pip install -q --upgrade pip==24.3.1
+  pip_quiet "$VENV/bin/python" -m pip install -q -r requirements/lock.txt
   # torchrec's metadata asks for the CUDA fbgemm-gpu; the CPU build is in the lock.
-  "$VENV/bin/python" -m pip install -q --no-deps -r requirements/torchrec.txt
-  "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
+  pip_quiet "$VENV/bin/python" -m pip install -q --no-deps -r requirements/torchrec.txt
+  pip_quiet "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
   echo "$want" > "$STAMP"
 fi
 "$VENV/bin/python" -c 'import torchrec, pyflink, apache_beam, feast, great_expectations' 2>/dev/null || {

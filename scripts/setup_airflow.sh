@@ -14,8 +14,8 @@ PY=$(command -v python3.11 || command -v python3)
 printf 'setup: making the Airflow environment %s (about 30 s)\n' "$VENV"
 rm -rf "$VENV"
 "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip==24.3.1 2>&1 | grep -v "is ignored" || true
-"$VENV/bin/python" -m pip install -q -r requirements/airflow-lock.txt 2>&1 | grep -v "is ignored" || true
+"$VENV/bin/python" -m pip install -q --upgrade pip==24.3.1 2> >(grep -v "is ignored" >&2)
+"$VENV/bin/python" -m pip install -q -r requirements/airflow-lock.txt 2> >(grep -v "is ignored" >&2)
 "$VENV/bin/python" -c "import airflow.providers.standard.operators.bash" \
   || { printf 'setup: the Airflow environment does not import; remove %s and rerun\n' "$VENV"; exit 1; }
 echo "$want" > "$STAMP"
