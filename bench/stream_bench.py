@@ -12,6 +12,7 @@ Redis with --online redis):
 
     .venv/bin/python bench/stream_bench.py [--events 30000] [--seconds 40] [--online sqlite|redis] [--parallelism 1]
         [--flush-ms 100] [--bundle-ms 100] [--checkpoint-ms 10000] [--rate R] [--kafka-property K=V]
+        [--python-mode thread|process]
 """
 from __future__ import annotations
 
@@ -63,18 +64,20 @@ class Floor(KeyedProcessFunction):
         Path(self.out).write_text(json.dumps({"n": self.n, "seconds": (self.last or 0) - (self.first or 0)}))
 
 
-def _floor_job(bootstrap: str, workdir: str, out: str) -> None:
+def _floor_job(bootstrap: str, workdir: str, out: str, mode: str) -> None:
     import functools
 
     from pyflink.common import Types
     from pyflink.datastream.connectors.base import Sink
     from pyflink.java_gateway import get_gateway
 
-    from pipelines.stream.runtime import parse_line, route_key
-    from pipelines.stream.driver import environment
+    from pipelines.stream.driver import bind_to_parent, environment
     from pipelines.stream.io import kafka_lines, watermarks
+    from pipelines.stream.runtime import parse_line, route_key
 
-    cfg = StreamConfig(workdir=Path(workdir), kafka=KafkaSettings(bootstrap_servers=bootstrap, group_id="floor"))
+    bind_to_parent()
+    cfg = StreamConfig(workdir=Path(workdir), kafka=KafkaSettings(bootstrap_servers=bootstrap, group_id="floor"),
+                       python_mode=mode)
     env, _ = environment(cfg)
     parsed = kafka_lines(env, cfg.kafka, watermarks(300_000, 30_000), bounded=True).map(
         functools.partial(parse_line, now_ms=None))
@@ -83,11 +86,12 @@ def _floor_job(bootstrap: str, workdir: str, out: str) -> None:
     env.execute("floor")
 
 
-def floor_rate(bootstrap: str, workdir: Path) -> float:
+def floor_rate(bootstrap: str, workdir: Path, mode: str) -> float:
     """PyFlink's per-record floor on this topic: records/s into a keyed function doing nothing
-    (in a child process, as the job's driver runs)."""
+    (in a child process, as the job's driver runs; the job's Python execution mode)."""
     out = workdir / "floor.json"
-    child = multiprocessing.get_context("spawn").Process(target=_floor_job, args=(bootstrap, str(workdir), str(out)))
+    child = multiprocessing.get_context("spawn").Process(target=_floor_job,
+                                                         args=(bootstrap, str(workdir), str(out), mode))
     child.start()
     child.join()
     got = json.loads(out.read_text())
@@ -95,7 +99,7 @@ def floor_rate(bootstrap: str, workdir: Path) -> float:
 
 
 def sustained_rate(broker, lines: list[str], work: Path, flush_ms: int, bundle_ms: int, online: OnlineStore,
-                   parallelism: int) -> dict:
+                   parallelism: int, mode: str) -> dict:
     """The job following the topic (as in production, with its flush cadence) over a backlog of
     every line: events/s between the first and the last count receipt."""
     kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, group_id="tput")
@@ -106,7 +110,7 @@ def sustained_rate(broker, lines: list[str], work: Path, flush_ms: int, bundle_m
         return counts["read"] >= len(lines)
     started = time.perf_counter()
     cfg = StreamConfig(workdir=work, kafka=kafka, follow=True, flush_ms=flush_ms, bundle_ms=bundle_ms, online=online,
-                       parallelism=parallelism)
+                       parallelism=parallelism, python_mode=mode)
     counts = StreamProcess(cfg).start().wait(progress)
     (t0, r0), (t1, r1) = marks[0], marks[-1]
     return {"events": len(lines), "job_seconds_with_startup": round(time.perf_counter() - started, 1),
@@ -174,23 +178,39 @@ class ExampleLag:
                         self.lags.append(arrived - produced)
 
 
+def ready(client, topic: str, live: list, read: list[int], first: int = 100, timeout_s: float = 300) -> tuple[float, int]:
+    """Produce the first events and wait until the job has read them: the clock starts on a job
+    that is running, not on one still starting. Returns (seconds it took, events sent)."""
+    started = time.perf_counter()
+    client.produce(topic, event_records([line for line, _ in live[:first]]), last_alone=False)
+    while read[0] < first:
+        if time.perf_counter() - started > timeout_s:
+            raise SystemExit(f"the job read {read[0]} of the first {first} events in {timeout_s:.0f} s; see its log")
+        time.sleep(0.1)
+    return time.perf_counter() - started, first
+
+
 def freshness_at(rate: float, seconds: float, flush_ms: int, bundle_ms: int, checkpoint_ms: int, properties: dict,
-                 online: OnlineStore, parallelism: int, client, broker, lines: list[str], work: Path) -> dict:
+                 online: OnlineStore, parallelism: int, mode: str, client, broker, lines: list[str], work: Path) -> dict:
     kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic="live", group_id="fresh",
                           dead_letter_topic="live-dead", examples_topic="live-examples", properties=properties)
     client.create_topic(kafka.topic, partitions=2)
     create_stream_topics(client, kafka)
     cfg = StreamConfig(workdir=work, kafka=kafka, follow=True, flush_ms=flush_ms, bundle_ms=bundle_ms, online=online,
-                       checkpoints=work / "chk", checkpoint_interval_ms=checkpoint_ms, parallelism=parallelism)
+                       checkpoints=work / "chk", checkpoint_interval_ms=checkpoint_ms, parallelism=parallelism,
+                       python_mode=mode)
     job = StreamProcess(cfg).start()
-    # The lag reader fetches on a client of its own: the wire client is not thread-safe.
+    read = [0]
+    waiter = threading.Thread(target=job.wait, args=(lambda counts: read.__setitem__(0, counts["read"]),), daemon=True)
+    waiter.start()
     fresh = Freshness(work, online)
     lag = ExampleLag(broker.client("lag"), kafka.examples_topic, cfg.out_of_orderness_ms)
-    time.sleep(25)  # the job starts
+    live = [(line, e) for line in lines if isinstance(e := parse_event(line), Event)]
+    warm, i = ready(client, kafka.topic, live, read)
+    print(json.dumps({"job_ready_s": round(warm, 1)}), file=sys.stderr, flush=True)
     fresh.thread.start()
     lag.thread.start()
-    live = [(line, e) for line in lines if isinstance(e := parse_event(line), Event)]
-    step, i, t_start = 0.05, 0, time.perf_counter()
+    step, t_start = 0.05, time.perf_counter()
     while time.perf_counter() - t_start < seconds and i < len(live):
         batch = live[i:i + max(1, int(rate * step))]
         i += len(batch)
@@ -206,7 +226,7 @@ def freshness_at(rate: float, seconds: float, flush_ms: int, bundle_ms: int, che
     fresh.thread.join()
     lag.thread.join()
     job.stop.set()
-    job.wait()
+    waiter.join()
 
     def pct(values: list[float]) -> dict:
         ms = np.array(values) * 1000
@@ -229,6 +249,8 @@ def main() -> None:
                    help="a consumer property of the freshness run, e.g. fetch.max.wait.ms=100")
     p.add_argument("--rate", type=float, help="measure freshness at this rate only (skip the sustained run)")
     p.add_argument("--parallelism", type=int, default=1, help="slots of the measured job")
+    p.add_argument("--python-mode", choices=("thread", "process"), default="thread",
+                   help="PyFlink's Python execution mode, for the floor and the job alike")
     p.add_argument("--online", choices=("sqlite", "redis"), default="sqlite",
                    help="the online store: the run folder's SQLite, or a redis-server this script starts")
     args = p.parse_args()
@@ -243,9 +265,11 @@ def main() -> None:
             client.create_topic("events", partitions=2)
             create_stream_topics(client, KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
             client.produce("events", event_records(lines))
-            floor = floor_rate(broker.bootstrap_servers, work)
-            job = sustained_rate(broker, lines, work, args.flush_ms, args.bundle_ms, first, args.parallelism)
-            print(json.dumps({"online": args.online, "parallelism": args.parallelism, "floor_events_per_s": round(floor),
+            floor = floor_rate(broker.bootstrap_servers, work, args.python_mode)
+            job = sustained_rate(broker, lines, work, args.flush_ms, args.bundle_ms, first, args.parallelism,
+                                 args.python_mode)
+            print(json.dumps({"online": args.online, "python_mode": args.python_mode, "parallelism": args.parallelism,
+                              "floor_events_per_s": round(floor),
                               **{k: (round(v) if isinstance(v, float) else v) for k, v in job.items()},
                               "job_over_floor": round(job["events_per_s"] / floor, 3)}), flush=True)
             rate = job["events_per_s"] / 2
@@ -253,7 +277,7 @@ def main() -> None:
         apply(open_store(work2, second), work2)
         print(json.dumps({"online": args.online, **freshness_at(
             rate, args.seconds, args.flush_ms, args.bundle_ms, args.checkpoint_ms, properties, second, args.parallelism,
-            client, broker, lines, work2)}), flush=True)
+            args.python_mode, client, broker, lines, work2)}), flush=True)
 
 
 @contextlib.contextmanager

@@ -17,15 +17,16 @@ from feast import (
     RequestSource,
     ValueType,
 )
-from feast.types import Array, Float32, Float64, Int32, Int64, String
+from feast.types import Array, Bytes, Float32, Float64, Int32, Int64, String
 
 from features import stats
 from features.item_vectors import DEFAULT_VERSION, serving_version, version_dir
-from features.tables import TABLES, USER_SEQUENCE_SCHEMA
+from features.tables import PACKED_KIND, TABLES, USER_SEQUENCE_SCHEMA
 
 USER_SEQUENCE = "user_sequence"
 USER_SEQUENCE_PUSH = "user_sequence_push"
-KEYS = ("user_id", "item_id", "category_id", "feature_ts")
+KEYS = ("user_id", "item_id", "category_id", "feature_ts", "packed")
+PACKED = "packed"  # the one online field of every view in PACKED_KIND: its fields as one value (features.packed)
 # The feature columns of the sequence views, as the offline tables declare them.
 SEQUENCE_FIELDS = tuple(n for n in USER_SEQUENCE_SCHEMA.names if n not in KEYS)
 ITEM_CONTENT = "item_content"
@@ -53,9 +54,10 @@ REQUEST_TIME = "request_ms"  # the read time an entity row gives the *_stats_now
 
 
 def view_fields(view: str) -> tuple[str, ...]:
-    """A view's feature names: its offline table's columns, keys and feature_ts aside. The
-    statistics views hold only their state online (features.stats.STATE_FIELDS): values stored
-    as of the last event would be stale at read time, so the *_stats_now views compute them."""
+    """A view's feature names as readers get them: its offline table's columns, keys, feature_ts
+    and packed aside. The statistics views hold only their state online (features.stats.STATE_FIELDS):
+    values stored as of the last event would be stale at read time, so the *_stats_now views
+    compute them. Online, the views in PACKED_KIND hold these fields as one packed value."""
     if view == ITEM_CONTENT:
         return ITEM_CONTENT_FIELDS
     if view == USER_INTERESTS:
@@ -66,7 +68,10 @@ def view_fields(view: str) -> tuple[str, ...]:
 
 
 def feast_schema(table: str) -> list[Field]:
-    """A view's fields, typed from its offline table's Arrow schema (features.tables)."""
+    """A view's Feast schema: one ``packed`` value for the views in PACKED_KIND (features.packed),
+    else its fields, typed from its offline table's Arrow schema (features.tables)."""
+    if table in PACKED_KIND:
+        return [Field(name=PACKED, dtype=Bytes)]
     types = {f.name: f.type for f in TABLES[table]}
     return [Field(name=name, dtype=_FEAST_TYPES[types[name]]) for name in view_fields(table)]
 
@@ -82,10 +87,14 @@ def item_stats_values(inputs: dict) -> dict:
 
 
 def _stats_values(inputs: dict, view: str) -> dict:
+    from features import packed
     from features import stats as algebra
 
     # Feast names an input view__field where two requested views share a field name.
-    state = {f: inputs.get(f"{view}__{f}", inputs.get(f)) for f in algebra.STATE_FIELDS}
+    values = inputs.get(f"{view}__packed", inputs.get("packed")) or []
+    # Feast calls this at apply time with sample inputs (b"hello world"): those read as no state.
+    rows = [packed.unpack("stats", v) if packed.is_packed("stats", v) else None for v in values]
+    state = {f: [None if r is None else r[f] for r in rows] for f in algebra.STATE_FIELDS}
     prefix = view.split("_")[0] + "_"
     return {prefix + k: v for k, v in algebra.values_at(state, inputs["request_ms"]).items()}
 

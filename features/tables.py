@@ -29,6 +29,8 @@ EVENT_LOG_SCHEMA = pa.schema(
 )
 
 FEATURE_TS = pa.field("feature_ts", pa.timestamp("us", tz="UTC"))
+# The row's fields as one value (features.packed): what the online store and Feast's views hold.
+PACKED = pa.field("packed", pa.binary())
 _SEQUENCE_FIELDS = [
     pa.field("seq_item_ids", pa.list_(pa.int64())),
     pa.field("seq_category_ids", pa.list_(pa.int64())),
@@ -37,10 +39,11 @@ _SEQUENCE_FIELDS = [
     pa.field("seq_length", pa.int64()),
     pa.field("last_event_ms", pa.int64()),
 ]
-USER_SEQUENCE_SCHEMA = pa.schema([pa.field("user_id", pa.int64(), nullable=False), *_SEQUENCE_FIELDS, FEATURE_TS])
+USER_SEQUENCE_SCHEMA = pa.schema([pa.field("user_id", pa.int64(), nullable=False), *_SEQUENCE_FIELDS, FEATURE_TS,
+                                  PACKED])
 USER_CATEGORY_SEQUENCE_SCHEMA = pa.schema(
     [pa.field("user_id", pa.int64(), nullable=False), pa.field("category_id", pa.int64(), nullable=False),
-     *_SEQUENCE_FIELDS, FEATURE_TS])
+     *_SEQUENCE_FIELDS, FEATURE_TS, PACKED])
 
 
 def _stats_schema(key: str) -> pa.Schema:
@@ -48,7 +51,7 @@ def _stats_schema(key: str) -> pa.Schema:
                       *[pa.field(n, pa.float64() if n.startswith("ctr") else pa.int64()) for n in stats.feature_names()],
                       # the mergeable state (features.stats.to_row): the stream continues it, serving reads it at any time
                       pa.field("newest_ms", pa.int64()), pa.field("tile_starts", pa.list_(pa.int64())),
-                      pa.field("tile_counts", pa.list_(pa.int64())), FEATURE_TS])
+                      pa.field("tile_counts", pa.list_(pa.int64())), FEATURE_TS, PACKED])
 
 
 USER_STATS_SCHEMA = _stats_schema("user_id")
@@ -66,3 +69,6 @@ TABLES = {
     "examples": EXAMPLE_SCHEMA,
     "rejected": REJECTION_SCHEMA,
 }
+# The views whose online rows are packed, and their layout (features.packed).
+PACKED_KIND = {"user_sequence": "sequence", "user_recent": "sequence", "user_category_sequence": "sequence",
+               "user_stats": "stats", "item_stats": "stats"}

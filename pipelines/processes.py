@@ -104,3 +104,19 @@ def stop_process(proc: subprocess.Popen | None, grace_s: float = 5.0, group: boo
     if proc.poll() is None:
         proc.kill()
     proc.wait(timeout=grace_s)
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Have the kernel send sig to this process when its parent dies (Linux; elsewhere nothing).
+
+    Linux counts the *thread* that started this process as the parent: start it from a thread
+    that lives as long as it should (the main thread). Usable as a Popen preexec_fn."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request: nobody would send it
+        os.kill(os.getpid(), sig)

@@ -22,8 +22,9 @@ from apache_beam.metrics import Metrics
 
 from features import offline
 from features.labels import LabelPolicy
+from features.packed import pack_column
 from features.sequence import SequencePolicy
-from features.tables import TABLES
+from features.tables import PACKED_KIND, TABLES
 from features.json_lines import line_blocks
 from features.validate_arrow import parse_lines
 
@@ -67,6 +68,8 @@ def conform(table: pa.Table, name: str, as_of_ms: int | None = None) -> pa.Table
         else:
             raise ValueError(f"table {name} has no time to stamp")
         table = table.append_column("feature_ts", pc.cast(pc.multiply(ms, 1000), pa.timestamp("us", tz="UTC")))
+    if "packed" in schema.names and "packed" not in table.column_names:
+        table = table.append_column("packed", pack_column(PACKED_KIND[name], table))
     return table.select(schema.names).cast(schema)
 
 

@@ -10,15 +10,18 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from feast import FeatureStore, RepoConfig
 from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
-from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
 
 from feature_repo.definitions import (
     ITEM_CONTENT,
     ITEM_CONTENT_FIELDS,
+    PACKED,
     USER_SEQUENCE,
     definitions,
     view_fields,
 )
+from feature_repo.online_stores import MonotonicRedisOnlineStoreConfig, MonotonicSqliteOnlineStoreConfig
+from features.packed import unpack
+from features.tables import PACKED_KIND
 from pipelines.config import typed
 from pipelines.store.online_rows import OnlineTable, join_keys
 from features.item_vectors import (
@@ -48,17 +51,12 @@ def open_store(workdir: Path, online: OnlineStore = OnlineStore()) -> FeatureSto
     """A FeatureStore over workdir: offline tables in workdir/offline, registry in workdir/feast."""
     workdir = Path(workdir).resolve()
     (workdir / "feast").mkdir(parents=True, exist_ok=True)
+    # Both stores never go back in time, atomically, whoever writes (feature_repo/online_stores.py).
     if online.kind == "redis":
-        from feast.infra.online_stores.redis import RedisOnlineStoreConfig
-
-        # skip_dedup: Feast's Redis writer otherwise drops a row whose timestamp is not newer
-        # than the stored one (even an equal one, which SQLite writes). write_user_sequences
-        # owns the never-back-in-time rule for both stores (>= wins, e.g. a late event that does
-        # not raise last_event_ms), so Redis writes unconditionally, like SQLite's upsert.
-        online_cfg = RedisOnlineStoreConfig(connection_string=online.redis_url or os.environ["RECSTREAM_REDIS_URL"],
-                                            skip_dedup=True)
+        online_cfg = MonotonicRedisOnlineStoreConfig(
+            connection_string=online.redis_url or os.environ["RECSTREAM_REDIS_URL"])
     else:
-        online_cfg = SqliteOnlineStoreConfig(path=str(workdir / "feast" / "online.db"))
+        online_cfg = MonotonicSqliteOnlineStoreConfig(path=str(workdir / "feast" / "online.db"))
     config = RepoConfig(
         project="recstream",
         provider="local",
@@ -129,12 +127,19 @@ def read_user_sequences(store: FeatureStore, user_ids: list[int]) -> dict[int, d
 
 
 def read_online(store: FeatureStore, view: str, fields: list[str], entity_rows: list[dict]) -> list[dict | None]:
-    """Any view's online features for entity rows (join keys -> values), None where absent."""
+    """Any view's online features for entity rows (join keys -> values), None where absent, through
+    Feast's get_online_features. A view in PACKED_KIND is read as its one packed value and unpacked."""
     if not entity_rows:
         return []
-    got = store.get_online_features(features=[f"{view}:{f}" for f in fields], entity_rows=entity_rows).to_dict()
+    kind = PACKED_KIND.get(view)
+    wanted = [PACKED] if kind else fields
+    got = store.get_online_features(features=[f"{view}:{f}" for f in wanted], entity_rows=entity_rows).to_dict()
     out = []
     for i in range(len(entity_rows)):
+        if kind:
+            row = unpack(kind, got[PACKED][i])
+            out.append(None if row is None else {f: row[f] for f in fields})
+            continue
         row = {f: got[f][i] for f in fields}
         out.append(None if all(v is None for v in row.values()) else row)
     return out

@@ -15,9 +15,12 @@ import pyarrow.dataset as ds
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from feature_repo.definitions import PACKED, view_fields
 from features.errors import InputError, MissingInput
 from features.historical import point_in_time
+from features.packed import unpack
 from features.pit import sort_log
+from features.tables import PACKED_KIND, TABLES
 from pipelines.store.feature_store import open_store
 
 REQUIRED = ("user_id", "timestamp")
@@ -54,29 +57,46 @@ def historical_features(workdir: Path, entities: pa.Table, caps: dict[str, int],
 
 
 def _join_feast(out: pa.Table, entities: pa.Table, workdir: Path, refs: list[str]) -> pa.Table:
+    """Join Feast features onto every row. A view in PACKED_KIND is fetched as its packed value
+    (what its Feast schema holds) and the requested fields come out of it."""
     keys = [c for c in ("user_id", "item_id", "category_id") if c in entities.column_names]
     df = entities.select(keys).to_pandas()
     df["event_timestamp"] = pd.to_datetime(entities.column("timestamp").to_numpy(), unit="ms", utc=True)
     df["_row"] = np.arange(len(df))
     store = open_store(workdir)
-    got = store.get_historical_features(entity_df=df, features=refs).to_df()
-    names = [ref.split(":", 1)[1] for ref in refs]
-    joined = df[["_row"]].merge(got[["_row", *names]], on="_row", how="left").sort_values("_row")
-    for ref, name in zip(refs, names):
-        column = pa.Array.from_pandas(joined[name])  # NaN -> null
-        declared = _declared_type(store, ref)
-        out = out.append_column(name, column.cast(declared) if declared is not None else column)
+    _check_refs(store, refs)
+    fetch = sorted({f"{ref.split(':', 1)[0]}:{PACKED}" if ref.split(":", 1)[0] in PACKED_KIND else ref
+                    for ref in refs})
+    got = store.get_historical_features(entity_df=df, features=fetch, full_feature_names=True).to_df()
+    got.columns = [c.replace("__", ":", 1) for c in got.columns]
+    joined = df[["_row"]].merge(got[["_row", *fetch]], on="_row", how="left").sort_values("_row")
+    for ref in refs:
+        view, name = ref.split(":", 1)
+        if view in PACKED_KIND:
+            rows = [unpack(PACKED_KIND[view], v) if isinstance(v, bytes) else None for v in joined[f"{view}:{PACKED}"]]
+            column = pa.array([None if r is None else r[name] for r in rows], _offline_type(view, name))
+        else:
+            column = pa.Array.from_pandas(joined[ref])  # NaN -> null
+            declared = _declared_type(store, ref)
+            column = column.cast(declared) if declared is not None else column
+        out = out.append_column(name, column)
     return out
 
 
-def _declared_type(store, ref: str):
-    """The Arrow type a view declares for a feature: Feast's file store turns ints with gaps into floats."""
-    view, name = ref.split(":", 1)
-    for field in store.get_feature_view(view).schema:
-        if field.name == name:
-            return {"Int64": pa.int64(), "Int32": pa.int32(), "Float64": pa.float64(),
-                    "Float32": pa.float32(), "String": pa.string()}.get(str(field.dtype))
-    return None
+def _check_refs(store, refs: list[str]) -> None:
+    """Every ref names a registered view and one of its features, before any work."""
+    views = {v.name: v for v in store.list_feature_views()}
+    for ref in refs:
+        view, _, name = ref.partition(":")
+        if view not in views:
+            raise InputError(f"--feast {ref}", f"no view {view!r}; views: {sorted(views)}")
+        names = view_fields(view) if view in PACKED_KIND else [f.name for f in views[view].schema]
+        if name not in names:
+            raise InputError(f"--feast {ref}", f"{view} has no feature {name!r}; it has {list(names)}")
+
+
+def _offline_type(view: str, name: str) -> pa.DataType:
+    return TABLES[view].field(name).type
 
 
 def read_entities(path: Path) -> pa.Table:

@@ -3,6 +3,8 @@ and online_write_batch): the layer under get_online_features / write_to_online_s
 their per-call DataFrame, protobuf-response and request-context work, which cost ~0.3 ms a
 key. The stream job's hot path uses it; rows written here are the rows get_online_features
 reads (the same entity keys, value protos and timestamps in the same SQLite or Redis store).
+The views in features.tables.PACKED_KIND hold one packed value per key (features.packed):
+rows are packed on the way in and unpacked on the way out, so callers see the fields.
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
 
-from feature_repo.definitions import ITEM_CONTENT, USER_INTERESTS, VIEW_ENTITIES, view_fields
+from feature_repo.definitions import ITEM_CONTENT, PACKED, USER_INTERESTS, VIEW_ENTITIES, view_fields
+from features.packed import pack, unpack
+from features.tables import PACKED_KIND
 
 # The field that orders a view's rows in time: a row older than the stored one by it is never written.
 VERSION_FIELD = {"user_sequence": "last_event_ms", "user_recent": "last_event_ms",
@@ -38,6 +42,7 @@ class OnlineTable:
         self.fields = view_fields(view)
         self.types = {f.name: f.dtype.to_value_type() for f in self.feature_view.features}
         self.version = VERSION_FIELD.get(view)
+        self.packed = PACKED_KIND.get(view)  # the layout of its one packed value (features.packed), or None
 
     def entity_key(self, key) -> EntityKey:
         values = key if isinstance(key, tuple) else (key,)
@@ -52,36 +57,38 @@ class OnlineTable:
             return []
         wanted = list(fields or self.fields)
         got = self.provider.online_read(self.store.config, self.feature_view, [self.entity_key(k) for k in keys],
-                                        wanted)
+                                        [PACKED] if self.packed else wanted)
         out = []
         for _, values in got:
             if not values:
                 out.append(None)
-                continue
-            row = {f: feast_value_type_to_python_type(values[f]) if f in values else None for f in wanted}
-            out.append(None if all(v is None for v in row.values()) else row)
+            elif self.packed:
+                row = unpack(self.packed, values[PACKED].bytes_val if PACKED in values else None)
+                out.append(None if row is None else {f: row[f] for f in wanted})
+            else:
+                row = {f: feast_value_type_to_python_type(values[f]) if f in values else None for f in wanted}
+                out.append(None if all(v is None for v in row.values()) else row)
         return out
 
     def write(self, rows: list[dict]) -> int:
-        """Write rows (join keys + the view's fields; feature_ts optional), skipping each row older
-        than the stored one by the view's version field (an equal one is written: a late event
-        that does not move the newest time still changes the row). A row without feature_ts gets
-        one: the sequence's newest behavior, or the statistics' as-of time (just after their
-        newest event). Returns the number of rows written."""
+        """Write rows (join keys + the view's fields; feature_ts optional). The store keeps a key's
+        row only if its event time (the view's version field) is at least the stored one, in one
+        atomic step (feature_repo/online_stores.py): an equal one is written (a late event that
+        does not move the newest time still changes the row). A row without feature_ts gets one:
+        the sequence's newest behavior, or the statistics' as-of time (just after their newest
+        event). Returns the number of rows written."""
         if not rows:
             return 0
-        current = self.read([self.key_of(r) for r in rows], [self.version])
-        fresh = [r for r, now in zip(rows, current)
-                 if now is None or now[self.version] is None or r[self.version] >= now[self.version]]
-        if not fresh:
-            return 0
-        columns = {f: python_values_to_proto_values([r[f] for r in fresh], self.types[f]) for f in self.fields}
-        data = []
-        for i, row in enumerate(fresh):
-            data.append((self.entity_key(self.key_of(row)), {f: columns[f][i] for f in self.fields},
-                         _feature_ts(row, self.version), None))
-        self.provider.online_write_batch(self.store.config, self.feature_view, data, None)
-        return len(fresh)
+        if self.packed:
+            data = [(self.entity_key(self.key_of(row)), {PACKED: Value(bytes_val=pack(self.packed, row))},
+                     _feature_ts(row, self.version), None) for row in rows]
+        else:
+            columns = {f: python_values_to_proto_values([r[f] for r in rows], self.types[f]) for f in self.fields}
+            data = [(self.entity_key(self.key_of(row)), {f: columns[f][i] for f in self.fields},
+                     _feature_ts(row, self.version), None) for i, row in enumerate(rows)]
+        store = self.provider.online_store
+        store.online_write_batch(self.store.config, self.feature_view, data, None)
+        return getattr(store, "written", len(rows))
 
 
 def _feature_ts(row: dict, version: str) -> datetime:

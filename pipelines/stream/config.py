@@ -109,6 +109,9 @@ class StreamConfig:
     bundle_ms: int = 100  # how often the Python operators commit their state and hand results on (timers,
     # item deltas, dead letters, examples): python.fn-execution.bundle.time (docs/streaming.md: its cost)
     parallelism: int = 1
+    # PyFlink runs the Python functions in the TaskManager's JVM ("thread", the default: no
+    # serialization between Java and Python) or in separate worker processes ("process")
+    python_mode: Literal["thread", "process"] = "thread"
     now_ms: int | None = None  # validation clock; None means the wall clock
 
     def __post_init__(self) -> None:

@@ -12,7 +12,9 @@ so a restored run ends with the online store an uninterrupted run would have.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
+import site
 import sys
 import time
 import traceback
@@ -24,9 +26,12 @@ from pyflink.common import Configuration
 from pyflink.datastream import RuntimeExecutionMode, StreamExecutionEnvironment
 
 from features.errors import MissingInput, RecstreamError
+from pipelines.processes import die_with_parent
 from pipelines.progress import quiet_libraries
 from pipelines.stream.config import StreamConfig
+from pipelines.stream.connector import REPO
 from pipelines.stream.graph import build, make_output_dirs
+from pipelines.stream.lock import JobLock
 from pipelines.stream.receipts import ReceiptServer
 
 LEDGER = "bootstrap.sqlite"
@@ -47,7 +52,8 @@ class StreamProcess:
 
     PyFlink's local Python workers share the driver's process-wide Beam worker state, and a
     Beam job run afterwards in the same process fails: a child keeps callers clean. ``pid``
-    is the child's (its JVM exits with it: the gateway stops when its stdin closes)."""
+    is the child's; it dies with the thread that started it, and its JVM with it (bind_to_parent):
+    start it from the main thread, or from one that outlives the job."""
 
     def __init__(self, cfg: StreamConfig):
         if cfg.source is not None and not cfg.source.is_dir():
@@ -59,9 +65,16 @@ class StreamProcess:
         ctx = multiprocessing.get_context("spawn")
         self.messages, self.stop = ctx.Queue(), ctx.Event()
         self.child = ctx.Process(target=_child, args=(cfg, self.messages, self.stop), name="recstream-stream")
+        self.lock = JobLock(cfg)
 
     def start(self) -> "StreamProcess":
-        self.child.start()
+        """Start the job; a StateError if one runs on the same input and online store (lock.py)."""
+        self.lock.acquire()
+        try:
+            self.child.start()
+        except BaseException:
+            self.lock.release()
+            raise
         return self
 
     @property
@@ -98,6 +111,8 @@ class StreamProcess:
             self.child.join(timeout=60)
             if self.child.is_alive():
                 self.child.kill()
+                self.child.join()
+            self.lock.release()
 
 
 def run_stream(cfg: StreamConfig, progress: Callable[[dict], bool | None] | None = None) -> dict:
@@ -111,8 +126,32 @@ def run_stream(cfg: StreamConfig, progress: Callable[[dict], bool | None] | None
     return StreamProcess(cfg).start().wait(progress)
 
 
+def bind_to_parent() -> None:
+    """This process and the Flink JVM it launches die with their parent, even by kill -9: a job
+    must not run on headless, writing and committing offsets, after its driver is gone. (The JVM
+    also exits when its stdin closes, but an embedded interpreter can hang that exit.)"""
+    import pyflink.pyflink_gateway_server as gateway
+
+    die_with_parent()
+    if getattr(gateway.Popen, "binds_to_parent", False):
+        return
+
+    class Popen(gateway.Popen):  # the class PyFlink starts the JVM with, plus die_with_parent
+        binds_to_parent = True
+
+        def __init__(self, *args, preexec_fn=None, **kwargs):
+            def preexec() -> None:
+                die_with_parent()
+                if preexec_fn is not None:
+                    preexec_fn()
+            super().__init__(*args, preexec_fn=preexec, **kwargs)
+
+    gateway.Popen = Popen
+
+
 def _child(cfg: StreamConfig, messages, stop) -> None:
     quiet_libraries()  # a spawned child starts with fresh warning filters
+    bind_to_parent()
     try:
         def report(counts: dict) -> bool:
             messages.put(("counts", counts))
@@ -122,11 +161,19 @@ def _child(cfg: StreamConfig, messages, stop) -> None:
         messages.put(("error", traceback.format_exc()))
 
 
+def python_path() -> list[str]:
+    """Where the job's Python code and its packages are: this checkout and the environment's site-packages."""
+    return [str(REPO), *site.getsitepackages()]
+
+
 def environment(cfg: StreamConfig) -> tuple[StreamExecutionEnvironment, str | None]:
     """The execution environment with checkpointing, restore and jars set; and the ledger path."""
     conf = Configuration()
     conf.set_string("restart-strategy.type", "none")  # fail fast; a restart is a restore from a checkpoint
     conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_ms))
+    conf.set_string("python.execution-mode", cfg.python_mode)
+    if cfg.python_mode == "thread":  # the interpreter embedded in the JVM imports the job's code from here
+        conf.set_string("python.pythonpath", os.pathsep.join(python_path()))
     ledger = None
     if cfg.checkpoints is not None:
         cfg.checkpoints.mkdir(parents=True, exist_ok=True)
@@ -200,7 +247,7 @@ def run_here(cfg: StreamConfig, progress: Callable[[dict], bool | None] | None =
 def _shape(totals: Counter) -> dict:
     rejected = {k.split(".", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("rejected.")}
     names = ("read", "accepted", "applied", "users_updated", "examples", "item_deltas", "item_deltas_skipped",
-             "online_retries")
+             "online_retries", "recovered")
     out = {name: totals.get(name, 0) for name in names}
     by_view = {k.split(".", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("rows_written.")}
     return {**out, "rows_written": sum(by_view.values()), "rows_by_view": by_view, "rejected": rejected,

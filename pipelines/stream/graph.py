@@ -23,7 +23,7 @@ from pyflink.java_gateway import get_gateway
 
 from pipelines.stream.config import StreamConfig
 from pipelines.stream.io import file_lines, file_sink, kafka_lines, kafka_sink, stamp_files, watermarks
-from pipelines.stream.keyed import DELTA_TYPE, ItemStatsFn, UserFeaturesFn
+from pipelines.stream.keyed import DELTA_TYPE, ItemStatsFn, UserFeaturesFn, item_key
 from pipelines.stream.runtime import ACCEPTED, DEAD_LETTERS, EXAMPLES, FnSettings, parse_line, route_key
 
 
@@ -40,7 +40,7 @@ def build(env: StreamExecutionEnvironment, cfg: StreamConfig, ledger: str | None
         parsed = stamp_files(lines.map(parse).name("validate").uid("validate"), strategy).uid("event-time")
     window = cfg.labels.window_ms if cfg.examples else None
     settings = FnSettings(workdir=str(cfg.workdir.resolve()), online=cfg.online, every=cfg.report_every,
-                          flush_ms=cfg.flush_ms if cfg.follow else None,  # a bounded run flushes at its end
+                          flush_ms=cfg.flush_ms,
                           ledger=ledger, receipts=receipts, cache_size=cfg.state_cache, restored=cfg.restore is not None,
                           patience_s=float(cfg.online_patience_s))
     users = (parsed.key_by(route_key, key_type=Types.LONG())
@@ -53,8 +53,8 @@ def build(env: StreamExecutionEnvironment, cfg: StreamConfig, ledger: str | None
         out.sink_to(sink).name(name).uid(uid)
     discard = Sink(get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink())
     if cfg.item_stats:
-        item_settings = dataclasses.replace(settings, flush_ms=cfg.item_flush_ms if cfg.follow else None)
-        items = (users.key_by(lambda delta: delta[0], key_type=Types.LONG()).process(ItemStatsFn(item_settings))
+        item_settings = dataclasses.replace(settings, flush_ms=cfg.item_flush_ms)
+        items = (users.key_by(item_key, key_type=Types.LONG()).process(ItemStatsFn(item_settings))
                  .name("item stats").uid("item-stats"))
         items.sink_to(discard).name("end").uid("end")  # the functions' effect is the store; they emit nothing
     else:

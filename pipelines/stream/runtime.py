@@ -1,5 +1,5 @@
 """What the stream job's PyFlink functions share: parsing and routing records, the bootstrap
-ledger, counts, the bundle hook, the write-through state cache and the online write buffer.
+ledger, counts and receipts, the write-through state cache and the online writer.
 The keyed functions themselves are in pipelines/stream/keyed.py.
 
 Counts travel two ways: as Flink metrics (group ``recstream``: read, accepted, applied,
@@ -88,7 +88,7 @@ class FnSettings:
     workdir: str  # the run folder whose Feast store the functions read and write
     online: OnlineStore  # SQLite in the run folder, or Redis
     every: int  # records per count receipt
-    flush_ms: int | None  # following: write (and report) at least this often; None: bounded input
+    flush_ms: int  # the longest a changed key waits for its online write (and counts for a receipt)
     ledger: str | None  # the bootstrap ledger's path (checkpoints on), else None
     receipts: str | None  # the driver's host:port for count receipts, else None (metrics only)
     cache_size: int  # keys whose decoded state each function keeps (StateCache)
@@ -97,11 +97,10 @@ class FnSettings:
 
 
 class Reporting(KeyedProcessFunction):
-    """A keyed function's counts since its last receipt (also Flink metrics), its online writes
-    (``write``, which subclasses define) and when both happen: writes at the end of each bundle
-    (at least every ``flush_ms`` while following, and before every checkpoint), on the timers
-    (``flush_ms``, and the end of a bounded input) and at close; receipts then too, and every
-    ``every`` records."""
+    """A keyed function's counts since its last receipt (also Flink metrics), sent every
+    ``every`` records, on its timers and at close; and the two timers every subtask arms: the
+    end of a bounded input (an event-time timer at the maximum watermark) and, while records
+    come, a report timer ``flush_ms`` after the last report."""
 
     def __init__(self, settings: FnSettings):
         self.settings = settings
@@ -110,10 +109,9 @@ class Reporting(KeyedProcessFunction):
         self.sender = ReceiptSender(self.settings.receipts)
         self.counts: Counter = Counter()
         self.end_timer = False
-        self.idle_timer = False
+        self.report_timer: tuple | None = None  # (key, time) of the armed report timer
         self.metrics = runtime_context.get_metrics_group().add_group("recstream")
         self.counters: dict = {}
-        on_bundle_finish(runtime_context._keyed_state_backend, self.write)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] += n
@@ -127,18 +125,17 @@ class Reporting(KeyedProcessFunction):
         if not self.end_timer:  # one per subtask is enough: it flushes everything the subtask holds
             timers.register_event_time_timer(END_OF_INPUT)
             self.end_timer = True
-        if self.settings.flush_ms and not self.idle_timer:
-            timers.register_processing_time_timer(timers.current_processing_time() + self.settings.flush_ms)
-            self.idle_timer = True
+        if self.report_timer is None:
+            at = timers.current_processing_time() + self.settings.flush_ms
+            timers.register_processing_time_timer(at)
+            self.report_timer = (ctx.get_current_key(), at)
 
-    def on_timer(self, timestamp: int, ctx):
-        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
-            self.idle_timer = False
-        self.flush()
-        return iter(())
-
-    def write(self) -> None:
-        """Write what waits for the online store (subclasses); called before every checkpoint."""
+    def is_report_timer(self, key, timestamp: int) -> bool:
+        """Whether (key, timestamp) is the report timer (which disarms it: the next record re-arms)."""
+        if self.report_timer == (key, timestamp):
+            self.report_timer = None
+            return True
+        return False
 
     def report(self) -> None:
         """Send the counts since the last receipt."""
@@ -146,39 +143,9 @@ class Reporting(KeyedProcessFunction):
             out, self.counts = dict(self.counts), Counter()
             self.sender.send(out)
 
-    def flush(self) -> None:
-        self.write()
-        self.report()
-
     def close(self) -> None:
-        self.flush()
+        self.report()
         self.sender.close()
-
-
-_BUNDLE_LISTENERS: list = []
-
-
-def on_bundle_finish(backend, callback) -> None:
-    """Call callback whenever the keyed operator whose state backend is ``backend`` finishes a bundle.
-
-    PyFlink gives Python functions no checkpoint hook, but its operators finish the current
-    bundle before every checkpoint barrier (prepareSnapshotPreBarrier), besides at least every
-    python.fn-execution.bundle.time ms. Writes buffered in Python memory must land there, or a
-    checkpoint would cover events whose rows were never written (lost after a restore). The
-    callback runs on the operator's own thread, between its elements."""
-    from pyflink.fn_execution.datastream.process.operations import StatefulOperation
-
-    if not getattr(StatefulOperation, "_recstream_hooked", False):
-        original = StatefulOperation.finish
-
-        def finish(self):
-            for owner, listener in list(_BUNDLE_LISTENERS):
-                if owner is self.keyed_state_backend:
-                    listener()
-            original(self)
-        StatefulOperation.finish = finish
-        StatefulOperation._recstream_hooked = True
-    _BUNDLE_LISTENERS.append((backend, callback))
 
 
 class StateCache:

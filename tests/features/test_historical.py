@@ -86,3 +86,6 @@ def test_run_folder_api_keeps_every_row_through_the_feast_join(tmp_path):
     assert [r["clicks_life"] for r in late] == [r["user_clicks_life"] for r in late]  # Feast agrees with the log
     with pytest.raises(ValueError, match="lacks \\['timestamp'\\]"):
         historical_features(tmp_path, pa.table({"user_id": [1]}), CAPS)
+    for ref, named in (("user_stats:clicks", "no feature 'clicks'"), ("user_stat:clicks_life", "no view 'user_stat'")):
+        with pytest.raises(ValueError, match=named):
+            historical_features(tmp_path, entities, CAPS, feast_refs=[ref])

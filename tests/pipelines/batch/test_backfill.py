@@ -15,6 +15,7 @@ from tests.conftest import NOW_MS, naive_dedup, naive_sequence
 from features import pit
 from features.ids import stable_ids
 from features.labels import LabelPolicy, build_examples
+from features.packed import unpack
 from features.schema import EVENT_TYPE_CODE, Event, Rejection
 from features.sequence import SequencePolicy
 from features.validate import parse_event
@@ -97,7 +98,7 @@ def test_user_sequences_equal_the_naive_oracle(run):
     for user in with_behaviors:
         row, events = rows[user], by_user[user]
         assert row.pop("feature_ts") == datetime.fromtimestamp(row["last_event_ms"] / 1000, tz=timezone.utc)
-        assert row == naive_sequence(events, MAX_LEN)
+        assert unpack("sequence", row.pop("packed")) == row == naive_sequence(events, MAX_LEN)
 
 
 def test_behavior_log_is_deduplicated_and_slices_back_to_the_sequences(run):

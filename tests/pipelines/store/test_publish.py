@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from features import stats
+from features import packed, stats
 from feature_repo.definitions import SEQUENCE_FIELDS, VIEW_ENTITIES, view_fields
 from pipelines.store.feature_store import open_store, read_online
 from pipelines.store.publish import publish
@@ -95,6 +95,10 @@ def test_statistics_read_online_equal_the_training_sets_at_any_request_time(tmp_
                 assert {n: got[f"user_{n}"][i] for n in names} == pytest.approx({n: offline[u][n] for n in names})
     service = store.get_online_features(features=store.get_feature_service("ranker"), full_feature_names=True,
                                         entity_rows=[{**rows[0], "category_id": 0}]).to_dict()
-    state = {f: service[f"user_stats__{f}"] for f in stats.STATE_FIELDS}
+    # the services read each view's one packed value (features.packed)
+    row = packed.unpack("stats", service["user_stats__packed"][0])
+    state = {f: [row[f]] for f in stats.STATE_FIELDS}
     assert stats.values_at(state, [AS_OF])["clicks_1h"] == [offline[rows[0]["user_id"]]["clicks_1h"]]
-    assert {"user_recent__seq_item_ids", "item_stats__tile_counts"} <= set(service)
+    assert {"user_recent__packed", "item_stats__packed", "user_category_sequence__packed"} <= set(service)
+    recent = packed.unpack("sequence", service["user_recent__packed"][0])
+    assert recent == read_online(store, "user_recent", list(SEQUENCE_FIELDS), [{"user_id": rows[0]["user_id"]}])[0]

@@ -8,6 +8,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 import redis
+from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 
 from feature_repo.definitions import USER_SEQUENCE, SEQUENCE_FIELDS
 from pipelines.store.feature_store import (OnlineStore, apply, materialize_user_sequences, open_store,
@@ -60,7 +61,9 @@ def stores(run, redis_server):
 
 def test_materialize_loads_every_user_into_redis_and_reads_equal_the_offline_rows(run, stores, redis_server):
     offline = offline_rows(run)
-    assert stores["redis"].config.online_store.type == "redis"
+    # Feast's Redis store, writing only what is not older (feature_repo/online_stores.py)
+    assert isinstance(stores["redis"].config.online_store, RedisOnlineStoreConfig)
+    assert stores["redis"].config.online_store.type == "feature_repo.online_stores.MonotonicRedisOnlineStore"
     assert stores["materialized"]["redis"] == len(offline) > 0
     raw = redis.Redis(host="127.0.0.1", port=redis_server.port)
     assert raw.dbsize() == len(offline)  # one hash per user: the reads below come from this server

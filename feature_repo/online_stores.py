@@ -1,0 +1,131 @@
+"""Feast online stores that never go back in time: SQLite and Redis with an atomic compare-and-write.
+
+Every write into these stores, whoever makes it (the stream job, `recstream materialize`, the
+plain `feast materialize` in this folder), keeps a key's row only if its event time is at least
+the stored one, in one atomic step inside the store:
+
+- SQLite: one transaction per batch of ``INSERT ... ON CONFLICT DO UPDATE ... WHERE
+  excluded.version_ms >= version_ms`` (rows with an equal time are written: a late event that
+  does not move the newest time still changes the row), with no read before the write. Feast
+  keeps ``event_ts`` in whole seconds, so the event time in ms goes to a column of its own,
+  ``version_ms``, which this store adds to each view's table (Feast's reads ignore it);
+- Redis: a Lua script per key (run with EVALSHA, pipelined) that compares the new event time
+  (ms) with the one the hash holds under ``_v:<view>`` and writes the fields only if it is not
+  older. Feast's own readers see the same hash fields as from Feast's Redis store.
+
+After each batch, ``written`` holds how many of its keys were written (the others were older
+than what the store holds). Named by ``type`` in a RepoConfig or feature_store.yaml:
+``feature_repo.online_stores.MonotonicSqliteOnlineStore`` /
+``feature_repo.online_stores.MonotonicRedisOnlineStore``.
+"""
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from typing import Any, Callable, Literal, Optional
+
+from feast import FeatureView, RepoConfig, utils
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.online_stores.helpers import _mmh3, _redis_key
+from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
+from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig, _quote_id, _table_id
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from google.protobuf.timestamp_pb2 import Timestamp
+
+Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, Optional[datetime]]
+SQLITE = "feature_repo.online_stores.MonotonicSqliteOnlineStore"
+REDIS = "feature_repo.online_stores.MonotonicRedisOnlineStore"
+# KEYS[1] the entity's hash; ARGV[1] the version field, ARGV[2] the new event time (ms), then field/value pairs.
+_WRITE_IF_NOT_OLDER = """
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if held and tonumber(held) > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], unpack(ARGV, 3))
+return 1
+"""
+
+
+class MonotonicSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
+    type: Literal["feature_repo.online_stores.MonotonicSqliteOnlineStore"] = SQLITE  # type: ignore[assignment]
+
+
+class MonotonicSqliteOnlineStore(SqliteOnlineStore):
+    """Feast's SQLite store whose writes never replace a row with an older one."""
+
+    def online_write_batch(self, config: RepoConfig, table: FeatureView, data: list[Row],
+                           progress: Optional[Callable[[int], Any]]) -> None:
+        conn = self._get_conn(config)
+        name = _quote_id(_table_id(config.project, table, config.registry.enable_online_feature_view_versioning))
+        self._with_version_column(conn, name)
+        sql = (f"INSERT INTO {name} (entity_key, feature_name, value, value_text, event_ts, created_ts, version_ms) "
+               f"VALUES (?, ?, ?, NULL, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
+               f"value = excluded.value, event_ts = excluded.event_ts, created_ts = excluded.created_ts, "
+               f"version_ms = excluded.version_ms WHERE excluded.version_ms >= COALESCE({name}.version_ms, -1)")
+        rows = []
+        for entity_key, values, timestamp, created_ts in data:
+            key = serialize_entity_key(entity_key, entity_key_serialization_version=config.entity_key_serialization_version)
+            ts, created = utils.to_naive_utc(timestamp), created_ts and utils.to_naive_utc(created_ts)
+            version = _ms(timestamp)
+            rows.extend((key, feature, value.SerializeToString(), ts, created, version)
+                        for feature, value in values.items())
+        with conn:
+            changed = conn.executemany(sql, rows).rowcount
+        per_key = max(1, len(rows) // max(1, len(data)))
+        self.written = changed // per_key
+        if progress:
+            progress(len(data))
+
+    def _with_version_column(self, conn, name: str) -> None:
+        """Add version_ms to a view's table once (Feast creates the table without it)."""
+        seen = self.__dict__.setdefault("_versioned", set())
+        if (id(conn), name) in seen:
+            return
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({name})")}
+        if "version_ms" not in columns:
+            try:
+                with conn:
+                    conn.execute(f"ALTER TABLE {name} ADD COLUMN version_ms INTEGER")
+            except sqlite3.OperationalError as err:  # another writer added it first
+                if "duplicate column" not in str(err):
+                    raise
+        seen.add((id(conn), name))
+
+
+class MonotonicRedisOnlineStoreConfig(RedisOnlineStoreConfig):
+    type: Literal["feature_repo.online_stores.MonotonicRedisOnlineStore"] = REDIS  # type: ignore[assignment]
+
+
+class MonotonicRedisOnlineStore(RedisOnlineStore):
+    """Feast's Redis store whose writes never replace a row with an older one (atomically, in Lua)."""
+
+    _script = None
+
+    def online_write_batch(self, config: RepoConfig, table: FeatureView, data: list[Row],
+                           progress: Optional[Callable[[int], Any]]) -> None:
+        client = self._get_client(config.online_store)
+        if self._script is None:
+            self._script = client.register_script(_WRITE_IF_NOT_OLDER)
+        view = table.name
+        ts_key, version_key = f"_ts:{view}", f"_v:{view}"
+        with client.pipeline(transaction=False) as pipe:
+            for entity_key, values, timestamp, _ in data:
+                key = _redis_key(config.project, entity_key,
+                                 entity_key_serialization_version=config.entity_key_serialization_version)
+                ts = Timestamp()
+                ts.FromDatetime(utils.make_tzaware(timestamp))
+                args: list = [version_key, _ms(timestamp), ts_key, ts.SerializeToString()]
+                for feature, value in values.items():
+                    args += [_mmh3(f"{view}:{feature}"), value.SerializeToString()]
+                self._script(keys=[key], args=args, client=pipe)
+                ttl = config.online_store.key_ttl_seconds
+                if ttl:
+                    pipe.expire(name=key, time=ttl)
+            results = pipe.execute()
+        self.written = sum(1 for r in results if r == 1 and not isinstance(r, bool))
+        if progress:
+            progress(len(data))
+
+
+def _ms(timestamp: datetime) -> int:
+    """An event time as integer ms since the epoch (a naive one is UTC, as Feast takes it)."""
+    return round(utils.make_tzaware(timestamp).timestamp() * 1000)

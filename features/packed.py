@@ -1,0 +1,99 @@
+"""One online row as one value: a view's fields packed into bytes, encoded once, decoded with numpy.
+
+The online store holds each view's row as a single ``packed`` value (feature_repo/definitions.py)
+instead of one value per field: one write and one read per key, and no per-element protobuf
+work (docs/online.md measures the difference). Two layouts, little-endian, each starting with a
+4-byte tag and its lengths:
+
+    sequence  b"RSQ1", n (uint32), last_event_ms (int64),
+              item ids (int64 x n), category ids (int64 x n), event type codes (int32 x n),
+              timestamps (int64 x n)                          -> SEQUENCE_FIELDS
+    stats     b"RST1", t (uint32), newest_ms (int64), impressions/clicks/behaviors lifetime
+              (int64 x 3), tile starts (int64 x t), tile counts (int64 x 3t)  -> stats.STATE_FIELDS
+
+    >>> row = {"seq_item_ids": [5, 6], "seq_category_ids": [1, 1], "seq_event_types": [2, 2],
+    ...        "seq_timestamps": [10, 20], "seq_length": 2, "last_event_ms": 20}
+    >>> unpack("sequence", pack("sequence", row)) == row
+    True
+"""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pyarrow as pa
+
+SEQUENCE_FIELDS = ("seq_item_ids", "seq_category_ids", "seq_event_types", "seq_timestamps", "seq_length",
+                   "last_event_ms")
+STATS_FIELDS = ("newest_ms", "tile_starts", "tile_counts", "impressions_life", "clicks_life", "behaviors_life")
+_SEQ = struct.Struct("<4sIq")
+_STATS = struct.Struct("<4sIqqqq")
+_SEQ_TAG, _STATS_TAG = b"RSQ1", b"RST1"
+KINDS = ("sequence", "stats")
+
+
+def pack(kind: str, row: dict) -> bytes:
+    """A row's fields (SEQUENCE_FIELDS or STATS_FIELDS) as one bytes value."""
+    if kind == "sequence":
+        items = np.asarray(row["seq_item_ids"], "<i8")
+        head = _SEQ.pack(_SEQ_TAG, len(items), int(row["last_event_ms"]))
+        return b"".join((head, items.tobytes(), np.asarray(row["seq_category_ids"], "<i8").tobytes(),
+                         np.asarray(row["seq_event_types"], "<i4").tobytes(),
+                         np.asarray(row["seq_timestamps"], "<i8").tobytes()))
+    starts = np.asarray(row["tile_starts"], "<i8")
+    head = _STATS.pack(_STATS_TAG, len(starts), int(row["newest_ms"]), int(row["impressions_life"]),
+                       int(row["clicks_life"]), int(row["behaviors_life"]))
+    return b"".join((head, starts.tobytes(), np.asarray(row["tile_counts"], "<i8").tobytes()))
+
+
+def unpack(kind: str, value: bytes | None, arrays: bool = False) -> dict | None:
+    """The fields of a packed value (None for None or empty: Feast's Redis reader gives an empty
+    value for a key whose hash holds other views only); lists, or numpy arrays with ``arrays``."""
+    if not value:
+        return None
+    if kind == "sequence":
+        tag, n, last = _SEQ.unpack_from(value)
+        _check(value, tag, _SEQ_TAG, kind, n)
+        at = _SEQ.size
+        items = np.frombuffer(value, "<i8", n, at)
+        cats = np.frombuffer(value, "<i8", n, at + 8 * n)
+        types = np.frombuffer(value, "<i4", n, at + 16 * n)
+        times = np.frombuffer(value, "<i8", n, at + 20 * n)
+        out = {"seq_item_ids": items, "seq_category_ids": cats, "seq_event_types": types, "seq_timestamps": times}
+        if not arrays:
+            out = {k: v.tolist() for k, v in out.items()}
+        return {**out, "seq_length": n, "last_event_ms": last}
+    tag, t, newest, impressions, clicks, behaviors = _STATS.unpack_from(value)
+    _check(value, tag, _STATS_TAG, kind, t)
+    starts = np.frombuffer(value, "<i8", t, _STATS.size)
+    counts = np.frombuffer(value, "<i8", 3 * t, _STATS.size + 8 * t)
+    return {"newest_ms": newest, "tile_starts": starts if arrays else starts.tolist(),
+            "tile_counts": counts if arrays else counts.tolist(), "impressions_life": impressions,
+            "clicks_life": clicks, "behaviors_life": behaviors}
+
+
+def is_packed(kind: str, value) -> bool:
+    """Whether value is a packed value of this kind (its tag and its lengths)."""
+    head, tag = (_SEQ, _SEQ_TAG) if kind == "sequence" else (_STATS, _STATS_TAG)
+    return (isinstance(value, bytes) and len(value) >= head.size and value[:4] == tag
+            and len(value) == _size(kind, struct.unpack_from("<I", value, 4)[0]))
+
+
+def _size(kind: str, n: int) -> int:
+    """The length of a packed value with n behaviors (sequence) or n tiles (stats)."""
+    return _SEQ.size + 28 * n if kind == "sequence" else _STATS.size + 32 * n
+
+
+def pack_column(kind: str, table: pa.Table) -> pa.Array:
+    """The packed value of every row of an offline view table (its fields as columns)."""
+    fields = SEQUENCE_FIELDS if kind == "sequence" else STATS_FIELDS
+    columns = {name: table.column(name).to_pylist() for name in fields}
+    return pa.array([pack(kind, {name: columns[name][i] for name in fields}) for i in range(table.num_rows)],
+                    pa.binary())
+
+
+def _check(value: bytes, tag: bytes, want: bytes, kind: str, n: int) -> None:
+    if tag != want:
+        raise ValueError(f"not a packed {kind} value (tag {tag!r}, expected {want!r})")
+    if len(value) != _size(kind, n):
+        raise ValueError(f"a packed {kind} value of {len(value)} bytes, expected {_size(kind, n)} for length {n}")

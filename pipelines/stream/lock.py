@@ -1,0 +1,58 @@
+"""One running stream job per input and online store.
+
+Two jobs on the same Kafka group (or files folder) and the same online store would both
+write every key and commit each other's offsets. The driver takes an exclusive ``flock`` on
+a file in the run folder before it starts the job and holds it while the job runs; the
+kernel releases it when the driver exits, however it exits (kill -9 included), and the job
+dies with its driver (``bind_to_parent``), so a stale lock cannot outlive a job.
+The lock is per machine: jobs on other machines sharing one Redis are not seen.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from datetime import datetime, timezone
+
+from features.errors import StateError
+from pipelines.stream.config import StreamConfig
+
+
+def job_input(cfg: StreamConfig) -> str:
+    """What the job consumes, as a person names it."""
+    if cfg.kafka is not None:
+        return f"Kafka group {cfg.kafka.group_id} on topic {cfg.kafka.topic} at {cfg.kafka.bootstrap_servers}"
+    return f"the folder {cfg.source.resolve()}"
+
+
+class JobLock:
+    def __init__(self, cfg: StreamConfig):
+        store = f"redis {cfg.online.redis_url}" if cfg.online.kind == "redis" else "sqlite"
+        self.input = job_input(cfg)
+        digest = hashlib.sha1(f"{store}|{self.input}".encode()).hexdigest()[:16]
+        self.path = cfg.workdir / "feast" / f"stream-{digest}.lock"
+        self.workdir = cfg.workdir
+        self.file = None
+
+    def acquire(self) -> "JobLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise StateError(f"a stream job ({holder}) already runs on {self.workdir} for {self.input}: stop it "
+                             "first (two jobs would both write every key and commit each other's offsets)") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}, started {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+        f.flush()
+        self.file = f
+        return self
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()  # closing drops the flock
+            self.file = None

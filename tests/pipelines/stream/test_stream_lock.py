@@ -1,0 +1,80 @@
+"""`recstream stream` as a user runs it: a second job on the same input and online store is
+refused with one line, and kill -9 of the first one's PID takes its whole job along (the
+driver's child, the Flink JVM, its Python), which frees the input for the next start."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.store.feature_store import apply, open_store
+from pipelines.stream.config import StreamConfig
+from pipelines.stream.lock import JobLock
+
+pytestmark = pytest.mark.engine
+
+
+def descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+            try:
+                found = [int(p) for p in task.read_text().split()]
+            except OSError:
+                continue
+            out += found
+            todo += found
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_until(condition, what: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s} s"
+        time.sleep(0.2)
+
+
+def test_second_job_refused_and_kill_9_takes_the_job_along(tmp_path):
+    apply(open_store(tmp_path), tmp_path)
+    source = tmp_path / "in"
+    source.mkdir()
+    cmd = [str(Path(sys.executable).parent / "recstream"), "stream", "--workdir", str(tmp_path),
+           "--source", str(source), "--follow"]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        wait_until(lambda: any("java" in cmdline(p) for p in descendants(first.pid)), "Flink JVM", 180)
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr[-2000:]
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "already runs" in lines[0] and str(source) in lines[0], lines
+        assert f"pid {first.pid}" in lines[0]
+
+        job = descendants(first.pid)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        wait_until(lambda: not any(alive(p) for p in job), "end of the job's processes after kill -9", 60)
+        JobLock(StreamConfig(workdir=tmp_path, source=source)).acquire().release()  # the lock went too
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
