@@ -40,7 +40,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from features.tables import PACKED  # noqa: E402
+from feature_repo.definitions import PACKED  # noqa: E402
 
 TARGET_P99_MS = 5.0
 TARGET_LENGTH = 1000

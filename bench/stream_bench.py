@@ -27,11 +27,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pyflink.datastream import KeyedProcessFunction
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.stream_floor import floor_job  # noqa: E402
 from features.schema import Event  # noqa: E402
 from features.validate import parse_event  # noqa: E402
 from pipelines.embedded.broker import create_stream_topics, event_records, running_broker  # noqa: E402
@@ -46,54 +46,16 @@ def synthetic_lines(n_events: int) -> list[str]:
     return [line for lines, _ in SyntheticStream(syn).windows() for line in lines][:n_events]
 
 
-class Floor(KeyedProcessFunction):
-    """A keyed function that does nothing but note when its first and last records came."""
-
-    def __init__(self, out: str):
-        self.out = out
-
-    def open(self, ctx):
-        self.first, self.last, self.n = None, None, 0
-
-    def process_element(self, value, ctx):
-        now = time.perf_counter()
-        self.first, self.last, self.n = self.first or now, now, self.n + 1
-        return iter(())
-
-    def close(self):
-        Path(self.out).write_text(json.dumps({"n": self.n, "seconds": (self.last or 0) - (self.first or 0)}))
-
-
-def _floor_job(bootstrap: str, workdir: str, out: str, mode: str) -> None:
-    import functools
-
-    from pyflink.common import Types
-    from pyflink.datastream.connectors.base import Sink
-    from pyflink.java_gateway import get_gateway
-
-    from pipelines.stream.driver import bind_to_parent, environment
-    from pipelines.stream.io import kafka_lines, watermarks
-    from pipelines.stream.runtime import parse_line, route_key
-
-    bind_to_parent()
-    cfg = StreamConfig(workdir=Path(workdir), kafka=KafkaSettings(bootstrap_servers=bootstrap, group_id="floor"),
-                       python_mode=mode)
-    env, _ = environment(cfg)
-    parsed = kafka_lines(env, cfg.kafka, watermarks(300_000, 30_000), bounded=True).map(
-        functools.partial(parse_line, now_ms=None))
-    done = parsed.key_by(route_key, key_type=Types.LONG()).process(Floor(out))
-    done.sink_to(Sink(get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink()))
-    env.execute("floor")
-
-
 def floor_rate(bootstrap: str, workdir: Path, mode: str) -> float:
     """PyFlink's per-record floor on this topic: records/s into a keyed function doing nothing
     (in a child process, as the job's driver runs; the job's Python execution mode)."""
     out = workdir / "floor.json"
-    child = multiprocessing.get_context("spawn").Process(target=_floor_job,
+    child = multiprocessing.get_context("spawn").Process(target=floor_job,
                                                          args=(bootstrap, str(workdir), str(out), mode))
     child.start()
     child.join()
+    if child.exitcode != 0 or not out.exists():
+        raise SystemExit(f"the floor job failed (exit code {child.exitcode}); its log is above")
     got = json.loads(out.read_text())
     return got["n"] / got["seconds"]
 

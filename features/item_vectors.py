@@ -10,6 +10,7 @@ Layout under a run's offline folder::
     item_embeddings/_serving.json                 {"version": v}: the version Feast serves
     item_embeddings/_rejected/version=<v>/        named issues (dead letters) per version
     item_embeddings/_counts.json                  counts of the last run
+    item_embeddings/_staging/<run>/               a running or killed run's files (never read)
 
 Names starting with "_" are skipped by Arrow and Dask dataset readers, so reading
 ``version=<v>/`` or the whole folder sees only embedding rows.
@@ -30,6 +31,7 @@ DEFAULT_VERSION = "mm-v1"
 SERVING_FILE = "_serving.json"
 MANIFESTS = "_manifests"
 REJECTED = "_rejected"
+STAGING = "_staging"  # a running (or killed) embed run's files, before they move into place
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 # Named repairs: content used after a declared fix (the rejections, content given but

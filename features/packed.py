@@ -35,15 +35,18 @@ KINDS = ("sequence", "stats")
 def pack(kind: str, row: dict) -> bytes:
     """A row's fields (SEQUENCE_FIELDS or STATS_FIELDS) as one bytes value."""
     if kind == "sequence":
-        items = np.asarray(row["seq_item_ids"], "<i8")
-        head = _SEQ.pack(_SEQ_TAG, len(items), int(row["last_event_ms"]))
-        return b"".join((head, items.tobytes(), np.asarray(row["seq_category_ids"], "<i8").tobytes(),
-                         np.asarray(row["seq_event_types"], "<i4").tobytes(),
-                         np.asarray(row["seq_timestamps"], "<i8").tobytes()))
-    starts = np.asarray(row["tile_starts"], "<i8")
+        arrays = [np.asarray(row[f], t) for f, t in zip(SEQUENCE_FIELDS[:4], ("<i8", "<i8", "<i4", "<i8"))]
+        n = len(arrays[0])
+        if any(len(a) != n for a in arrays) or row.get("seq_length", n) != n:
+            raise ValueError(f"a sequence row's arrays and seq_length disagree: lengths {[len(a) for a in arrays]}, "
+                             f"seq_length {row.get('seq_length')}")
+        return b"".join((_SEQ.pack(_SEQ_TAG, n, int(row["last_event_ms"])), *(a.tobytes() for a in arrays)))
+    starts, counts = np.asarray(row["tile_starts"], "<i8"), np.asarray(row["tile_counts"], "<i8")
+    if len(counts) != 3 * len(starts):
+        raise ValueError(f"a stats row has {len(starts)} tiles but {len(counts)} tile counts (3 per tile)")
     head = _STATS.pack(_STATS_TAG, len(starts), int(row["newest_ms"]), int(row["impressions_life"]),
                        int(row["clicks_life"]), int(row["behaviors_life"]))
-    return b"".join((head, starts.tobytes(), np.asarray(row["tile_counts"], "<i8").tobytes()))
+    return b"".join((head, starts.tobytes(), counts.tobytes()))
 
 
 def unpack(kind: str, value: bytes | None, arrays: bool = False) -> dict | None:

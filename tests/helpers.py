@@ -61,3 +61,11 @@ def redis_server_or_skip() -> str:
     if binary is None:
         pytest.skip(f"redis-server is not installed ({DEFAULT_BINARY} is absent): apt-get install -y redis-server")
     return binary
+
+
+def sequence_row(user_id: int, items: list[int], last_event_ms: int) -> dict:
+    """A consistent user_sequence row of these items, the last at last_event_ms."""
+    n = len(items)
+    return {"user_id": user_id, "seq_item_ids": list(items), "seq_category_ids": [1] * n, "seq_event_types": [2] * n,
+            "seq_timestamps": [last_event_ms - (n - 1 - i) for i in range(n)], "seq_length": n,
+            "last_event_ms": last_event_ms}

@@ -10,6 +10,8 @@ Writes under ``output`` (one folder of Parquet files per table, features.tables.
   examples/                labeled training examples
   rejected/                dead letters: reason, field, detail, raw record
   counts.json              read / accepted / rejected by reason / duplicates / examples
+  _SUCCESS                 the run finished (pipelines/staged.py: outputs are written
+                           aside and swapped in whole, so a killed run leaves the previous one)
 The job moves Arrow tables, not single events: files are read and validated in
 chunks (features.validate_arrow), events are grouped into user shards, and each
 shard's tables are built by features.offline and written by the worker that built them.
@@ -18,9 +20,9 @@ add --direct_num_workers=2 --direct_running_mode=multi_processing to use 2 cores
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from features.labels import LabelPolicy
 from features.sequence import SequencePolicy
 from features.tables import TABLES
 from pipelines.batch.adapters import NAMESPACE, ItemShardFn, ReadValidateFn, ShardSettings, UserShardFn
+from pipelines.staged import staged
 from pipelines.config import typed
 
 
@@ -101,18 +104,16 @@ def run_backfill(cfg: BackfillConfig, pipeline_args: list[str] | None = None) ->
     files = sorted({f for pattern in cfg.input.split(",") if pattern for f in glob.glob(pattern)})
     if not files:
         raise MissingInput(cfg.input, "no raw event files match; check the --input glob")
-    out = Path(cfg.output)
-    for name in TABLES:
-        shutil.rmtree(out / name, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    with beam.Pipeline(options=PipelineOptions(pipeline_args or [])) as p:
-        build(p, cfg, files)
-    counts = _counts(p.result)
-    for name in TABLES:  # a table with no rows still gets a file, so readers find its schema
-        if not list((out / name).glob("part-*.parquet")):
-            (out / name).mkdir(parents=True, exist_ok=True)
-            pq.write_table(TABLES[name].empty_table(), out / name / "empty.parquet")
-    (out / "counts.json").write_text(json.dumps(counts, indent=2, sort_keys=True))
+    # Written aside and swapped in at the end: a killed run leaves the previous run's outputs whole.
+    with staged(Path(cfg.output), owned={*TABLES, "counts.json"}) as out:
+        with beam.Pipeline(options=PipelineOptions(pipeline_args or [])) as p:
+            build(p, dataclasses.replace(cfg, output=str(out)), files)
+        counts = _counts(p.result)
+        for name in TABLES:  # a table with no rows still gets a file, so readers find its schema
+            if not list((out / name).glob("part-*.parquet")):
+                (out / name).mkdir(parents=True, exist_ok=True)
+                pq.write_table(TABLES[name].empty_table(), out / name / "empty.parquet")
+        (out / "counts.json").write_text(json.dumps(counts, indent=2, sort_keys=True))
     return counts
 
 

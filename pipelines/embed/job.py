@@ -10,6 +10,7 @@ or the catalog's folder)) and writes under ``<workdir>/offline/item_embeddings``
     _manifests/<v>.json                the encoder spec of version v and its fingerprint
     _serving.json                      the version Feast serves
     _counts.json                       this run's counts (also returned)
+    _staging/<run>/                    a running (or killed) run's files, before they move into place
 
 Steps: Prepare (clean text, digest the content; rows without an item_id are dead
 letters) -> CoGroupByKey with the version's existing (item_id, content_digest) ->
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import glob
 import json
+import shutil
 import time
 import typing
 from collections import defaultdict
@@ -43,7 +45,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from features.errors import MissingInput, RecstreamError
-from features.item_vectors import (ISSUE_SCHEMA, ITEM_EMBEDDING_SCHEMA, MANIFESTS, REJECTED, REPAIRS,
+from features.item_vectors import (ISSUE_SCHEMA, ITEM_EMBEDDING_SCHEMA, MANIFESTS, REJECTED, REPAIRS, STAGING,
                                    content_digest, embeddings_root, file_digest, prepare_text, serving_version,
                                    set_serving_version, version_dir)
 from pipelines.batch.adapters import NAMESPACE
@@ -221,7 +223,9 @@ def _merge(issues: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(reason, "; ".join(details)) for reason, details in merged.items()]
 
 
-def build(p: beam.Pipeline, cfg: EmbedConfig, run_id: str, embedded_us: int, existing: list[str]) -> None:
+def build(p: beam.Pipeline, cfg: EmbedConfig, run_id: str, embedded_us: int, existing: list[str],
+          stage: Path) -> None:
+    """The job's graph; it writes this run's vectors and issues under stage (see run_embed)."""
     spec = cfg.encoder
     files = sorted(glob.glob(cfg.catalog_path))
     columns = [c for c in ("item_id", "text", "image_ref") if c in pq.read_schema(files[0]).names]
@@ -240,13 +244,11 @@ def build(p: beam.Pipeline, cfg: EmbedConfig, run_id: str, embedded_us: int, exi
                | "Batch" >> beam.BatchElements(min_batch_size=cfg.batch_size, max_batch_size=cfg.batch_size)
                | "Encode" >> beam.ParDo(EncodeBatchFn(spec, cfg.device, embedded_us)).with_outputs(ISSUES,
                                                                                                     main="rows"))
-    out = version_dir(cfg.offline, spec.version)
     encoded.rows | "WriteVectors" >> beam.io.WriteToParquetBatched(
-        str(out / f"part-{run_id}"), ITEM_EMBEDDING_SCHEMA, file_name_suffix=".parquet")
+        str(stage / "vectors" / f"part-{run_id}"), ITEM_EMBEDDING_SCHEMA, file_name_suffix=".parquet")
     issues = (prepared[ISSUES], encoded[ISSUES]) | "Issues" >> beam.Flatten()
     issues | "WriteIssues" >> beam.io.WriteToParquet(
-        str(embeddings_root(cfg.offline) / REJECTED / f"version={spec.version}" / f"part-{run_id}"), ISSUE_SCHEMA,
-        file_name_suffix=".parquet")
+        str(stage / "issues" / f"part-{run_id}"), ISSUE_SCHEMA, file_name_suffix=".parquet")
 
 
 def run_embed(cfg: EmbedConfig, pipeline_args: list[str] | None = None) -> dict:
@@ -263,15 +265,24 @@ def run_embed(cfg: EmbedConfig, pipeline_args: list[str] | None = None) -> dict:
     run_id = now.strftime("%Y%m%dT%H%M%S%fZ")
     embedded_us = int(now.timestamp() * 1_000_000) if cfg.now_ms is None else cfg.now_ms * 1000
     start = time.perf_counter()
+    # Beam writes this run's files (and its temporary folders) aside, under _staging/<run>; finished,
+    # non-empty part files then move into place one by one (each rename atomic). A killed run
+    # leaves only its staging folder, which the next run removes: readers never meet a partial file.
+    shutil.rmtree(root / STAGING, ignore_errors=True)
+    stage = root / STAGING / run_id
+    stage.mkdir(parents=True)
     with beam.Pipeline(options=PipelineOptions(pipeline_args or [])) as p:
-        build(p, cfg, run_id, embedded_us, existing)
+        build(p, cfg, run_id, embedded_us, existing, stage)
     counts = _counts(p.result)
-    # A sink writes one empty shard when it got nothing: remove this run's empty files, so a
-    # run that embedded nothing leaves the version folder exactly as it was.
     issues_dir = root / REJECTED / f"version={spec.version}"
-    for part in [*out.glob(f"part-{run_id}-*"), *issues_dir.glob(f"part-{run_id}-*")]:
-        if pq.ParquetFile(part).metadata.num_rows == 0:
-            part.unlink()
+    for folder, target in ((stage / "vectors", out), (stage / "issues", issues_dir)):
+        for part in sorted(folder.glob(f"part-{run_id}-*")):
+            # A sink writes one empty shard when it got nothing: a run that embedded nothing
+            # leaves the version folder exactly as it was.
+            if pq.ParquetFile(part).metadata.num_rows:
+                target.mkdir(parents=True, exist_ok=True)
+                part.rename(target / part.name)
+    shutil.rmtree(root / STAGING, ignore_errors=True)
     if not list(out.glob("*.parquet")):  # nothing embedded ever: an empty table, so readers and Feast work
         out.mkdir(parents=True, exist_ok=True)
         pq.write_table(ITEM_EMBEDDING_SCHEMA.empty_table(), out / "empty.parquet")

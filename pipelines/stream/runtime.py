@@ -4,10 +4,11 @@ The keyed functions themselves are in pipelines/stream/keyed.py.
 
 Counts travel two ways: as Flink metrics (group ``recstream``: read, accepted, applied,
 rejected_<reason>, rows_written, examples, ...) and as receipts to the local driver
-(stream_receipts): each keyed function keeps a Counter of what it did since its last receipt
-and sends it every ``every`` records, when a timer fires, at the end of a bounded input (an
-event-time timer at the maximum watermark, which Flink sends when the sources finish) and
-when it closes. The driver sums the receipts, so every count is reported once per run.
+(stream_receipts). Each keyed function keeps a Counter of what it did since its last receipt
+and adds it to the metrics and sends it to the driver every ``every`` records, when a timer
+fires, at the end of a bounded input (an event-time timer at the maximum watermark, which
+Flink sends when the sources finish) and when it closes. The driver sums the receipts, so
+every count is reported once per run.
 """
 from __future__ import annotations
 
@@ -114,11 +115,7 @@ class Reporting(KeyedProcessFunction):
         self.counters: dict = {}
 
     def count(self, name: str, n: int = 1) -> None:
-        self.counts[name] += n
-        counter = self.counters.get(name)
-        if counter is None:
-            counter = self.counters[name] = self.metrics.counter(name.replace(".", "_"))
-        counter.inc(n)
+        self.counts[name] += n  # reaches the Flink metrics with the next receipt (one call per name, not per event)
 
     def arm(self, ctx) -> None:
         timers = ctx.timer_service()
@@ -138,9 +135,14 @@ class Reporting(KeyedProcessFunction):
         return False
 
     def report(self) -> None:
-        """Send the counts since the last receipt."""
+        """Send the counts since the last receipt, and add them to the Flink metrics."""
         if self.counts:
             out, self.counts = dict(self.counts), Counter()
+            for name, n in out.items():
+                counter = self.counters.get(name)
+                if counter is None:
+                    counter = self.counters[name] = self.metrics.counter(name.replace(".", "_"))
+                counter.inc(n)
             self.sender.send(out)
 
     def close(self) -> None:

@@ -27,9 +27,11 @@ import torch
 from features.errors import ConfigError, MissingInput
 from features.pit import sort_log
 from features.splits import time_splits
+from pipelines.staged import staged
 
 RANKERS = ("mean", "din", "tin")
 RETRIEVERS = ("single", "comirec-sa", "mind")
+OUTPUTS = ("weights.pt", "metrics.json", "predictions.parquet")
 
 
 def _table(workdir: Path, name: str) -> pa.Table:
@@ -50,15 +52,17 @@ def run_train(workdir: Path, model: str, steps: int | None = None, seed: int = 0
     workdir = Path(workdir)
     log = sort_log(_table(workdir, "behavior_log"))
     out = workdir / "models" / model
-    out.mkdir(parents=True, exist_ok=True)
-    if model in RANKERS:
-        result = _ranker(workdir, log, model, steps, seed, search, search_k, valid_fraction, test_fraction,
-                         progress, sparse_lr, out)
-    else:
-        result = _retriever(log, model, steps, seed, valid_fraction, test_fraction, progress)
-    state = result.pop("state_dict")
-    torch.save(state, out / "weights.pt")
-    (out / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
+    # Written aside and swapped in whole (pipelines/staged.py): a killed run leaves the previous
+    # run's weights, metrics and predictions together, never a mix.
+    with staged(out, owned=OUTPUTS) as stage:
+        if model in RANKERS:
+            result = _ranker(workdir, log, model, steps, seed, search, search_k, valid_fraction, test_fraction,
+                             progress, sparse_lr, stage)
+        else:
+            result = _retriever(log, model, steps, seed, valid_fraction, test_fraction, progress)
+        state = result.pop("state_dict")
+        torch.save(state, stage / "weights.pt")
+        (stage / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
     result["path"] = str(out)
     return result
 

@@ -47,3 +47,14 @@ def test_nothing_else_is_read_as_a_row():
         unpack("stats", value)
     with pytest.raises(ValueError, match="expected"):
         unpack("sequence", value + b"\0")
+
+
+def test_a_row_whose_lengths_disagree_is_refused_when_packed():
+    row = random_row("sequence", random.Random(3))
+    with pytest.raises(ValueError, match="disagree"):
+        pack("sequence", {**row, "seq_item_ids": row["seq_item_ids"] + [1]})
+    with pytest.raises(ValueError, match="disagree"):
+        pack("sequence", {**row, "seq_length": row["seq_length"] + 1})
+    stats_row = random_row("stats", random.Random(3))
+    with pytest.raises(ValueError, match="3 per tile"):
+        pack("stats", {**stats_row, "tile_counts": stats_row["tile_counts"] + [1]})

@@ -14,7 +14,7 @@ from features.tables import USER_SEQUENCE_SCHEMA
 from feature_repo.definitions import SEQUENCE_FIELDS
 from pipelines.store.feature_store import (OnlineStore, apply, materialize_user_sequences, open_store,
                                      read_user_sequences, write_user_sequences)
-from tests.helpers import backfilled_run
+from tests.helpers import backfilled_run, sequence_row
 
 pytestmark = pytest.mark.engine
 REPO = Path(__file__).resolve().parents[3]
@@ -50,11 +50,10 @@ def test_online_features_never_move_back_in_time(run):
     work, store = run
     materialize_user_sequences(store, work)
     row = pq.read_table(work / "offline" / "user_sequence").slice(0, 1).to_pylist()[0]
-    features = {k: row[k] for k in ("user_id", *SEQUENCE_FIELDS)}
-    older = {**features, "last_event_ms": row["last_event_ms"] - 1, "seq_item_ids": [7]}
+    older = sequence_row(row["user_id"], [7], row["last_event_ms"] - 1)
     assert write_user_sequences(store, [older]) == 0
     assert list(read_user_sequences(store, [row["user_id"]])[row["user_id"]]["seq_item_ids"]) == row["seq_item_ids"]
-    newer = {**features, "last_event_ms": row["last_event_ms"] + 1, "seq_item_ids": [7, 8]}
+    newer = sequence_row(row["user_id"], [7, 8], row["last_event_ms"] + 1)
     assert write_user_sequences(store, [newer]) == 1
     assert list(read_user_sequences(store, [row["user_id"]])[row["user_id"]]["seq_item_ids"]) == [7, 8]
 
@@ -64,8 +63,7 @@ def test_materializing_again_does_not_undo_a_fresher_online_row(run):
     work, store = run
     materialize_user_sequences(store, work)
     row = pq.read_table(work / "offline" / "user_sequence").slice(1, 1).to_pylist()[0]
-    fresher = {**{k: row[k] for k in ("user_id", *SEQUENCE_FIELDS)},
-               "last_event_ms": row["last_event_ms"] + 60_000, "seq_item_ids": [42]}
+    fresher = sequence_row(row["user_id"], [42], row["last_event_ms"] + 60_000)
     assert write_user_sequences(store, [fresher]) == 1
     materialize_user_sequences(store, work)
     assert read_user_sequences(store, [row["user_id"]])[row["user_id"]]["seq_item_ids"] == [42]

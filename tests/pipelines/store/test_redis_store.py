@@ -16,7 +16,7 @@ from pipelines.store.feature_store import (OnlineStore, apply, materialize_user_
 from tests.helpers import backfilled_run
 from pipelines.embedded.redis import RedisServer
 from pipelines.processes import pid_alive
-from tests.helpers import redis_server_or_skip
+from tests.helpers import redis_server_or_skip, sequence_row
 
 pytestmark = pytest.mark.engine
 NEW_USER = 2**62 + 7  # not in the synthetic run (stable_id hashes only by chance land here)
@@ -115,8 +115,7 @@ def test_online_features_never_move_back_in_time(run, stores, kind):
 
     # A materialized user: a replayed older row is skipped and the user keeps the offline row.
     row = offline_rows(run)[0]
-    stale = {**{k: row[k] for k in ("user_id", *SEQUENCE_FIELDS)}, "seq_item_ids": [7],
-             "last_event_ms": row["last_event_ms"] - 1}
+    stale = sequence_row(row["user_id"], [7], row["last_event_ms"] - 1)
     assert write_user_sequences(store, [stale, {**newer, "last_event_ms": t - 10}]) == 0
     assert plain(read_user_sequences(store, [row["user_id"]])[row["user_id"]]) == \
         {k: row[k] for k in SEQUENCE_FIELDS}

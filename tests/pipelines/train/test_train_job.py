@@ -72,3 +72,18 @@ def test_missing_run_names_the_fix(tmp_path):
         run_train(tmp_path, "din")
     with pytest.raises(ValueError, match="model must be one of"):
         run_train(tmp_path, "dlrm")
+
+
+def test_a_run_that_dies_leaves_the_previous_outputs_whole(run):
+    """Outputs are written aside and swapped in at the end (pipelines/staged.py)."""
+    folder = run / "models" / "tin"
+    if not (folder / "weights.pt").exists():
+        run_train(run, "tin", steps=20)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def dies(*_args, **_kwargs):
+        raise RuntimeError("killed mid-training")
+    with pytest.raises(RuntimeError, match="killed mid-training"):
+        run_train(run, "tin", steps=20, progress=dies)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert sorted(p.name for p in (run / "models").iterdir() if p.name.startswith("tin")) == ["tin"]

@@ -1,0 +1,125 @@
+"""Where the stream job's time goes: per-thread CPU of the job's JVM and, with py-spy installed
+(`.venv/bin/pip install py-spy`), its Python samples by operator thread and function.
+
+    .venv/bin/python bench/stream_profile.py [--events 60000] [--seconds 15] [--python-mode thread]
+
+The job follows a backlog of synthetic events on the embedded broker (SQLite online store),
+as bench/stream_bench.py runs it; once it has sent three count receipts, the JVM that runs
+the mini-cluster is sampled for --seconds. In thread mode the Python functions run in that
+JVM; in process mode they run in Python workers, which py-spy is pointed at instead.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.stream_bench import synthetic_lines  # noqa: E402
+from pipelines.embedded.broker import create_stream_topics, event_records, running_broker  # noqa: E402
+from pipelines.store.feature_store import apply, open_store  # noqa: E402
+from pipelines.stream.config import KafkaSettings, StreamConfig  # noqa: E402
+from pipelines.stream.driver import StreamProcess  # noqa: E402
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each thread name of a process."""
+    out: Counter = Counter()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] += (int(fields[11]) + int(fields[12])) / 100
+    return out
+
+
+def python_summary(raw: Path, top: int) -> None:
+    """py-spy's raw stacks: active samples per Python thread, and each function's inclusive share."""
+    per_thread: Counter = Counter()
+    functions: dict[str, Counter] = {}
+    for line in raw.read_text().splitlines():
+        stack, n = line.rsplit(" ", 1)
+        frames = stack.split(";")
+        if len(frames) < 2:
+            continue  # a thread with no Python frame: it is in the JVM
+        per_thread[frames[0]] += int(n)
+        seen = {f.split(" (")[0] + " " + f.split("/")[-1].split(":")[0] for f in frames[1:]}
+        functions.setdefault(frames[0], Counter()).update({f: int(n) for f in seen})
+    for thread, samples in per_thread.most_common():
+        print(f"\n{thread}: {samples} active Python samples")
+        for name, n in functions[thread].most_common(top):
+            print(f"  {100 * n / samples:5.1f}%  {name}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=60_000)
+    p.add_argument("--seconds", type=float, default=15)
+    p.add_argument("--python-mode", choices=("thread", "process"), default="thread")
+    p.add_argument("--top", type=int, default=25, help="functions listed per thread")
+    args = p.parse_args()
+    py_spy = Path(sys.executable).parent / "py-spy"
+    lines = synthetic_lines(args.events)
+    with running_broker() as broker, tempfile.TemporaryDirectory(prefix="stream-profile-") as tmp:
+        client = broker.client()
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, group_id="profile")
+        client.create_topic(kafka.topic, partitions=2)
+        create_stream_topics(client, kafka)
+        client.produce(kafka.topic, event_records(lines))
+        work = Path(tmp)
+        apply(open_store(work), work)
+        job = StreamProcess(StreamConfig(workdir=work, kafka=kafka, follow=True, python_mode=args.python_mode)).start()
+        receipts, sampled = [], {}
+
+        def progress(counts: dict) -> bool:
+            receipts.append((time.perf_counter(), counts["read"]))
+            if len(receipts) == 3:
+                sampled.update(sample(job.pid, args, py_spy, Path(tmp)))
+            return counts["read"] >= len(lines) and bool(sampled)
+        job.wait(progress)
+        (t0, r0), (t1, r1) = receipts[0], receipts[-1]
+        print(f"job: {(r1 - r0) / (t1 - t0):,.0f} events/s over the backlog of {len(lines):,} ({args.python_mode} mode)")
+        cpu = sampled["cpu"]
+        print(f"\nCPU seconds by JVM thread over {args.seconds:g} s (all threads: {sum(cpu.values()):.1f}):")
+        for name, seconds in cpu.most_common(10):
+            print(f"  {seconds:6.2f}  {name}")
+        if sampled.get("raw") and sampled["raw"].exists():
+            python_summary(sampled["raw"], args.top)
+        elif not py_spy.exists():
+            print("\n(no Python samples: install py-spy in the environment to get them)")
+
+
+def sample(driver_pid: int, args, py_spy: Path, tmp: Path) -> dict:
+    """Sample the job's JVM (the gateway JVM under the driver's child) for args.seconds."""
+    jvm = subprocess.run(["pgrep", "-P", str(driver_pid), "java"], capture_output=True, text=True).stdout.split()
+    if not jvm:
+        raise SystemExit(f"no JVM under the driver (pid {driver_pid})")
+    target = jvm[0]
+    if args.python_mode == "process":
+        workers = subprocess.run(["pgrep", "-f", "beam_boot|pyflink.fn_execution"], capture_output=True,
+                                 text=True).stdout.split()
+        target = workers[0] if workers else target
+    raw = tmp / "py-spy.txt"
+    spy = None
+    if py_spy.exists():
+        spy = subprocess.Popen([str(py_spy), "record", "-p", target, "-d", str(int(args.seconds)), "--threads",
+                                "-f", "raw", "-o", str(raw), "--nonblocking"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    before = thread_cpu(int(jvm[0]))
+    time.sleep(args.seconds)
+    after = thread_cpu(int(jvm[0]))
+    if spy is not None:
+        spy.wait(timeout=60)
+    return {"cpu": Counter({k: after[k] - before.get(k, 0) for k in after}), "raw": raw if spy else None}
+
+
+if __name__ == "__main__":
+    main()
