@@ -69,3 +69,39 @@ def sequence_row(user_id: int, items: list[int], last_event_ms: int) -> dict:
     return {"user_id": user_id, "seq_item_ids": list(items), "seq_category_ids": [1] * n, "seq_event_types": [2] * n,
             "seq_timestamps": [last_event_ms - (n - 1 - i) for i in range(n)], "seq_length": n,
             "last_event_ms": last_event_ms}
+
+
+def tcp_listeners(pids: list[int]) -> list[tuple[int, str, int]]:
+    """(pid, local address, port) of every listening TCP socket of these processes (from /proc)."""
+    import ipaddress
+    import os
+
+    listening: dict[str, tuple[str, int]] = {}
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            hex_addr, hex_port = fields[1].split(":")
+            raw = bytes.fromhex(hex_addr)
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # /proc prints 32-bit words little-endian
+            addr = ipaddress.ip_address(raw) if width == 8 else ipaddress.IPv6Address(raw)
+            listening[fields[9]] = (str(getattr(addr, "ipv4_mapped", None) or addr), int(hex_port, 16))
+    out = []
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in listening:
+                out.append((pid, *listening[target[8:-1]]))
+    return out

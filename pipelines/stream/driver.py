@@ -35,6 +35,10 @@ from pipelines.stream.lock import JobLock
 from pipelines.stream.receipts import ReceiptServer
 
 LEDGER = "bootstrap.sqlite"
+# The local mini-cluster listens on the loopback interface only, and its REST API takes no jobs.
+LOCAL_ONLY = {"rest.bind-address": "127.0.0.1", "rest.address": "127.0.0.1", "jobmanager.bind-host": "127.0.0.1",
+              "taskmanager.bind-host": "127.0.0.1", "taskmanager.host": "127.0.0.1", "web.submit.enable": "false",
+              "web.cancel.enable": "false"}
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -170,6 +174,10 @@ def environment(cfg: StreamConfig) -> tuple[StreamExecutionEnvironment, str | No
     """The execution environment with checkpointing, restore and jars set; and the ledger path."""
     conf = Configuration()
     conf.set_string("restart-strategy.type", "none")  # fail fast; a restart is a restore from a checkpoint
+    for key, value in LOCAL_ONLY.items():
+        conf.set_string(key, value)
+    if cfg.python_mode == "thread":  # no Beam worker pool in this process (PyFlink's binds every interface)
+        os.environ["_python_worker_execution_mode"] = "process"
     conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_ms))
     conf.set_string("python.execution-mode", cfg.python_mode)
     if cfg.python_mode == "thread":  # the interpreter embedded in the JVM imports the job's code from here

@@ -233,8 +233,18 @@ def test_compose_has_a_flink_session_cluster_from_the_job_image(compose, manifes
         assert not spaced, f"the flink image's entrypoint deletes spaces in FLINK_PROPERTIES values: {spaced}"
         assert props["jobmanager.rpc.address"] == "jobmanager"
         assert props["python.executable"] == VENV_PYTHON
-        assert flink["environment"]["RECSTREAM_REDIS_URL"] == f"redis:{_container_port(services['redis'], 6379)}"
-    assert "8081:8081" in services["jobmanager"]["ports"]
+        assert flink["environment"]["RECSTREAM_REDIS_URL"] == \
+            f"redis:{_container_port(services['redis'], 6379)},password=${{REDIS_PASSWORD:?set REDIS_PASSWORD}}"
+    assert "127.0.0.1:8081:8081" in services["jobmanager"]["ports"]
+
+
+def test_compose_publishes_on_loopback_only_and_redis_needs_a_password(compose):
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} on every host interface"
+    redis = compose["services"]["redis"]
+    secret = "${REDIS_PASSWORD:?set REDIS_PASSWORD}"  # from the environment; compose refuses to start without it
+    assert redis["command"][-2:] == ["--requirepass", secret] and redis["environment"]["REDISCLI_AUTH"] == secret
 
 
 def _container_port(service: dict, port: int) -> int:
@@ -276,7 +286,7 @@ def test_compose_kafka_is_a_single_kraft_node_reachable_inside_and_from_the_host
     advertised = dict(item.split("://") for item in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
     assert advertised[env["KAFKA_INTER_BROKER_LISTENER_NAME"]] == f"kafka:{listeners['INTERNAL'].lstrip(':')}"
     host_port = advertised["HOST"].split(":")[1]
-    assert f"{host_port}:{host_port}" in kafka["ports"] and listeners["HOST"] == f":{host_port}"
+    assert f"127.0.0.1:{host_port}:{host_port}" in kafka["ports"] and listeners["HOST"] == f":{host_port}"
     assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == 1  # one broker: replication factor 1
 
 

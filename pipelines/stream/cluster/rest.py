@@ -45,8 +45,7 @@ def job_failure(address: str, job_id: str) -> str:
         got = rest(address, f"/jobs/{job_id}/exceptions")
     except (OSError, ValueError) as err:
         return f"(no exception history: {err})"
-    entries = got.get("exceptionHistory", {}).get("entries") or []
-    trace = (entries[0].get("stacktrace") if entries else got.get("root-exception")) or ""
+    trace = failure_trace(got)
     if not trace:
         return "(no exception recorded)"
     lines = trace.splitlines()
@@ -54,6 +53,18 @@ def job_failure(address: str, job_id: str) -> str:
     python = re.findall(r"Traceback \(most recent call last\):\n(?:[ \t].*\n)*(\S.*)", trace)[-1:]
     summary = list(dict.fromkeys(lines[:1] + causes + python))  # Flink's error, its root, the Python error
     return "\n".join(summary) + "\n--- stack trace (start) ---\n" + trace[:3000]
+
+
+def failure_trace(exceptions: dict) -> str:
+    """The stack trace that explains a failure, from /jobs/<id>/exceptions: the first one, newest
+    first and with each entry's concurrent failures, that holds a Python error (a task cancelled
+    because another failed, TaskNotRunningException, may come first); else the newest one."""
+    traces = []
+    for entry in exceptions.get("exceptionHistory", {}).get("entries") or []:
+        traces.append(entry.get("stacktrace") or "")
+        traces += [c.get("stacktrace") or "" for c in entry.get("concurrentExceptions") or []]
+    traces.append(exceptions.get("root-exception") or "")
+    return next((t for t in traces if "Traceback (most recent call last)" in t), next((t for t in traces if t), ""))
 
 
 def wait_for_job(address: str, job_id: str, state: str = "RUNNING", timeout_s: float = 120.0) -> dict:

@@ -1,8 +1,11 @@
-"""`recstream stream` as a user runs it: a second job on the same input and online store is
-refused with one line, and kill -9 of the first one's PID takes its whole job along (the
-driver's child, the Flink JVM, its Python), which frees the input for the next start."""
+"""`recstream stream` as a user runs it: every listener of the running job is on the loopback
+interface; a second job on the same input and online store is refused with one line; kill -9
+of the first one's PID takes its whole job along (the driver's child, the Flink JVM, its
+Python), which frees the input for the next start."""
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import signal
 import subprocess
@@ -12,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.store.feature_store import apply, open_store
+from features.ids import stable_id
+from pipelines.store.feature_store import apply, open_store, read_rows
 from pipelines.stream.config import StreamConfig
 from pipelines.stream.lock import JobLock
+from tests.helpers import tcp_listeners
 
 pytestmark = pytest.mark.engine
 
@@ -63,6 +68,12 @@ def test_second_job_refused_and_kill_9_takes_the_job_along(tmp_path):
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         wait_until(lambda: any("java" in cmdline(p) for p in descendants(first.pid)), "Flink JVM", 180)
+        event = {"event_id": "e1", "user_id": 7, "item_id": 3, "event_type": "click", "timestamp": 1_700_000_000_000}
+        (source / "part-0.jsonl").write_text(json.dumps(event) + "\n")
+        store = open_store(tmp_path)
+        wait_until(lambda: any(read_rows(store, "user_sequence", [stable_id(7)])), "the job's first row", 180)
+        listeners = tcp_listeners([first.pid, *descendants(first.pid)])
+        assert listeners and all(ipaddress.ip_address(addr).is_loopback for _, addr, _ in listeners), listeners
         second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert second.returncode == 2, second.stderr[-2000:]
         lines = second.stderr.strip().splitlines()

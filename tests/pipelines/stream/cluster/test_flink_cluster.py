@@ -17,7 +17,7 @@ import pytest
 from features.schema import Event
 from features.validate import parse_event
 from pipelines.stream.cluster.distribution import FlinkClusterError, FlinkJobError, flink_version, java_home
-from pipelines.stream.cluster.rest import cancel_job, parse_address, rest
+from pipelines.stream.cluster.rest import cancel_job, failure_trace, parse_address, rest
 from pipelines.stream.cluster.standalone import FlinkCluster, process_group
 from pipelines.stream.cluster.submit import attach_python, package_project, submit_python, submit_stream, write_stream_config
 from pipelines.stream.connector import REPO
@@ -58,6 +58,16 @@ def test_busy_port_is_named_before_anything_starts(tmp_path):
         with pytest.raises(FlinkClusterError, match=f"port {port} \\(rest.port\\) is busy"):
             cluster.start()
     assert cluster.procs == {}
+
+
+def test_the_python_error_is_reported_whichever_failure_flink_lists_first():
+    python = "org.apache.flink...PythonException\nTraceback (most recent call last):\n  File x\nValueError: planted"
+    cancelled = "org.apache.flink.runtime.operators.coordination.TaskNotRunningException: Task is not running"
+    assert failure_trace({"exceptionHistory": {"entries": [
+        {"stacktrace": cancelled, "concurrentExceptions": [{"stacktrace": python}]}]}}) == python
+    assert failure_trace({"exceptionHistory": {"entries": [{"stacktrace": cancelled}, {"stacktrace": python}]}}) == python
+    assert failure_trace({"exceptionHistory": {"entries": [{"stacktrace": cancelled}]}}) == cancelled
+    assert failure_trace({"root-exception": python}) == python and failure_trace({}) == ""
 
 
 def test_package_project_ships_importable_packages(tmp_path):
