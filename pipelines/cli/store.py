@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from features.errors import MissingInput
 from pipelines.cli import flags
+from pipelines.store.outages import online_errors
 
 
 def add(sub) -> None:
@@ -36,7 +38,12 @@ def materialize(args, extra) -> int:
     from pipelines.store.publish import publish
 
     work = Path(args.workdir)
-    gates, rows = publish(open_store(work, flags.online_store(args)), work, flags.cap_values(args))
+    if not (work / "offline").is_dir():
+        raise MissingInput(work / "offline", f"no backfilled run there; run `recstream backfill --output "
+                           f"{work / 'offline'}` first (or check --workdir)")
+    store = flags.online_store(args)
+    with online_errors(store.connection_string()):
+        gates, rows = publish(open_store(work, store), work, flags.cap_values(args))
     for gate in gates:
         print(gate.summary())
     print(f"online rows: {rows}")
@@ -57,6 +64,11 @@ def online(args, extra) -> int:
     from pipelines.store.feature_store import open_store, read_user_features
 
     users = [stable_id(u) for u in args.user]
-    got = read_user_features(open_store(Path(args.workdir), flags.online_store(args)), users, args.now)
+    work, store = Path(args.workdir), flags.online_store(args)
+    if not (work / "feast" / "registry.db").is_file():
+        raise MissingInput(work / "feast" / "registry.db", f"no feature store there; run `recstream materialize "
+                           f"--workdir {work}` first (or check --workdir)")
+    with online_errors(store.connection_string()):
+        got = read_user_features(open_store(work, store), users, args.now)
     print(json.dumps({raw: got[u] for raw, u in zip(args.user, users)}, indent=2, default=str))
     return 0

@@ -38,7 +38,9 @@ def add(sub) -> None:
     s.add_argument("--flush-ms", type=int, help="following: the longest a changed user row waits for its online "
                    "write (default 100)")
     s.add_argument("--item-flush-ms", type=int, help="following: the same for item_stats rows (default 1000)")
-    s.add_argument("--bundle-ms", type=int, help="Python bundle time: state commits and hand-overs (default 100)")
+    s.add_argument("--python-mode", choices=("thread", "process"),
+                   help="PyFlink's Python execution mode: in the JVM (thread, default) or in Python workers")
+    s.add_argument("--bundle-ms", type=int, help="process mode only: the Python bundle time (default 100)")
     s.add_argument("--no-examples", action="store_true", help="no training-example stream")
     s.add_argument("--no-item-stats", action="store_true", help="leave item_stats to the backfill (faster)")
     s.add_argument("--no-accepted-log", action="store_true", help="no accepted-record output")
@@ -70,7 +72,7 @@ def stream_settings(args) -> dict:
              "idleness_ms": args.idleness_ms, "checkpoints": args.checkpoints,
              "checkpoint_interval_ms": args.checkpoint_interval_ms, "restore": args.restore,
              "parallelism": args.parallelism, "report_every": args.report_every, "flush_ms": args.flush_ms,
-             "item_flush_ms": args.item_flush_ms, "bundle_ms": args.bundle_ms}
+             "item_flush_ms": args.item_flush_ms, "bundle_ms": args.bundle_ms, "python_mode": args.python_mode}
     data.update({k: v for k, v in flags.items() if v is not None})
     if args.follow:
         data["follow"] = True

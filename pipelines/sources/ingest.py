@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.errors import ConfigError
 from features.ids import stable_ids
 from features.validate import timestamp_ms
 from pipelines.sources import datasets
@@ -34,6 +35,9 @@ def ingest(dataset: str, path: Path | None, synthetic: SyntheticConfig, out: Pat
         raise datasets.DatasetError(f"unknown dataset {dataset!r}; choose one of {', '.join(datasets.DATASETS)}")
     if dataset != "synthetic" and path is None:
         raise datasets.DatasetError(f"dataset {dataset!r} needs a path (--path FOLDER_OR_FILE)")
+    if not 0.0 <= stream_fraction < 1.0:
+        raise ConfigError(f"stream_fraction (the latest share of time held back for the stream) must be in [0, 1), "
+                          f"got {stream_fraction}")
     out.mkdir(parents=True, exist_ok=True)
     if dataset == "synthetic":
         stream = SyntheticStream(synthetic)

@@ -24,6 +24,7 @@ from features.packed import unpack
 from features.tables import PACKED_KIND
 from pipelines.config import typed
 from pipelines.store.online_rows import OnlineTable, join_keys
+from pipelines.store.outages import with_timeouts
 from features.item_vectors import (
     DEFAULT_VERSION,
     EmbeddingVersionMismatch,
@@ -46,6 +47,10 @@ class OnlineStore:
         if self.kind == "redis" and not (self.redis_url or os.environ.get("RECSTREAM_REDIS_URL")):
             raise ValueError("online store 'redis' needs redis_url or $RECSTREAM_REDIS_URL (host:port)")
 
+    def connection_string(self) -> str | None:
+        """Redis: the address and its options (None for SQLite)."""
+        return (self.redis_url or os.environ["RECSTREAM_REDIS_URL"]) if self.kind == "redis" else None
+
 
 def open_store(workdir: Path, online: OnlineStore = OnlineStore()) -> FeatureStore:
     """A FeatureStore over workdir: offline tables in workdir/offline, registry in workdir/feast."""
@@ -53,8 +58,7 @@ def open_store(workdir: Path, online: OnlineStore = OnlineStore()) -> FeatureSto
     (workdir / "feast").mkdir(parents=True, exist_ok=True)
     # Both stores never go back in time, atomically, whoever writes (feature_repo/online_stores.py).
     if online.kind == "redis":
-        online_cfg = MonotonicRedisOnlineStoreConfig(
-            connection_string=online.redis_url or os.environ["RECSTREAM_REDIS_URL"])
+        online_cfg = MonotonicRedisOnlineStoreConfig(connection_string=with_timeouts(online.connection_string()))
     else:
         online_cfg = MonotonicSqliteOnlineStoreConfig(path=str(workdir / "feast" / "online.db"))
     config = RepoConfig(

@@ -106,8 +106,8 @@ class StreamConfig:
     report_every: int = 500  # records per count receipt (counts also go out on every flush)
     flush_ms: int = 100  # following: the longest a changed user row waits for its online write (a timer)
     item_flush_ms: int = 1_000  # following: the same for item_stats rows (hot items change all the time)
-    bundle_ms: int = 100  # how often the Python operators commit their state and hand results on (timers,
-    # item deltas, dead letters, examples): python.fn-execution.bundle.time (docs/streaming.md: its cost)
+    bundle_ms: int = 100  # process mode only: python.fn-execution.bundle.time, how often the Python workers
+    # hand their results on (thread mode has no bundles)
     parallelism: int = 1
     # PyFlink runs the Python functions in the TaskManager's JVM ("thread", the default: no
     # serialization between Java and Python) or in separate worker processes ("process")

@@ -68,7 +68,9 @@ class StreamProcess:
         self.cfg = cfg
         ctx = multiprocessing.get_context("spawn")
         self.messages, self.stop = ctx.Queue(), ctx.Event()
-        self.child = ctx.Process(target=_child, args=(cfg, self.messages, self.stop), name="recstream-stream")
+        # daemon: a caller that exits without wait() (an error, a failed test) stops the job, not hangs on it
+        self.child = ctx.Process(target=_child, args=(cfg, self.messages, self.stop), name="recstream-stream",
+                                 daemon=True)
         self.lock = JobLock(cfg)
 
     def start(self) -> "StreamProcess":

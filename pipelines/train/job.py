@@ -49,6 +49,10 @@ def run_train(workdir: Path, model: str, steps: int | None = None, seed: int = 0
     Rankers: ``sparse_lr`` overrides TrainConfig.sparse_lr (the tables' RowWiseAdagrad rate)."""
     if model not in RANKERS + RETRIEVERS:
         raise ConfigError(f"model must be one of {RANKERS + RETRIEVERS}, got {model!r}")
+    if steps is not None and steps < 1:
+        raise ConfigError(f"steps must be at least 1, got {steps}")
+    if sparse_lr is not None and not sparse_lr > 0:
+        raise ConfigError(f"sparse_lr must be above 0, got {sparse_lr}")
     workdir = Path(workdir)
     log = sort_log(_table(workdir, "behavior_log"))
     out = workdir / "models" / model
@@ -75,9 +79,9 @@ def _ranker(workdir, log, model, steps, seed, search, search_k, valid_fraction, 
     from trainers.ranking.train import TrainConfig, predict, train
 
     cfg = TrainConfig(model=model, search=search, search_k=search_k, seed=seed)
-    if steps:
+    if steps is not None:
         cfg = dataclasses.replace(cfg, steps=steps)
-    if sparse_lr:
+    if sparse_lr is not None:
         cfg = dataclasses.replace(cfg, sparse_lr=sparse_lr)
     split = time_splits(_table(workdir, "examples"), valid_fraction, test_fraction)
     res = train(split.train, split.valid, log, cfg, progress=progress)
@@ -104,7 +108,7 @@ def _retriever(log, model, steps, seed, valid_fraction, test_fraction, progress)
     from trainers.retrieval.train import RetrievalConfig, item_vectors, retrieve, train_retriever, user_vectors
 
     cfg = RetrievalConfig(model=model, seed=seed)
-    if steps:
+    if steps is not None:
         cfg = dataclasses.replace(cfg, steps=steps)
     positives = log.select(["user_id", "item_id", "category_id", "timestamp"]).append_column(
         "label", pa.array(np.ones(log.num_rows, np.int8)))

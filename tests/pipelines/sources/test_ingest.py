@@ -6,6 +6,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from features.errors import ConfigError
 from features.ids import stable_id
 from pipelines.sources.ingest import ingest
 from pipelines.sources.datasets import DatasetError
@@ -75,3 +76,7 @@ def test_bad_dataset_arguments(tmp_path):
         ingest("nope", None, SyntheticConfig(), tmp_path, 0.1)
     with pytest.raises(DatasetError, match="needs a path"):
         ingest("taobao", None, SyntheticConfig(), tmp_path, 0.1)
+    for fraction in (2.0, 1.0, -0.1):  # 2 used to write every record to the stream part and exit 0
+        with pytest.raises(ConfigError, match=f"stream_fraction .* must be in \\[0, 1\\), got {fraction}"):
+            ingest("synthetic", None, SyntheticConfig(), tmp_path / "x", fraction)
+    assert not (tmp_path / "x").exists()

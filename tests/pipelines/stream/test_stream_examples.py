@@ -101,10 +101,13 @@ def test_cli_flags_and_config_file_build_one_stream_config(tmp_path):
 def test_cadence_flags_reach_the_config():
     base = ["stream", "--workdir", "w", "--kafka", "a:1"]
     cfg = from_dict(StreamConfig, stream_settings(parser().parse_args(base)))
-    assert (cfg.flush_ms, cfg.item_flush_ms, cfg.bundle_ms, cfg.item_stats) == (100, 1000, 100, True)
+    assert (cfg.flush_ms, cfg.item_flush_ms, cfg.bundle_ms, cfg.item_stats, cfg.python_mode) == \
+        (100, 1000, 100, True, "thread")
     cfg = from_dict(StreamConfig, stream_settings(parser().parse_args(
-        [*base, "--flush-ms", "50", "--item-flush-ms", "400", "--bundle-ms", "1000", "--no-item-stats"])))
-    assert (cfg.flush_ms, cfg.item_flush_ms, cfg.bundle_ms, cfg.item_stats) == (50, 400, 1000, False)
+        [*base, "--flush-ms", "50", "--item-flush-ms", "400", "--bundle-ms", "1000", "--no-item-stats",
+         "--python-mode", "process"])))
+    assert (cfg.flush_ms, cfg.item_flush_ms, cfg.bundle_ms, cfg.item_stats, cfg.python_mode) == \
+        (50, 400, 1000, False, "process")
     with pytest.raises(ConfigError, match="bundle_ms"):
         from_dict(StreamConfig, stream_settings(parser().parse_args([*base, "--bundle-ms", "0"])))
 

@@ -72,6 +72,10 @@ def test_missing_run_names_the_fix(tmp_path):
         run_train(tmp_path, "din")
     with pytest.raises(ValueError, match="model must be one of"):
         run_train(tmp_path, "dlrm")
+    with pytest.raises(ValueError, match="steps must be at least 1, got 0"):  # not taken as "the default"
+        run_train(tmp_path, "din", steps=0)
+    with pytest.raises(ValueError, match="sparse_lr must be above 0, got 0"):
+        run_train(tmp_path, "din", sparse_lr=0.0)
 
 
 def test_a_run_that_dies_leaves_the_previous_outputs_whole(run):
