@@ -187,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
                                       "kafka": {"bootstrap_servers": broker.bootstrap_servers},
                                       "window": {"size": args.window, "min_records": max(20, args.window // 10),
                                                  "idle_s": 1.0, "max_wait_s": args.max_wait_s}}))
-        loop = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "retrain", "--config", str(config), "--follow"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
+        with open(work / "retrain.log", "w") as log:  # a file, not a pipe nobody reads until the end
+            loop = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "retrain", "--config", str(config),
+                                     "--follow"], stdout=subprocess.DEVNULL, stderr=log, env={**os.environ})
         time.sleep(20)  # the job's and the loop's start-up, outside the clock
         sent: dict[str, float] = {}
         producer = threading.Thread(target=produce, args=(broker, kafka, lines, args.rate, args.seconds, sent))

@@ -37,11 +37,10 @@ def materialize(args, extra) -> int:
     from pipelines.store.feature_store import open_store
     from pipelines.store.publish import publish
 
-    work = Path(args.workdir)
+    work, store = Path(args.workdir), flags.online_store(args)
     if not (work / "offline").is_dir():
         raise MissingInput(work / "offline", f"no backfilled run there; run `recstream backfill --output "
                            f"{work / 'offline'}` first (or check --workdir)")
-    store = flags.online_store(args)
     with online_errors(store.connection_string()):
         gates, rows = publish(open_store(work, store), work, flags.cap_values(args))
     for gate in gates:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import toml
@@ -45,8 +46,18 @@ def _produce(broker, tag: str, accepted: list[bytes], examples: list[bytes]) -> 
 
 
 def _loop(config, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "retrain", "--config", str(config), "--follow"],
-                            env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    """The loop in a process of its own; its stderr goes to a file beside the config (a pipe nobody
+    reads until the end would fill up and block the loop)."""
+    log = open(Path(config).with_suffix(".log"), "w")
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "retrain", "--config", str(config), "--follow"],
+                            env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=log)
+    log.close()  # the child holds its own copy
+    proc.log = Path(log.name)
+    return proc
+
+
+def _tail(proc) -> str:
+    return proc.log.read_text(errors="replace")[-2000:]
 
 
 def _windows(work) -> int:
@@ -57,7 +68,7 @@ def _wait(predicate, what: str, proc: subprocess.Popen | None = None, timeout_s:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if proc is not None and proc.poll() is not None and not predicate():
-            raise AssertionError(f"the loop exited ({proc.returncode}) before {what}: {proc.stderr.read()[-2000:]}")
+            raise AssertionError(f"the loop exited ({proc.returncode}) before {what}: {_tail(proc)}")
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
 
@@ -74,7 +85,7 @@ def test_kill_9_anywhere_resumes_with_every_example_once(base_run, tmp_path):
         config.write_text(toml.dumps(_settings(run, broker.bootstrap_servers, "k")))
         for point in FAILPOINTS:  # each run dies by its own kill -9 at the named point
             proc = _loop(config, {"RECSTREAM_FAILPOINT": point})
-            assert proc.wait(timeout=300) == -signal.SIGKILL, proc.stderr.read()[-2000:]
+            assert proc.wait(timeout=300) == -signal.SIGKILL, _tail(proc)
         proc = _loop(config)  # killed from outside, as soon as it has committed one more window
         done = _windows(run)
         _wait(lambda: _windows(run) > done, "one more window", proc)
@@ -83,7 +94,7 @@ def test_kill_9_anywhere_resumes_with_every_example_once(base_run, tmp_path):
         proc = _loop(config)  # the last run goes to the end and stops cleanly on SIGTERM
         _wait(lambda: _windows(run) == EXAMPLES // WINDOW["size"], "every window", proc)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
+        assert proc.wait(timeout=120) == 0, _tail(proc)
         client = broker.client()
         ends = {k: {str(p): o for p, o in client.end_offsets(f"{k}-k").items()} for k in ("examples",)}
         client.close()

@@ -65,7 +65,7 @@ def test_second_job_refused_and_kill_9_takes_the_job_along(tmp_path):
     source.mkdir()
     cmd = [str(Path(sys.executable).parent / "recstream"), "stream", "--workdir", str(tmp_path),
            "--source", str(source), "--follow"]
-    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_until(lambda: any("java" in cmdline(p) for p in descendants(first.pid)), "Flink JVM", 180)
         event = {"event_id": "e1", "user_id": 7, "item_id": 3, "event_type": "click", "timestamp": 1_700_000_000_000}
