@@ -31,7 +31,8 @@ from features.errors import ConfigError
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "from_dict", "load_toml", "read_toml", "merged", "to_dict", "typed", "check_fields"]
+__all__ = ["ConfigError", "as_folder", "check_fields", "from_dict", "load_toml", "merged", "read_toml", "to_dict",
+           "typed"]
 
 
 def from_dict(cls: type[T], data: dict[str, Any], path: str = "") -> T:
@@ -79,6 +80,15 @@ def merged(base: dict, top: dict) -> dict:
     for key, value in top.items():
         out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
+
+
+def as_folder(path: str | Path, key: str) -> Path:
+    """``path`` as a folder to work in; a file there is a ConfigError naming ``key`` (a missing
+    folder is fine: jobs create theirs)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(key, f"{path} is a file, not a folder; give a folder (it is created if missing)")
+    return path
 
 
 def to_dict(obj: Any) -> Any:

@@ -31,13 +31,13 @@ import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from features.errors import MissingInput
+from features.errors import ConfigError, InputError, MissingInput
 from features.labels import LabelPolicy
 from features.sequence import SequencePolicy
 from features.tables import TABLES
 from pipelines.batch.adapters import NAMESPACE, ItemShardFn, ReadValidateFn, ShardSettings, UserShardFn
 from pipelines.staged import staged
-from pipelines.config import typed
+from pipelines.config import as_folder, typed
 
 
 @typed
@@ -59,6 +59,9 @@ class BackfillConfig:
         for name in ("recent_len", "category_len", "shards"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BackfillConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.labels.kind == "next_item" and not self.catalog:
+            raise ConfigError("catalog", "next_item labels draw their negatives from the item catalog: give "
+                                         "--catalog WORKDIR/catalog.parquet (recstream ingest writes it)")
 
 
 def build(p: beam.Pipeline, cfg: BackfillConfig, files: list[str]) -> None:
@@ -101,9 +104,11 @@ def run_backfill(cfg: BackfillConfig, pipeline_args: list[str] | None = None) ->
         >>> run_backfill(BackfillConfig(input="runs/x/raw/*.jsonl", output="runs/x/offline"))  # doctest: +SKIP
         {'read': 120340, 'accepted': 120220, ...}
     """
-    files = sorted({f for pattern in cfg.input.split(",") if pattern for f in glob.glob(pattern)})
-    if not files:
-        raise MissingInput(cfg.input, "no raw event files match; check the --input glob")
+    files = _input_files(cfg.input)
+    if cfg.catalog and "://" not in cfg.catalog and not Path(cfg.catalog).is_file():
+        raise MissingInput(cfg.catalog, "give the item catalog's Parquet file (ingest writes WORKDIR/catalog.parquet)")
+    if "://" not in cfg.output:
+        as_folder(cfg.output, "output")
     # Written aside and swapped in at the end: a killed run leaves the previous run's outputs whole.
     with staged(Path(cfg.output), owned={*TABLES, "counts.json"}) as out:
         with beam.Pipeline(options=PipelineOptions(pipeline_args or [])) as p:
@@ -115,6 +120,17 @@ def run_backfill(cfg: BackfillConfig, pipeline_args: list[str] | None = None) ->
                 pq.write_table(TABLES[name].empty_table(), out / name / "empty.parquet")
         (out / "counts.json").write_text(json.dumps(counts, indent=2, sort_keys=True))
     return counts
+
+
+def _input_files(spec: str) -> list[str]:
+    """The files a comma-separated list of globs matches; none, or a folder among them, is an InputError."""
+    files = sorted({f for pattern in spec.split(",") if pattern for f in glob.glob(pattern)})
+    if not files:
+        raise MissingInput(spec, "no raw event files match; check the --input glob")
+    folders = [f for f in files if Path(f).is_dir()]
+    if folders:
+        raise InputError(folders[0], "--input matches this folder", f"give its files (e.g. {folders[0]}/*.jsonl)")
+    return files
 
 
 def _counts(result) -> dict:

@@ -14,9 +14,11 @@ import sys
 
 from features.errors import RecstreamError
 from pipelines.cli import batch, demo, embed, retrain, store, stream, train
+from pipelines.config import as_folder
 from pipelines.progress import quiet_libraries
 
 GROUPS = (demo, batch, store, stream, embed, train, retrain)
+FOLDERS = ("workdir", "output")  # flags that name a folder to work in, checked before any work
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not getattr(args, "beam_flags", False):
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        for flag in FOLDERS:
+            if getattr(args, flag, None):
+                as_folder(getattr(args, flag), f"--{flag}")
         return args.func(args, extra)
     except RecstreamError as err:
         print(f"recstream {args.command}: error: {err}", file=sys.stderr)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from pipelines.cli import flags
@@ -36,6 +37,8 @@ def ingest(args, extra) -> int:
     synthetic = flags.json_arg(args.synthetic, SyntheticConfig, "--synthetic")
     got = run(args.dataset, Path(args.path) if args.path else None, synthetic, Path(args.workdir),
               args.stream_fraction)
+    for note in got.notes:
+        print(f"recstream ingest: note: {note}", file=sys.stderr)
     print(json.dumps(vars(got), indent=2))
     return 0
 

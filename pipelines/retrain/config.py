@@ -7,7 +7,7 @@ from typing import Literal
 
 from features.errors import ConfigError
 from features.labels import LabelPolicy
-from pipelines.config import typed
+from pipelines.config import as_folder, typed
 from pipelines.gates.drift import DriftBounds
 from pipelines.gates.model import ModelGatePolicy
 from pipelines.gates.window import SUITE, WindowBounds
@@ -78,6 +78,7 @@ class RetrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        as_folder(self.workdir, "workdir")
         if not self.models:
             raise ConfigError("models", "name at least one of ranker, retriever")
         if self.kafka is None:

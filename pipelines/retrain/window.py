@@ -61,11 +61,12 @@ def _fill(policy, reader, window: Window, stream: str, follow: bool, stop) -> bo
     while True:
         if stop():
             return False
-        now = time.monotonic()
-        for rec in reader.poll(0.2):
-            last_data = now
+        records = reader.poll(0.2)
+        if records:  # timed after the poll: a slow fetch that brings records is not a pause
+            last_data = time.monotonic()
+        for rec in records:
             if not values:
-                window.opened_at, opened = time.time(), now
+                window.opened_at, opened = time.time(), last_data
             if policy.by == "event_time":
                 ts = _event_time(rec)
                 first_ts = ts if first_ts is None and ts is not None else first_ts

@@ -5,6 +5,8 @@ validation is features.validate.parse_event, in every engine."""
 from __future__ import annotations
 
 import csv
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -18,6 +20,49 @@ TAOBAO_TYPES = {"pv": "view", "cart": "cart", "fav": "fav", "buy": "buy"}
 
 class DatasetError(InputError):
     """A dataset path or layout that cannot be read, with the fix in the message."""
+
+
+@dataclass
+class Notes:
+    """What a loader passed on that a person should hear of once: per file and kind, how many
+    lines and the first one (e.g. "reviews.csv: 3 lines not UTF-8 (first: line 4)")."""
+
+    counts: Counter = field(default_factory=Counter)
+    first: dict = field(default_factory=dict)
+
+    def add(self, path: Path, kind: str, line_no: int, detail: str) -> None:
+        key = (str(path), kind)
+        self.counts[key] += 1
+        self.first.setdefault(key, (line_no, detail))
+
+    def lines(self) -> list[str]:
+        out = []
+        for (path, kind), n in self.counts.items():
+            line_no, detail = self.first[(path, kind)]
+            out.append(f"{path}: {n:,} line{'s' if n > 1 else ''} {kind} (first: line {line_no}{detail})")
+        return out
+
+
+def _csv_rows(path: Path, notes: Notes | None) -> Iterator[tuple[int, list[str] | bytes]]:
+    """(line number, fields) of a CSV file; a line that is not UTF-8 comes as its bytes, for
+    validation to reject as not_utf8 (noted once per file)."""
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        for line_no, row in enumerate(csv.reader(f), start=1):
+            text = ",".join(row)
+            if not text.isascii() and not _encodes(text):
+                if notes is not None:
+                    notes.add(path, "not UTF-8", line_no, "; the backfill rejects them as not_utf8")
+                yield line_no, text.encode("utf-8", errors="surrogateescape").replace(b"\n", b" ")
+            else:
+                yield line_no, row
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # bytes the reader could not decode, kept as lone surrogates
+        return False
 
 
 def _need(path: Path) -> Path:
@@ -77,36 +122,44 @@ def _ratings(rows, genre: dict) -> Iterator[dict]:
                "timestamp": int(ts) * 1000, "category_id": genre.get(movie), "value": float(rating)}
 
 
-def taobao_events(path: Path) -> Iterator[dict]:
+def taobao_events(path: Path, notes: Notes | None = None) -> Iterator[dict | bytes]:
     """UserBehavior.csv: user_id,item_id,category_id,behavior_type,timestamp (no header)."""
     path = _need(path)
     if path.is_dir():
         path = _need(path / "UserBehavior.csv")
-    with open(path, newline="", encoding="utf-8") as f:
-        for line_no, row in enumerate(csv.reader(f), start=1):
-            if len(row) != 5:
-                yield {"event_id": f"tb:line{line_no}", "raw": ",".join(row)}  # rejected downstream: fields missing
-                continue
-            user, item, cat, kind, ts = row
-            yield {"event_id": f"tb:{user}:{item}:{kind}:{ts}", "user_id": user, "item_id": item,
-                   "event_type": TAOBAO_TYPES.get(kind, kind), "timestamp": int(ts) * 1000 if ts.isdigit() else ts,
-                   "category_id": cat}
+    for line_no, row in _csv_rows(path, notes):
+        if isinstance(row, bytes):
+            yield row
+            continue
+        if len(row) != 5:
+            yield {"event_id": f"tb:line{line_no}", "raw": ",".join(row)}  # rejected downstream: fields missing
+            continue
+        user, item, cat, kind, ts = row
+        yield {"event_id": f"tb:{user}:{item}:{kind}:{ts}", "user_id": user, "item_id": item,
+               "event_type": TAOBAO_TYPES.get(kind, kind), "timestamp": int(ts) * 1000 if ts.isdigit() else ts,
+               "category_id": cat}
 
 
-def csv_events(path: Path, time_unit: str = "s") -> Iterator[dict]:
-    """A generic ``user,item,time[,category]`` CSV (Amazon-review style), header optional."""
+def csv_events(path: Path, time_unit: str = "s", notes: Notes | None = None) -> Iterator[dict | bytes]:
+    """A generic ``user,item,time[,category]`` CSV (Amazon-review style), header optional. Columns
+    past the fourth are not read (noted once)."""
     scale = {"s": 1000, "ms": 1}[time_unit]
-    with open(_need(path), newline="", encoding="utf-8") as f:
-        for line_no, row in enumerate(csv.reader(f), start=1):
-            if len(row) < 3:
-                yield {"event_id": f"csv:{line_no}", "raw": ",".join(row)}  # rejected downstream: fields missing
-                continue
-            if line_no == 1 and not row[2].strip().lstrip("-")[:1].isdigit():
-                continue  # header: a time column name, not epoch digits or an ISO date
-            user, item, ts = row[0], row[1], row[2]
-            yield {"event_id": f"csv:{line_no}", "user_id": user, "item_id": item, "event_type": "rate",
-                   "timestamp": int(ts) * scale if ts.strip().isdigit() else ts,
-                   "category_id": row[3] if len(row) > 3 else None}
+    for line_no, row in _csv_rows(_need(path), notes):
+        if isinstance(row, bytes):
+            yield row
+            continue
+        if len(row) < 3:
+            yield {"event_id": f"csv:{line_no}", "raw": ",".join(row)}  # rejected downstream: fields missing
+            continue
+        if line_no == 1 and not row[2].strip().lstrip("-")[:1].isdigit():
+            continue  # header: a time column name, not epoch digits or an ISO date
+        if len(row) > 4 and notes is not None:
+            notes.add(path, "with more than 4 columns", line_no,
+                      f", {len(row)} columns; only user,item,time,category are read")
+        user, item, ts = row[0], row[1], row[2]
+        yield {"event_id": f"csv:{line_no}", "user_id": user, "item_id": item, "event_type": "rate",
+               "timestamp": int(ts) * scale if ts.strip().isdigit() else ts,
+               "category_id": row[3] if len(row) > 3 else None}
 
 
 def parquet_events(path: Path) -> Iterator[dict]:

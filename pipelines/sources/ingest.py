@@ -26,6 +26,7 @@ class IngestResult:
     cutoff_ms: int
     catalog_items: int
     label_kind: str  # the labeling that fits the dataset
+    notes: list[str]  # what the loader passed on, once per file and kind (lines not UTF-8, extra columns)
 
 
 def ingest(dataset: str, path: Path | None, synthetic: SyntheticConfig, out: Path,
@@ -51,34 +52,35 @@ def ingest(dataset: str, path: Path | None, synthetic: SyntheticConfig, out: Pat
                 yield from lines
         n_back, n_stream = _split(records(), cutoff, out)
         pq.write_table(pa.Table.from_pylist(truth), out / "truth.parquet")
-        return IngestResult(n_back, n_stream, cutoff, _write_catalog(catalog, out), "impression_click")
+        return IngestResult(n_back, n_stream, cutoff, _write_catalog(catalog, out), "impression_click", [])
 
     path = Path(path)
-    make: Callable[[], Iterable[dict]] = {
-        "ml-latest-small": lambda: datasets.movielens_events(path),
-        "ml-1m": lambda: datasets.movielens_events(path),
-        "ml-100k": lambda: datasets.movielens_events(path),
-        "taobao": lambda: datasets.taobao_events(path),
-        "csv": lambda: datasets.csv_events(path),
-        "parquet": lambda: datasets.parquet_events(path),
+    make: Callable[..., Iterable[dict | bytes]] = {
+        "ml-latest-small": lambda notes: datasets.movielens_events(path),
+        "ml-1m": lambda notes: datasets.movielens_events(path),
+        "ml-100k": lambda notes: datasets.movielens_events(path),
+        "taobao": lambda notes: datasets.taobao_events(path, notes=notes),
+        "csv": lambda notes: datasets.csv_events(path, notes=notes),
+        "parquet": lambda notes: datasets.parquet_events(path),
     }[dataset]
-    times = np.array([t for t in (timestamp_ms(r.get("timestamp")) for r in make()) if t is not None], dtype=np.int64)
+    times = np.array([t for t in map(_timestamp, make(None)) if t >= 0], dtype=np.int64)
     if len(times) == 0:
         raise datasets.DatasetError(f"{path} holds no events with a readable timestamp (ms or ISO-8601)")
     cutoff = int(np.quantile(times, 1 - stream_fraction)) if stream_fraction > 0 else int(times.max()) + 1
-    n_back, n_stream = _split(make(), cutoff, out)
+    notes = datasets.Notes()
+    n_back, n_stream = _split(make(notes), cutoff, out)
     if dataset.startswith("ml-"):
         catalog = datasets.movielens_catalog(path)
     else:
-        catalog = _catalog_from_events(make())
-    return IngestResult(n_back, n_stream, cutoff, _write_catalog(catalog, out), "next_item")
+        catalog = _catalog_from_events(make(None))
+    return IngestResult(n_back, n_stream, cutoff, _write_catalog(catalog, out), "next_item", notes.lines())
 
 
-def _split(records: Iterable[str | dict], cutoff: int, out: Path) -> tuple[int, int]:
+def _split(records: Iterable[str | bytes | dict], cutoff: int, out: Path) -> tuple[int, int]:
     """Route records by timestamp; records without a readable time go to the backfill (to be rejected there)."""
     later: list[str] = []
 
-    def early() -> Iterator[str | dict]:
+    def early() -> Iterator[str | bytes | dict]:
         for rec in records:
             if _timestamp(rec) >= cutoff:
                 later.append(rec if isinstance(rec, str) else json.dumps(rec, default=str))
@@ -89,8 +91,9 @@ def _split(records: Iterable[str | dict], cutoff: int, out: Path) -> tuple[int, 
     return n_back, n_stream
 
 
-def _timestamp(rec: str | dict) -> int:
-    if isinstance(rec, str):
+def _timestamp(rec: str | bytes | dict) -> int:
+    """The record's time in ms, -1 where it has none (raw bytes: a line to be rejected)."""
+    if isinstance(rec, (str, bytes)):
         try:
             rec = json.loads(rec)
         except ValueError:
@@ -99,10 +102,10 @@ def _timestamp(rec: str | dict) -> int:
     return -1 if ts is None else ts
 
 
-def _catalog_from_events(records: Iterable[dict]) -> pa.Table:
+def _catalog_from_events(records: Iterable[dict | bytes]) -> pa.Table:
     pairs = {}
     for r in records:
-        if r.get("item_id") is not None:
+        if isinstance(r, dict) and r.get("item_id") is not None:
             pairs.setdefault(r["item_id"], r.get("category_id"))
     return pa.table({"item_id": list(pairs), "category_id": list(pairs.values()), "text": [None] * len(pairs)})
 

@@ -8,8 +8,9 @@ from typing import Iterable
 LINES_PER_FILE = 250_000
 
 
-def write_json_lines(records: Iterable[str | dict], folder: Path, prefix: str = "events") -> int:
-    """Write records (dicts or already-serialized lines) into numbered files; returns the count."""
+def write_json_lines(records: Iterable[str | bytes | dict], folder: Path, prefix: str = "events") -> int:
+    """Write records (dicts, serialized lines, or a source's raw bytes, e.g. a line that is not
+    UTF-8, kept as it was for validation to reject) into numbered files; returns the count."""
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob(f"{prefix}-*.jsonl"):
         old.unlink()
@@ -19,11 +20,18 @@ def write_json_lines(records: Iterable[str | dict], folder: Path, prefix: str = 
             if out is None or count % LINES_PER_FILE == 0:
                 if out:
                     out.close()
-                out = open(folder / f"{prefix}-{part:05d}.jsonl", "w", encoding="utf-8", errors="surrogatepass")
+                out = open(folder / f"{prefix}-{part:05d}.jsonl", "wb")
                 part += 1
-            out.write((rec if isinstance(rec, str) else json.dumps(rec, default=str)) + "\n")
+            out.write(_line(rec) + b"\n")
             count += 1
     finally:
         if out:
             out.close()
     return count
+
+
+def _line(rec: str | bytes | dict) -> bytes:
+    if isinstance(rec, bytes):
+        return rec
+    text = rec if isinstance(rec, str) else json.dumps(rec, default=str)
+    return text.encode("utf-8", errors="surrogatepass")

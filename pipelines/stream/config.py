@@ -16,7 +16,7 @@ from features.errors import ConfigError
 from features.labels import LabelPolicy
 from features.sequence import SequencePolicy
 from features.user_state import FeaturePolicy
-from pipelines.config import typed
+from pipelines.config import as_folder, typed
 from pipelines.store.feature_store import OnlineStore
 
 STARTING_OFFSETS = ("committed", "earliest", "latest")
@@ -115,6 +115,7 @@ class StreamConfig:
     now_ms: int | None = None  # validation clock; None means the wall clock
 
     def __post_init__(self) -> None:
+        as_folder(self.workdir, "workdir")
         if (self.source is None) == (self.kafka is None):
             raise ConfigError("StreamConfig", "needs exactly one source: source (a folder of JSON-lines files) "
                               "or kafka (bootstrap_servers, topic, ...)")

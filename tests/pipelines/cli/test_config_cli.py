@@ -56,3 +56,41 @@ def test_cli_reports_missing_input(tmp_path, capsys):
     code = main(["backfill", "--input", str(tmp_path / "none-*.jsonl"), "--output", str(tmp_path / "o")])
     assert code == 2
     assert "no raw event files match" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["demo", "--workdir", "{file}"],
+    ["ingest", "--dataset", "synthetic", "--workdir", "{file}"],
+    ["backfill", "--input", "{raw}", "--output", "{file}"],
+    ["materialize", "--workdir", "{file}"],
+    ["train", "--workdir", "{file}", "--model", "din"],
+    ["stream", "--config", "{toml}"],
+    ["retrain", "--config", "{toml}"],
+])
+def test_a_file_where_a_folder_goes_is_refused_before_any_work(argv, tmp_path, capsys):
+    file = tmp_path / "taken"
+    file.write_text("a user's file\n")
+    raw = tmp_path / "events-1.jsonl"
+    raw.write_text("{}\n")
+    toml = tmp_path / "job.toml"
+    toml.write_text(f'workdir = "{file}"\nsource = "{tmp_path}"\n' if argv[0] == "stream" else f'workdir = "{file}"\n')
+    code = main([a.format(file=file, raw=raw, toml=toml) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{file} is a file, not a folder" in err and len(err.strip().splitlines()) == 1, err
+    assert file.read_text() == "a user's file\n" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "events-1.jsonl", "job.toml", "taken"]
+
+
+def test_backfill_inputs_are_checked_before_any_work(tmp_path, capsys):
+    (tmp_path / "raw.jsonl").mkdir()
+    out = tmp_path / "out"
+    assert main(["backfill", "--input", str(tmp_path / "*.jsonl"), "--output", str(out)]) == 2
+    assert "raw.jsonl: --input matches this folder; give its files" in capsys.readouterr().err
+    events = tmp_path / "events.jsonl"
+    events.write_text("{}\n")
+    assert main(["backfill", "--input", str(events), "--output", str(out), "--labels", "next_item"]) == 2
+    assert "catalog: next_item labels draw their negatives from the item catalog" in capsys.readouterr().err
+    assert main(["backfill", "--input", str(events), "--output", str(out), "--labels", "next_item",
+                 "--catalog", str(tmp_path / "nope.parquet")]) == 2
+    assert "nope.parquet: is missing; give the item catalog's Parquet file" in capsys.readouterr().err
+    assert not out.exists()

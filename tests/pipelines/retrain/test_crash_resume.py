@@ -23,14 +23,20 @@ from trainers.registry import Registry
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = 1_800
-WINDOW = {"size": 300, "min_records": 100, "idle_s": 0.5, "max_wait_s": 5.0}
+# Windows close by size only (never on a pause, which a loaded machine can make at any time), and
+# every gate passes, so each kill below finds its failpoint whatever order the partitions are read in.
+WINDOW = {"size": 300, "min_records": 100, "idle_s": 3600.0, "max_wait_s": 3600.0}
+OPEN_GATES = {"max_auc_drop": 1.0, "max_gauc_drop": 1.0, "max_slice_drop": 1.0, "max_calibration_gap": 1.0,
+              "max_flip_rate": 1.0, "max_auc_gain": 1.0, "max_auc": 1.0, "max_recall_drop": 1.0,
+              "max_hit_rate_drop": 1.0}
+OPEN_BOUNDS = {"drift": {"max_js": 1.0, "max_ks": 1.0, "max_label_rate_change": 10.0}}
 # Where each interrupted run kills itself (RECSTREAM_FAILPOINT), in order; then one kill from outside.
 FAILPOINTS = ["after_train_ranker:1", "after_register_ranker:2", "mid_checkpoint:3", "after_train_retriever:4",
               "after_checkpoint:4"]
 
 
 def _settings(work, bootstrap: str, tag: str) -> dict:
-    return {"workdir": str(work), "window": WINDOW,
+    return {"workdir": str(work), "window": WINDOW, "gate": OPEN_GATES, "bounds": OPEN_BOUNDS,
             "kafka": {"bootstrap_servers": bootstrap, "examples_topic": f"examples-{tag}",
                       "accepted_topic": f"accepted-{tag}", "group_id": f"loop-{tag}"}}
 
@@ -60,6 +66,16 @@ def _tail(proc) -> str:
     return proc.log.read_text(errors="replace")[-2000:]
 
 
+def _exit_code(proc: subprocess.Popen, timeout_s: float) -> int:
+    """The loop's exit status; one that is still running after ``timeout_s`` is killed and its log shown."""
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"the loop ran past {timeout_s} s; its log ends: {_tail(proc)}") from None
+
+
 def _windows(work) -> int:
     return len(read_records(work / "retrain"))
 
@@ -69,7 +85,10 @@ def _wait(predicate, what: str, proc: subprocess.Popen | None = None, timeout_s:
     while not predicate():
         if proc is not None and proc.poll() is not None and not predicate():
             raise AssertionError(f"the loop exited ({proc.returncode}) before {what}: {_tail(proc)}")
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() >= deadline:
+            if proc is not None:
+                proc.kill()
+            raise AssertionError(f"timed out waiting for {what}" + (f": {_tail(proc)}" if proc else ""))
         time.sleep(0.2)
 
 
@@ -85,7 +104,7 @@ def test_kill_9_anywhere_resumes_with_every_example_once(base_run, tmp_path):
         config.write_text(toml.dumps(_settings(run, broker.bootstrap_servers, "k")))
         for point in FAILPOINTS:  # each run dies by its own kill -9 at the named point
             proc = _loop(config, {"RECSTREAM_FAILPOINT": point})
-            assert proc.wait(timeout=300) == -signal.SIGKILL, _tail(proc)
+            assert _exit_code(proc, 300) == -signal.SIGKILL, (point, _tail(proc))
         proc = _loop(config)  # killed from outside, as soon as it has committed one more window
         done = _windows(run)
         _wait(lambda: _windows(run) > done, "one more window", proc)
@@ -94,7 +113,7 @@ def test_kill_9_anywhere_resumes_with_every_example_once(base_run, tmp_path):
         proc = _loop(config)  # the last run goes to the end and stops cleanly on SIGTERM
         _wait(lambda: _windows(run) == EXAMPLES // WINDOW["size"], "every window", proc)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 0, _tail(proc)
+        assert _exit_code(proc, 120) == 0, _tail(proc)
         client = broker.client()
         ends = {k: {str(p): o for p, o in client.end_offsets(f"{k}-k").items()} for k in ("examples",)}
         client.close()

@@ -12,7 +12,7 @@ from tests.conftest import NOW_MS, T0
 from features.ids import stable_id
 from features.schema import Event, Rejection
 from features.validate import parse_event
-from pipelines.sources.datasets import (DatasetError, csv_events, movielens_catalog, movielens_events,
+from pipelines.sources.datasets import (DatasetError, Notes, csv_events, movielens_catalog, movielens_events,
                                         parquet_events, taobao_events)
 
 
@@ -143,3 +143,22 @@ def test_missing_path_is_a_dataset_error(loader, tmp_path):
 def test_not_a_movielens_folder(tmp_path):
     with pytest.raises(DatasetError, match="not a MovieLens folder"):
         list(movielens_events(tmp_path))
+
+
+def test_csv_lines_not_utf8_stay_bytes_and_extra_columns_are_noted(tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_bytes(b"user,item,time,category\n"
+                     b"u1,i1,1704067200,books,5 stars,verified\n"
+                     b"u2,\xff\xfe,1704067260,books\n"
+                     b"u3,i3,1704067320,toys,x\n"
+                     b"u4,caf\xe9,1704067380\n")
+    notes = Notes()
+    records = list(csv_events(path, notes=notes))
+    assert records[1] == b"u2,\xff\xfe,1704067260,books" and records[3] == b"u4,caf\xe9,1704067380"
+    results = validate_all(records)
+    assert [r.reason for r in results if isinstance(r, Rejection)] == ["not_utf8", "not_utf8"]
+    assert [(e.user_id, e.category_id) for e in results if not isinstance(e, Rejection)] == [
+        (stable_id("u1"), stable_id("books")), (stable_id("u3"), stable_id("toys"))]
+    assert notes.lines() == [f"{path}: 2 lines with more than 4 columns (first: line 2, 6 columns; only "
+                             f"user,item,time,category are read)",
+                             f"{path}: 2 lines not UTF-8 (first: line 3; the backfill rejects them as not_utf8)"]
