@@ -67,7 +67,9 @@ class KafkaClient:
         self.close()
 
     def partitions(self, topic: str) -> list[int]:
-        meta = self._call(lambda: self.admin.list_topics(topic, timeout=self.timeout_s), f"describe {topic!r}")
+        """The topic's partitions; a ServiceError if it does not exist (asking for every topic's
+        metadata, not this one's, which a broker that auto-creates topics would create)."""
+        meta = self._call(lambda: self.admin.list_topics(timeout=self.timeout_s), f"describe {topic!r}")
         found = meta.topics.get(topic)
         if found is None or found.error is not None:
             raise ServiceError("Kafka", self.bootstrap, f"topic {topic!r} does not exist",

@@ -33,14 +33,19 @@ class KafkaReader:
 
     def __init__(self, bootstrap: str, topic: str, start: Positions, properties: dict, group: str,
                  timeout_s: float = 10.0):
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
 
         self.topic, self.bootstrap = topic, bootstrap
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                                   "auto.offset.reset": "earliest", "fetch.wait.max.ms": 50, "logger": LOG,
                                   **properties})
-        meta = self.consumer.list_topics(topic, timeout=timeout_s)
-        found = meta.topics.get(topic)
+        try:
+            found = self.consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        except KafkaException as err:
+            self.consumer.close()
+            raise ServiceError("Kafka", bootstrap, f"no answer about topic {topic!r} in {timeout_s:g} s "
+                               f"({err.args[0].str()})", "check kafka.bootstrap_servers and that the brokers "
+                               "are up") from None
         if found is None or found.error is not None or not found.partitions:
             self.consumer.close()
             raise ServiceError("Kafka", bootstrap, f"topic {topic!r} cannot be read "
@@ -63,11 +68,16 @@ class KafkaReader:
         return out
 
     def commit(self, positions: Positions) -> None:
-        from confluent_kafka import TopicPartition
+        from confluent_kafka import KafkaException, TopicPartition
 
         if positions:
-            self.consumer.commit(offsets=[TopicPartition(self.topic, int(p), o) for p, o in positions.items()],
-                                 asynchronous=False)
+            try:
+                self.consumer.commit(offsets=[TopicPartition(self.topic, int(p), o) for p, o in positions.items()],
+                                     asynchronous=False)
+            except KafkaException as err:  # the window is checkpointed already; this commit is for lag monitors
+                raise ServiceError("Kafka", self.bootstrap, f"committing offsets of {self.topic!r}: "
+                                   f"{err.args[0].str()}", "the loop resumes from its checkpoint when "
+                                   "restarted; check that the brokers are up") from None
 
     def close(self) -> None:
         self.consumer.close()

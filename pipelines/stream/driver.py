@@ -30,6 +30,7 @@ from pipelines.processes import die_with_parent
 from pipelines.progress import quiet_libraries
 from pipelines.stream.config import StreamConfig
 from pipelines.stream.connector import REPO
+from pipelines.stream.failures import check_kafka, explain
 from pipelines.stream.graph import build, make_output_dirs
 from pipelines.stream.lock import JobLock
 from pipelines.stream.receipts import ReceiptServer
@@ -48,7 +49,8 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 
 class StreamJobError(RecstreamError):
-    """The stream job failed; the message carries the job's own traceback."""
+    """The stream job failed; the message is one line for what the user can fix (an input, Kafka
+    out of reach), else the job's own traceback."""
 
 
 class StreamProcess:
@@ -65,6 +67,8 @@ class StreamProcess:
         if not (cfg.workdir / "feast" / "registry.db").exists():
             raise MissingInput(cfg.workdir / "feast" / "registry.db",
                                f"apply the definitions first: recstream materialize --workdir {cfg.workdir}")
+        if cfg.kafka is not None:
+            check_kafka(cfg.kafka)  # seconds, not the minutes Flink retries a wrong address for
         self.cfg = cfg
         ctx = multiprocessing.get_context("spawn")
         self.messages, self.stop = ctx.Queue(), ctx.Event()
@@ -163,8 +167,10 @@ def _child(cfg: StreamConfig, messages, stop) -> None:
             messages.put(("counts", counts))
             return stop.is_set()
         messages.put(("done", run_here(cfg, report, stop.is_set)))
-    except BaseException:  # noqa: BLE001 - every failure must reach the parent with its traceback
-        messages.put(("error", traceback.format_exc()))
+    except RecstreamError as err:  # the user's to fix: its one line
+        messages.put(("error", str(err)))
+    except BaseException:  # noqa: BLE001 - every failure must reach the parent: Kafka's as one line, else its trace
+        messages.put(("error", explain(traceback.format_exc(), cfg.kafka)))
 
 
 def python_path() -> list[str]:
