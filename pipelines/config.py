@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import tomllib
 import types
 import typing
@@ -88,6 +89,12 @@ def as_folder(path: str | Path, key: str) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(key, f"{path} is a file, not a folder; give a folder (it is created if missing)")
+    if not path.exists():
+        above = next(p for p in path.absolute().parents if p.exists())
+        if not above.is_dir():
+            raise ConfigError(key, f"{path} would be inside {above}, which is a file; give a folder")
+        if not os.access(above, os.W_OK | os.X_OK):
+            raise ConfigError(key, f"{path} cannot be created: {above} is not writable; give a folder you can write")
     return path
 
 

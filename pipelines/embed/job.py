@@ -1,8 +1,8 @@
 """Beam embedding job: an item catalog -> versioned item vectors, incrementally.
 
 Reads a catalog (Parquet: item_id int64 as features.ids hashes it, optional ``text``
-(string or binary), optional ``image_ref`` (a file path, relative to ``image_root``
-or the catalog's folder)) and writes under ``<workdir>/offline/item_embeddings``
+(string or binary), optional ``image_ref`` (a file path under ``image_root`` or the
+catalog's folder; one that leads outside it is not read: ``image_outside_root``)) and writes under ``<workdir>/offline/item_embeddings``
 (layout in features/item_vectors.py)::
 
     version=<v>/part-<run>-*.parquet   item_id, encoder_version, vector, modalities, content_digest, embedded_ts
@@ -129,13 +129,23 @@ class PrepareFn(beam.DoFn):
         ref = row.get("image_ref") or None
         path, image_digest = None, None
         if ref is not None and self.spec.image_model != "none":
-            path = str(Path(self.image_root, ref)) if not Path(ref).is_absolute() else ref
-            try:
-                image_digest = file_digest(path)
-            except OSError:
-                image_digest = None  # the encoder names the reason (missing, unreadable)
+            path = inside(self.image_root, ref)
+            if path is None:  # "../", an absolute path or a link that leads out: not read
+                issues.append(("image_outside_root", f"{ref}: not under the image root {self.image_root}"))
+            else:
+                try:
+                    image_digest = file_digest(path)
+                except OSError:
+                    image_digest = None  # the encoder names the reason (missing, unreadable)
         return Prepared(item, text, ref, path, content_digest(text, ref, image_digest), tuple(issues),
                         _preview(raw_text))
+
+
+def inside(root: str, ref: str) -> str | None:
+    """``ref`` resolved under ``root`` (links followed), or None if it leads outside it."""
+    base = Path(root).resolve()
+    path = (base / ref).resolve()
+    return str(path) if path.is_relative_to(base) else None
 
 
 class SelectFn(beam.DoFn):

@@ -5,6 +5,7 @@ validation is features.validate.parse_event, in every engine."""
 from __future__ import annotations
 
 import csv
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,15 +47,25 @@ class Notes:
 def _csv_rows(path: Path, notes: Notes | None) -> Iterator[tuple[int, list[str] | bytes]]:
     """(line number, fields) of a CSV file; a line that is not UTF-8 comes as its bytes, for
     validation to reject as not_utf8 (noted once per file)."""
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        for line_no, row in enumerate(csv.reader(f), start=1):
-            text = ",".join(row)
-            if not text.isascii() and not _encodes(text):
-                if notes is not None:
-                    notes.add(path, "not UTF-8", line_no, "; the backfill rejects them as not_utf8")
-                yield line_no, text.encode("utf-8", errors="surrogateescape").replace(b"\n", b" ")
-            else:
-                yield line_no, row
+    # A field may be as long as the file (the csv module stops at 128 KB with an error); the
+    # backfill rejects an over-long record as record_too_large, like any other.
+    limit = csv.field_size_limit(sys.maxsize)
+    try:
+        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+            yield from _numbered(csv.reader(f), path, notes)
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _numbered(reader, path: Path, notes: Notes | None) -> Iterator[tuple[int, list[str] | bytes]]:
+    for line_no, row in enumerate(reader, start=1):
+        text = ",".join(row)
+        if not text.isascii() and not _encodes(text):
+            if notes is not None:
+                notes.add(path, "not UTF-8", line_no, "; the backfill rejects them as not_utf8")
+            yield line_no, text.encode("utf-8", errors="surrogateescape").replace(b"\n", b" ")
+        else:
+            yield line_no, row
 
 
 def _encodes(text: str) -> bool:

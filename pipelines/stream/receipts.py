@@ -5,13 +5,22 @@ one JSON line. The driver listens on 127.0.0.1 and sums what arrives, so each co
 reported once per run, at once (not at the next checkpoint, as a collect sink would) and
 with nothing in the job's checkpointed state. Where a function cannot reach the driver
 (a cluster), it sends nothing: the same counts are Flink metrics.
+
+The address the functions get is ``host:port#token``: a connection's first line must be the
+run's random token, so another local user cannot forge a job's counts; lines that are not
+JSON objects are dropped.
 """
 from __future__ import annotations
 
+import hmac
 import json
+import logging
 import queue
+import secrets
 import socket
 import threading
+
+LOG = logging.getLogger("recstream.receipts")
 
 
 class ReceiptSender:
@@ -20,9 +29,11 @@ class ReceiptSender:
     def __init__(self, address: str | None):
         self.sock, self.lock = None, threading.Lock()
         if address:
-            host, _, port = address.rpartition(":")
+            where, _, token = address.partition("#")
+            host, _, port = where.rpartition(":")
             try:
                 self.sock = socket.create_connection((host, int(port)), timeout=5)
+                self.sock.sendall(token.encode() + b"\n")
             except OSError:
                 self.sock = None  # not reachable from here: metrics only
 
@@ -47,7 +58,8 @@ class ReceiptServer:
 
     def __init__(self):
         self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.token = secrets.token_hex(16)
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}#{self.token}"  # what the functions get
         self.queue: queue.Queue = queue.Queue()
         self.open_connections = 0
         self.lock = threading.Lock()
@@ -64,11 +76,23 @@ class ReceiptServer:
             threading.Thread(target=self._read, args=(conn,), name="receipts-read", daemon=True).start()
 
     def _read(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as lines:
-            for line in lines:
-                self.queue.put(json.loads(line))
-        with self.lock:
-            self.open_connections -= 1
+        try:
+            with conn, conn.makefile("rb") as lines:
+                if not hmac.compare_digest(lines.readline().strip(), self.token.encode()):
+                    LOG.warning("a connection to the count receipts without the run's token was refused")
+                    return
+                for line in lines:
+                    try:
+                        receipt = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(receipt, dict):
+                        self.queue.put(receipt)
+        except OSError:
+            pass  # the sender went away
+        finally:
+            with self.lock:
+                self.open_connections -= 1
 
     def get(self, timeout: float) -> dict | None:
         try:

@@ -77,6 +77,10 @@ def test_a_file_where_a_folder_goes_is_refused_before_any_work(argv, tmp_path, c
     code = main([a.format(file=file, raw=raw, toml=toml) for a in argv])
     err = capsys.readouterr().err
     assert code == 2 and f"{file} is a file, not a folder" in err and len(err.strip().splitlines()) == 1, err
+    toml.write_text(toml.read_text().replace(str(file), str(file / "run")))
+    code = main([a.format(file=file / "run", raw=raw, toml=toml) for a in argv])  # a folder inside a file
+    err = capsys.readouterr().err
+    assert code == 2 and f"{file / 'run'} would be inside {file}, which is a file" in err, err
     assert file.read_text() == "a user's file\n" and sorted(p.name for p in tmp_path.iterdir()) == [
         "events-1.jsonl", "job.toml", "taken"]
 
