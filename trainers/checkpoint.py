@@ -10,7 +10,10 @@ recstream.json holds the model config, the TrainConfig, the feature spec, the it
 encoder version (or null), the data position (global steps done, epoch, batch in epoch;
 the seed and batch size are in the TrainConfig) and a fingerprint of the training
 examples, the world size and sharding it was written with, library versions, the files'
-sha256, and ``digest``: a sha256 over all of that, so an edited file is refused too.
+sha256, and ``digest``: a sha256 over all of that, so an edited file is refused too. That
+catches corruption, not tampering (DCP unpickles ``.metadata``: a checkpoint is trusted input).
+With $RECSTREAM_CHECKPOINT_KEY set, ``signature`` (HMAC-SHA256 of the record under that key)
+is written too, and only checkpoints signed with that key load; a signed one needs the key.
 
 - ``save_checkpoint`` (collective) writes into ``<path>.partial`` and renames it into place,
   so a reader never sees half a checkpoint. The files must land on storage every rank and
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import json
 import re
 import shutil
@@ -47,7 +51,7 @@ from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from features.errors import StateError
 from features.labels import EXAMPLE_SCHEMA
-from trainers.digest import file_sha256, record_sha256
+from trainers.digest import KEY_ENV, file_sha256, record_hmac, record_sha256, signing_key
 from trainers.distributed import agree, rank_and_world
 
 FORMAT = "recstream-dcp-1"
@@ -134,6 +138,9 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer, descrip
                       "versions": {"torch": torch.__version__, "torchrec": torchrec.__version__},
                       "created": datetime.now(timezone.utc).isoformat(), "files": files}
             record["digest"] = _digest(record)
+            key = signing_key()
+            if key is not None:
+                record["signature"] = record_hmac(record, key)
             (partial / META_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
             if path.exists():
                 shutil.rmtree(path)
@@ -158,6 +165,7 @@ def read_metadata(path: str | Path, verify: bool = True) -> dict:
         return meta
     if meta.get("digest") != _digest(meta):
         raise CheckpointError(f"{path / META_FILE} was modified: its digest does not match its content")
+    _check_signature(path, meta)
     on_disk = {f.name for f in path.iterdir() if f.name != META_FILE}
     extra = sorted(on_disk - set(meta["files"]))
     if extra:
@@ -238,7 +246,24 @@ def load_unsharded(path: str | Path, expected: dict | None = None) -> tuple[dict
 
 
 def _digest(record: dict) -> str:
-    return record_sha256({k: v for k, v in record.items() if k != "digest"})
+    return record_sha256({k: v for k, v in record.items() if k not in ("digest", "signature")})
+
+
+def _check_signature(path: Path, meta: dict) -> None:
+    """With a key set, the record must carry its signature; without one, a signed record is refused
+    (it would load unchecked)."""
+    key, signature = signing_key(), meta.get("signature")
+    if key is None:
+        if signature is not None:
+            raise CheckpointError(f"checkpoint {path} is signed: set {KEY_ENV} to the key it was signed with")
+        return
+    if signature is None:
+        raise CheckpointError(f"checkpoint {path} is not signed, and {KEY_ENV} is set: only signed checkpoints "
+                              f"load (unset it to load unsigned ones you trust)")
+    unsigned = {k: v for k, v in meta.items() if k != "signature"}
+    if not hmac.compare_digest(str(signature), record_hmac(unsigned, key)):
+        raise CheckpointError(f"checkpoint {path}: its signature does not match {KEY_ENV} (another key, or "
+                              f"modified since it was signed)")
 
 
 

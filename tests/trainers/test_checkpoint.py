@@ -160,3 +160,34 @@ def test_resume_at_world_size_2_and_on_one_rank(tmp_path):
     # column_wise keeps optimizer state per column block: another world size is refused by name.
     with pytest.raises(CheckpointMismatch, match="column_wise at world size 2.*not 1"):
         train(train_ex, eval_ex, log, config(2 * K, "column_wise"), resume_from=cw)
+
+
+@pytest.mark.training
+def test_a_key_signs_checkpoints_and_only_signed_ones_load(run, tmp_path, monkeypatch):
+    root, _ = run
+    train_ex, eval_ex, log = tiny_tables()
+    monkeypatch.setenv("RECSTREAM_CHECKPOINT_KEY", "k1")
+    signed = train(train_ex, eval_ex, log, config(4), checkpoint_dir=str(tmp_path / "signed")).checkpoint
+    load_unsharded(signed)
+    with pytest.raises(CheckpointError, match="is not signed, and RECSTREAM_CHECKPOINT_KEY is set"):
+        load_unsharded(root / "step-00000006")
+    # Whoever edits a record and recomputes its sha256 digest cannot recompute the signature.
+    forged = tmp_path / "forged"
+    shutil.copytree(signed, forged)
+    meta = json.loads((forged / checkpoint.META_FILE).read_text())
+    meta["position"]["step"] = 1
+    meta["digest"] = checkpoint._digest(meta)
+    (forged / checkpoint.META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="signature does not match RECSTREAM_CHECKPOINT_KEY"):
+        load_unsharded(forged)
+    del meta["signature"]
+    (forged / checkpoint.META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="is not signed"):
+        load_unsharded(forged)
+    monkeypatch.setenv("RECSTREAM_CHECKPOINT_KEY", "k2")
+    with pytest.raises(CheckpointError, match="signature does not match"):
+        load_unsharded(signed)
+    monkeypatch.delenv("RECSTREAM_CHECKPOINT_KEY")
+    with pytest.raises(CheckpointError, match="is signed: set RECSTREAM_CHECKPOINT_KEY"):
+        load_unsharded(signed)
+    load_unsharded(root / "step-00000006")  # unsigned ones load as before
