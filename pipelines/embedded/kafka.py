@@ -134,13 +134,25 @@ class KafkaClient:
         return parts[self._round_robin % len(parts)]
 
     def end_offsets(self, topic: str, earliest: bool = False) -> dict[int, int]:
-        """The next offset to be written (or the first still held) of every partition."""
+        """The next offset to be written (or the first still held) of every partition.
+
+        The end is checked by reading from the broker's answer on: Tansu 0.6 answers
+        ListOffsets(latest) with the first offset of its last batch + 1, so the rest of a batch
+        of several records (a Flink sink's, say) would look unwritten until the next batch."""
         out = {}
         for p in self.partitions(topic):
             low, high = self._call(lambda p=p: self.consumer.get_watermark_offsets(
                 TopicPartition(topic, p), timeout=self.timeout_s, cached=False), f"list offsets of {topic}[{p}]")
-            out[p] = low if earliest else high
+            out[p] = low if earliest else self._read_past(topic, p, high)
         return out
+
+    def _read_past(self, topic: str, partition: int, offset: int) -> int:
+        """The offset after the last record held at or past ``offset``."""
+        while True:
+            got = self.fetch(topic, partition, offset, max_wait_ms=100)
+            if not got:
+                return offset
+            offset = got[-1].offset + 1
 
     def committed_offsets(self, group: str, topic: str) -> dict[int, int]:
         """The offsets a consumer group has committed on a topic (-1 where none)."""

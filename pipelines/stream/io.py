@@ -11,6 +11,7 @@ examples. Event time differs by source:
 """
 from __future__ import annotations
 
+from py4j.java_gateway import get_java_class
 from pyflink.common import Duration, WatermarkStrategy
 from pyflink.common.serialization import Encoder, SimpleStringSchema
 from pyflink.common.watermark_strategy import TimestampAssigner
@@ -66,8 +67,25 @@ def kafka_lines(env, kafka: KafkaSettings, strategy: WatermarkStrategy, bounded:
                .set_properties({"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000",
                                 **kafka.client_properties()}))
     if bounded:
-        builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
+        builder = builder.set_bounded(_end_offsets(kafka))
     return env.from_source(builder.build(), strategy, f"kafka {kafka.topic}").uid("kafka-source")
+
+
+def _end_offsets(kafka: KafkaSettings) -> KafkaOffsetsInitializer:
+    """Where a bounded run stops: every partition's end now, read past what the broker lists
+    (pipelines.embedded.kafka: Tansu lists the end of its last batch short, and Flink's
+    OffsetsInitializer.latest() would stop there, leaving that batch's other records unread)."""
+    from pipelines.embedded.kafka import KafkaClient
+
+    with KafkaClient(kafka.bootstrap_servers, client_id="recstream-bounds",
+                     properties=kafka.librdkafka_properties()) as client:
+        ends = client.end_offsets(kafka.topic)
+    jvm = get_gateway().jvm
+    offsets = jvm.org.apache.flink.python.util.HashMapWrapper(None, get_java_class(jvm.Long))  # Long values
+    for partition, offset in ends.items():  # kafka-clients' own class: the 4.0 connector ships it unshaded
+        offsets.put(jvm.org.apache.kafka.common.TopicPartition(kafka.topic, partition), offset)
+    initializers = jvm.org.apache.flink.connector.kafka.source.enumerator.initializer.OffsetsInitializer
+    return KafkaOffsetsInitializer(initializers.offsets(offsets.asMap()))
 
 
 def kafka_sink(kafka: KafkaSettings, topic: str, name: str) -> KafkaSink:

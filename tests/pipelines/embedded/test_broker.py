@@ -75,3 +75,18 @@ def test_a_taken_port_is_an_error():
     with running_broker() as first:
         with pytest.raises(RuntimeError, match="did not start"):
             Broker(port=first.port, startup_timeout_s=2).start()
+
+
+@pytest.mark.engine
+def test_end_offsets_count_every_record_of_the_last_batch():
+    """Tansu lists a partition's end as its last batch's first offset + 1; end_offsets reads past it."""
+    from confluent_kafka import TopicPartition
+
+    with running_broker() as broker:
+        client = broker.client()
+        client.create_topic("batched", partitions=1)
+        client.produce("batched", [Record(value=b"x", key=b"k") for _ in range(300)], last_alone=False)
+        _, listed = client.consumer.get_watermark_offsets(TopicPartition("batched", 0), timeout=10, cached=False)
+        assert listed < 300  # what the broker lists: the case this test is about
+        assert client.end_offsets("batched") == {0: 300}
+        client.close()
