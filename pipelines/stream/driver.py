@@ -184,12 +184,14 @@ def environment(cfg: StreamConfig) -> tuple[StreamExecutionEnvironment, str | No
     conf.set_string("restart-strategy.type", "none")  # fail fast; a restart is a restore from a checkpoint
     for key, value in LOCAL_ONLY.items():
         conf.set_string(key, value)
-    if cfg.python_mode == "thread":  # no Beam worker pool in this process (PyFlink's binds every interface)
-        os.environ["_python_worker_execution_mode"] = "process"
+    # No Beam worker pool in this process (PyFlink's "loopback" pool binds every interface): in
+    # process mode the JVM starts the Python workers itself, with this interpreter.
+    os.environ["_python_worker_execution_mode"] = "process"
     conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_ms))
     conf.set_string("python.execution-mode", cfg.python_mode)
-    if cfg.python_mode == "thread":  # the interpreter embedded in the JVM imports the job's code from here
-        conf.set_string("python.pythonpath", os.pathsep.join(python_path()))
+    conf.set_string("python.executable", sys.executable)
+    # the interpreter the JVM embeds (thread mode) or starts (process mode) imports the job's code from here
+    conf.set_string("python.pythonpath", os.pathsep.join(python_path()))
     ledger = None
     if cfg.checkpoints is not None:
         cfg.checkpoints.mkdir(parents=True, exist_ok=True)

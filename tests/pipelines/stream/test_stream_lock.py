@@ -89,3 +89,27 @@ def test_second_job_refused_and_kill_9_takes_the_job_along(tmp_path):
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
+
+
+def test_process_mode_starts_no_python_worker_pool_on_every_interface(tmp_path):
+    """Process mode: the JVM starts the Python workers; PyFlink's "loopback" worker pool, which
+    listens on every interface, is not started in the driver. (The JVM itself still listens on
+    every interface in process mode: docs/reliability.md.)"""
+    apply(open_store(tmp_path), tmp_path)
+    source = tmp_path / "in"
+    source.mkdir()
+    cmd = [str(Path(sys.executable).parent / "recstream"), "stream", "--workdir", str(tmp_path),
+           "--source", str(source), "--follow", "--python-mode", "process"]
+    job = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        event = {"event_id": "e1", "user_id": 7, "item_id": 3, "event_type": "click", "timestamp": 1_700_000_000_000}
+        (source / "part-0.jsonl").write_text(json.dumps(event) + "\n")
+        store = open_store(tmp_path)
+        wait_until(lambda: any(read_rows(store, "user_sequence", [stable_id(7)])), "the job's first row", 240)
+        python = [p for p in [job.pid, *descendants(job.pid)] if "java" not in cmdline(p)]
+        listeners = tcp_listeners(python)
+        assert all(ipaddress.ip_address(addr).is_loopback for _, addr, _ in listeners), [
+            (pid, addr, port, cmdline(pid)[:80]) for pid, addr, port in listeners]
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(timeout=30)
