@@ -6,7 +6,7 @@ from pathlib import Path
 
 from features.errors import MissingInput
 from pipelines.cli import flags
-from pipelines.store.outages import online_errors
+from pipelines.store.outages import online_errors, retried
 
 
 def add(sub) -> None:
@@ -68,6 +68,7 @@ def online(args, extra) -> int:
         raise MissingInput(work / "feast" / "registry.db", f"no feature store there; run `recstream materialize "
                            f"--workdir {work}` first (or check --workdir)")
     with online_errors(store.connection_string()):
-        got = read_user_features(open_store(work, store), users, args.now)
+        got = retried(lambda: read_user_features(open_store(work, store), users, args.now),
+                      store.connection_string(), "recstream online")
     print(json.dumps({raw: got[u] for raw, u in zip(args.user, users)}, indent=2, default=str))
     return 0

@@ -48,7 +48,30 @@ def test_a_hung_then_a_stopped_redis_ends_online_with_one_line(tmp_path):
         address = server.address
         server.close()
     code, lines, _ = run("online", "--workdir", str(tmp_path), "--online", "redis", "--redis-url", address, "42")
-    assert code == 2 and len(lines) == 1 and f"Redis at {address}" in lines[0] and "ConnectionError" in lines[0], lines
+    assert code == 2 and len(lines) == 2, lines  # a stopped server is retried (a restart), then one line
+    assert lines[0].startswith(f"recstream online: Redis at {address} refused") and "retrying for up to 5 s" in lines[0]
+    assert f"Redis at {address}" in lines[1] and "ConnectionError" in lines[1], lines
+
+
+def test_online_waits_out_a_redis_restart(tmp_path):
+    redis_server_or_skip()
+    server = RedisServer().start()
+    apply(open_store(tmp_path), tmp_path)
+    server.stop()
+    reader = subprocess.Popen([RECSTREAM, "online", "--workdir", str(tmp_path), "--online", "redis", "--redis-url",
+                               server.address, "42"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "RECSTREAM_REDIS_RETRY_S": "120"})
+    try:
+        said = reader.stderr.readline()  # the reader met the stopped server and says it retries
+        assert f"Redis at {server.address} refused" in said and "retrying for up to 120 s" in said, said
+        server.start()  # the same port
+        out, err = reader.communicate(timeout=120)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+        server.close()
+    assert reader.returncode == 0, err
+    assert '"42"' in out
 
 
 def test_a_mistyped_run_folder_is_named_and_not_created(tmp_path):
