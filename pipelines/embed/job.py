@@ -2,8 +2,8 @@
 
 Reads a catalog (Parquet: item_id int64 as features.ids hashes it, optional ``text``
 (string or binary), optional ``image_ref`` (a file path under ``image_root`` or the
-catalog's folder; one that leads outside it is not read: ``image_outside_root``)) and writes under ``<workdir>/offline/item_embeddings``
-(layout in features/item_vectors.py)::
+catalog's folder; one that leads outside it is not read: ``image_outside_root``)) and
+writes under ``<workdir>/offline/item_embeddings`` (layout in features/item_vectors.py)::
 
     version=<v>/part-<run>-*.parquet   item_id, encoder_version, vector, modalities, content_digest, embedded_ts
     _rejected/version=<v>/part-<run>-*  one row per named issue: reason, action, detail, raw
