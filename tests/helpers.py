@@ -105,3 +105,21 @@ def tcp_listeners(pids: list[int]) -> list[tuple[int, str, int]]:
             if target.startswith("socket:[") and target[8:-1] in listening:
                 out.append((pid, *listening[target[8:-1]]))
     return out
+
+
+def produce_in_batches(bootstrap: str, topic: str, records: list) -> int:
+    """Send records (pipelines.embedded.kafka.Record) to partition 0 of ``topic`` the way a busy
+    producer does: all queued before one flush, with a long linger, so the batches are cut by
+    size only (the same way every run) and the last one holds many records. Returns the end
+    offset the broker then lists for the partition."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10_000})
+    for rec in records:
+        producer.produce(topic, value=rec.value, key=rec.key, partition=0, timestamp=rec.timestamp or 0)
+    assert producer.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "produce-in-batches"})
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10, cached=False)[1]
+    finally:
+        consumer.close()

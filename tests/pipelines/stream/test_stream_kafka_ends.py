@@ -12,6 +12,7 @@ from pipelines.embedded.kafka import Record
 from pipelines.store.feature_store import apply, open_store
 from pipelines.stream.config import KafkaSettings, StreamConfig
 from pipelines.stream.driver import run_stream
+from tests.helpers import produce_in_batches
 
 pytestmark = pytest.mark.engine
 T0 = 1_704_067_200_000
@@ -28,7 +29,7 @@ def test_a_bounded_run_reads_the_last_batch_whole(tmp_path):
                               dead_letter_topic="dead", examples_topic="examples", accepted_topic="accepted")
         client.create_topic("batched", partitions=1)
         create_stream_topics(client, kafka)
-        client.produce("batched", events, last_alone=False)  # as any producer sends: in batches
+        assert produce_in_batches(broker.bootstrap_servers, "batched", events) < len(events)  # listed short
         counts = run_stream(StreamConfig(workdir=tmp_path, kafka=kafka, now_ms=T0 + 10**9, examples=False))
         accepted = client.read("accepted", count=counts["accepted"], timeout_s=30)
         client.close()
