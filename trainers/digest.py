@@ -23,7 +23,7 @@ def file_sha256(path: str | Path) -> str:
 
 def record_sha256(record: dict) -> str:
     """The sha256 of a JSON-able record, independent of key order."""
-    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(_canonical(record)).hexdigest()
 
 
 def signing_key() -> bytes | None:
@@ -34,4 +34,8 @@ def signing_key() -> bytes | None:
 
 def record_hmac(record: dict, key: bytes) -> str:
     """HMAC-SHA256 of a JSON-able record under ``key``, independent of key order."""
-    return hmac.new(key, json.dumps(record, sort_keys=True).encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key, _canonical(record), hashlib.sha256).hexdigest()
+
+
+def _canonical(record: dict) -> bytes:
+    return json.dumps(record, sort_keys=True).encode()

@@ -40,7 +40,8 @@ class KafkaReader:
                                   "auto.offset.reset": "earliest", "fetch.wait.max.ms": 50, "logger": LOG,
                                   **properties})
         try:
-            found = self.consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+            # every topic's metadata, not this one's: a broker that auto-creates topics would create it
+            found = self.consumer.list_topics(timeout=timeout_s).topics.get(topic)
         except KafkaException as err:
             self.consumer.close()
             raise ServiceError("Kafka", bootstrap, f"no answer about topic {topic!r} in {timeout_s:g} s "

@@ -9,8 +9,9 @@ LINES_PER_FILE = 250_000
 
 
 def write_json_lines(records: Iterable[str | bytes | dict], folder: Path, prefix: str = "events") -> int:
-    """Write records (dicts, serialized lines, or a source's raw bytes, e.g. a line that is not
-    UTF-8, kept as it was for validation to reject) into numbered files; returns the count."""
+    """Write records (dicts, serialized lines, or a source's raw bytes, e.g. a CSV line that is
+    not UTF-8, its fields joined by commas, for validation to reject) into numbered files;
+    returns the count."""
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob(f"{prefix}-*.jsonl"):
         old.unlink()
