@@ -170,7 +170,7 @@ def item_content_definitions(offline_dir: str, item: Entity) -> dict:
     if not version_dir(offline_dir, version).is_dir():
         return {}
     source = FileSource(name="item_embedding_offline", path=str(version_dir(offline_dir, version)),
-                        timestamp_field="embedded_ts")
+                        timestamp_field="valid_from_ts")
     view = FeatureView(
         name=ITEM_CONTENT,
         entities=[item],

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 from features.errors import RecstreamError
+from features.validate import MIN_TIMESTAMP_MS
 
 ITEM_EMBEDDINGS = "item_embeddings"
 DEFAULT_VERSION = "mm-v1"
@@ -47,8 +48,13 @@ ITEM_EMBEDDING_SCHEMA = pa.schema([
     pa.field("vector", pa.list_(pa.float32()), nullable=False),
     pa.field("modalities", pa.string(), nullable=False),  # "text", "image", "text+image" or "fallback"
     pa.field("content_digest", pa.string(), nullable=False),
-    pa.field("embedded_ts", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("embedded_ts", pa.timestamp("us", tz="UTC"), nullable=False),  # the run's time: orders an item's rows
+    # From when the vector describes the item (the item_content view's event time, so point-in-time
+    # reads inside the data's range find it): the catalog's valid_from where it has one, else
+    # VALID_SINCE_EVER for an item's first vector in its version, else (changed content) the run's time.
+    pa.field("valid_from_ts", pa.timestamp("us", tz="UTC"), nullable=False),
 ])
+VALID_SINCE_EVER_MS = MIN_TIMESTAMP_MS  # 1990-01-01, the oldest time an event may have
 
 ISSUE_SCHEMA = pa.schema([
     pa.field("item_id", pa.int64()),

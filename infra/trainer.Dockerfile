@@ -8,8 +8,8 @@ FROM python:3.11-slim-bookworm
 ENV PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
 WORKDIR /opt/recstream
 COPY requirements/lock.txt requirements/torchrec.txt requirements/
-RUN pip install -r requirements/lock.txt \
-    && pip install --no-deps -r requirements/torchrec.txt
+RUN pip install --require-hashes -r requirements/lock.txt \
+    && pip install --no-deps --require-hashes -r requirements/torchrec.txt
 COPY pyproject.toml README.md ./
 COPY features features
 COPY pipelines pipelines

@@ -30,13 +30,20 @@ PY=$(command -v python3.11 || command -v python3)
 "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || {
   say "Python 3.11 is required, found $("$PY" --version 2>&1); install python3.11 and rerun"; exit 1; }
 [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PY" -m venv "$VENV"; }
-want=$(cat requirements/lock.txt requirements/torchrec.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat requirements/pip.txt requirements/torch-cpu.txt requirements/lock.txt requirements/torchrec.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   say "installing the locked Python packages (about 2 GB, a few minutes the first time)"
-  pip_quiet "$VENV/bin/python" -m pip install -q --upgrade pip==24.3.1
-  pip_quiet "$VENV/bin/python" -m pip install -q -r requirements/lock.txt
+  # Every file is checked against the sha256 hashes in the lock (scripts/lock_hashes.py writes them).
+  pip_quiet "$VENV/bin/python" -m pip install -q --require-hashes --upgrade -r requirements/pip.txt
+  # torch's CPU build first: among files whose hashes the lock allows, pip would rank PyPI's CUDA build first.
+  # (Where the wheel lies in a local wheel folder and download.pytorch.org is out of reach, pip's
+  # one retry warning is dropped.)
+  "$VENV/bin/python" -m pip install -q --no-deps --require-hashes --retries 1 \
+    --extra-index-url https://download.pytorch.org/whl/cpu -r requirements/torch-cpu.txt \
+    2> >(grep -v -e "is ignored" -e "/whl/cpu/torch/" >&2)
+  pip_quiet "$VENV/bin/python" -m pip install -q --require-hashes -r requirements/lock.txt
   # torchrec's metadata asks for the CUDA fbgemm-gpu; the CPU build is in the lock.
-  pip_quiet "$VENV/bin/python" -m pip install -q --no-deps -r requirements/torchrec.txt
+  pip_quiet "$VENV/bin/python" -m pip install -q --no-deps --require-hashes -r requirements/torchrec.txt
   pip_quiet "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
   echo "$want" > "$STAMP"
 fi

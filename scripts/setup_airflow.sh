@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${RECSTREAM_AIRFLOW_VENV:-.cache/airflow-venv}
 STAMP="$VENV/.recstream-lock"
-want=$(sha256sum requirements/airflow-lock.txt | cut -d' ' -f1)
+want=$(cat requirements/pip.txt requirements/airflow-lock.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ] && [ -x "$VENV/bin/python" ]; then
   exit 0
 fi
@@ -14,8 +14,8 @@ PY=$(command -v python3.11 || command -v python3)
 printf 'setup: making the Airflow environment %s (about 30 s)\n' "$VENV"
 rm -rf "$VENV"
 "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip==24.3.1 2> >(grep -v "is ignored" >&2)
-"$VENV/bin/python" -m pip install -q -r requirements/airflow-lock.txt 2> >(grep -v "is ignored" >&2)
+"$VENV/bin/python" -m pip install -q --require-hashes --upgrade -r requirements/pip.txt 2> >(grep -v "is ignored" >&2)
+"$VENV/bin/python" -m pip install -q --require-hashes -r requirements/airflow-lock.txt 2> >(grep -v "is ignored" >&2)
 "$VENV/bin/python" -c "import airflow.providers.standard.operators.bash" \
   || { printf 'setup: the Airflow environment does not import; remove %s and rerun\n' "$VENV"; exit 1; }
 echo "$want" > "$STAMP"

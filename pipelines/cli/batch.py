@@ -25,7 +25,9 @@ def add(sub) -> None:
     b.add_argument("--stats-as-of", type=int, help="ms; write user/item stats as of this time")
     b.add_argument("--labels-until", type=int,
                    help="ms; the data's end: impressions whose click window runs past it get no label")
-    b.add_argument("--labels", default="impression_click", choices=["impression_click", "next_item"])
+    b.add_argument("--labels", choices=["impression_click", "next_item"],
+                   help="default: what `recstream ingest` found fits the data (its ingest.json above the "
+                        "input), else impression_click")
     b.add_argument("--negatives", type=int, default=1)
     b.set_defaults(func=backfill, beam_flags=True)
 
@@ -47,10 +49,35 @@ def backfill(args, extra) -> int:
     from pipelines.batch.backfill import BackfillConfig, run_backfill
     from pipelines.config import from_dict
 
+    labels, catalog = _ingest_defaults(args.input, args.labels, args.catalog)
     cfg = from_dict(BackfillConfig, {
-        "input": args.input, "output": args.output, "catalog": args.catalog,
+        "input": args.input, "output": args.output, "catalog": catalog,
         "sequence": {"max_len": args.max_len}, "recent_len": args.recent_len, "category_len": args.category_len,
         "stats_as_of_ms": args.stats_as_of, "labels_until_ms": args.labels_until,
-        "labels": {"kind": args.labels, "negatives": args.negatives}})
-    print(json.dumps(run_backfill(cfg, extra), indent=2))
+        "labels": {"kind": labels, "negatives": args.negatives}})
+    counts = run_backfill(cfg, extra)
+    print(json.dumps(counts, indent=2))
+    if counts["accepted"] and not counts["examples"] and labels == "impression_click":
+        print("recstream backfill: note: 0 examples: no impression was followed by a click of its item; for data "
+              "without impressions (ratings, purchases) use --labels next_item --catalog WORKDIR/catalog.parquet",
+              file=sys.stderr)
     return 0
+
+
+def _ingest_defaults(inputs: str, labels: str | None, catalog: str | None) -> tuple[str, str | None]:
+    """--labels and --catalog where not given: from the ingest.json of the run folder the input lies in
+    (W/raw/backfill/*.jsonl -> W), so a dataset ingest labels next_item is backfilled that way."""
+    from pipelines.sources.ingest import RESULT, read_result
+
+    if labels is not None:
+        return labels, catalog
+    first = Path(inputs.split(",")[0])
+    for folder in list(first.parents)[:3]:
+        got = read_result(folder)
+        if got is not None:
+            if catalog is None and got.label_kind == "next_item" and (folder / "catalog.parquet").is_file():
+                catalog = str(folder / "catalog.parquet")
+            print(f"recstream backfill: labels {got.label_kind} (from {folder / RESULT}; --labels overrides)",
+                  file=sys.stderr)
+            return got.label_kind, catalog
+    return "impression_click", catalog

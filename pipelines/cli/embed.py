@@ -12,7 +12,7 @@ def add(sub) -> None:
     e = sub.add_parser("embed", help="Beam job: item catalog -> versioned multimodal item vectors -> Feast; "
                                      "unknown flags go to Beam's PipelineOptions")
     e.add_argument("--workdir", required=True, help="run folder (vectors go to WORKDIR/offline/item_embeddings)")
-    e.add_argument("--catalog", help="Parquet catalog: item_id (hashed), text, image_ref "
+    e.add_argument("--catalog", help="Parquet catalog: item_id (hashed), text, image_ref, valid_from (ms, optional) "
                                      "(default WORKDIR/catalog.parquet)")
     e.add_argument("--dataset", help="build the catalog from a dataset instead: synthetic | ml-latest-small | "
                                      "ml-1m | ml-100k (MovieLens: titles, genres and tags)")

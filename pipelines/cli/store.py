@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from features.errors import MissingInput
@@ -19,7 +20,8 @@ def add(sub) -> None:
     h = sub.add_parser("historical", help="point-in-time features for an entity table (a training set)")
     h.add_argument("--workdir", required=True, help="a run folder the backfill wrote")
     h.add_argument("--entities", required=True,
-                   help="Parquet (or .jsonl) with user_id, timestamp (ms) [, item_id, category_id]")
+                   help="Parquet (or .jsonl) with user_id, timestamp (ms) [, item_id, category_id]: raw IDs "
+                        "as in the data (or the run's hashed IDs)")
     h.add_argument("--out", required=True, help="Parquet file to write")
     flags.caps(h)
     h.add_argument("--feast", action="append", help="also join a Feast feature, e.g. item_content:vector")
@@ -29,7 +31,8 @@ def add(sub) -> None:
     o.add_argument("--workdir", required=True)
     o.add_argument("--now", type=int, help="ms; read the statistics as of this time (default: the clock)")
     flags.online(o)
-    o.add_argument("user", nargs="+", help="raw user IDs")
+    o.add_argument("--json", action="store_true", help="every feature as JSON (default: a short block per user)")
+    o.add_argument("user", nargs="+", help="raw user IDs (or the run's hashed IDs)")
     o.set_defaults(func=online)
 
 
@@ -52,23 +55,39 @@ def materialize(args, extra) -> int:
 def historical(args, extra) -> int:
     from pipelines.store.historical import write_historical
 
+    notes: list[str] = []
     rows = write_historical(Path(args.workdir), Path(args.entities), Path(args.out), flags.cap_values(args),
-                            args.feast or None)
+                            args.feast or None, notes)
+    for note in notes:
+        print(f"recstream historical: note: {note}", file=sys.stderr)
     print(f"wrote {rows:,} rows with point-in-time features to {args.out}")
     return 0
 
 
 def online(args, extra) -> int:
-    from features.ids import stable_id
-    from pipelines.store.feature_store import open_store, read_user_features
+    import time
 
-    users = [stable_id(u) for u in args.user]
+    from features.id_dictionary import IdDictionary
+    from pipelines.store.feature_store import open_store, read_user_features
+    from pipelines.store.online_view import UserRead, as_json, as_text
+
     work, store = Path(args.workdir), flags.online_store(args)
+    ids = IdDictionary.load(work, "user_id")
+    # A raw ID is hashed (features.ids); one of the run's hashed IDs is read as it is.
+    hashed, given = ids.resolve([int(u) if u.isdigit() and int(u) in ids.raw_of else u for u in args.user])
+    users = [int(u) for u in hashed]
     if not (work / "feast" / "registry.db").is_file():
         raise MissingInput(work / "feast" / "registry.db", f"no feature store there; run `recstream materialize "
                            f"--workdir {work}` first (or check --workdir)")
+    now = int(time.time() * 1000) if args.now is None else args.now
     with online_errors(store.connection_string()):
-        got = retried(lambda: read_user_features(open_store(work, store), users, args.now),
+        got = retried(lambda: read_user_features(open_store(work, store), users, now),
                       store.connection_string(), "recstream online")
-    print(json.dumps({raw: got[u] for raw, u in zip(args.user, users)}, indent=2, default=str))
+    reads = [UserRead(typed, u, ids.raw_of.get(u, None if g else typed), bool(g), got[u])
+             for typed, u, g in zip(args.user, users, given)]
+    items = IdDictionary.load(work, "item_id")
+    if args.json:
+        print(json.dumps(as_json(reads, items), indent=2, default=str))
+    else:
+        print(as_text(reads, items, now))
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipelines.train.job import RANKERS, RETRIEVERS
+from pipelines.train import RANKERS, RETRIEVERS
 
 
 def add(sub) -> None:

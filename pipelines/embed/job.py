@@ -46,8 +46,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from features.errors import MissingInput, RecstreamError
 from features.item_vectors import (ISSUE_SCHEMA, ITEM_EMBEDDING_SCHEMA, MANIFESTS, REJECTED, REPAIRS, STAGING,
-                                   content_digest, embeddings_root, file_digest, prepare_text, serving_version,
-                                   set_serving_version, version_dir)
+                                   VALID_SINCE_EVER_MS, content_digest, embeddings_root, file_digest, prepare_text,
+                                   serving_version, set_serving_version, version_dir)
 from pipelines.batch.adapters import NAMESPACE
 from pipelines.config import typed
 from pipelines.embed.encoders import EncoderSpec, ItemContent, load_item_encoder
@@ -96,6 +96,7 @@ class Prepared(NamedTuple):
     digest: str
     issues: tuple[tuple[str, str], ...]
     raw_text: str | None  # a preview for the dead letters
+    valid_from_ms: int | None = None  # the catalog's valid_from (ms), or what SelectFn decides
 
 
 def _preview(value, limit: int = 300) -> str | None:
@@ -137,8 +138,9 @@ class PrepareFn(beam.DoFn):
                     image_digest = file_digest(path)
                 except OSError:
                     image_digest = None  # the encoder names the reason (missing, unreadable)
+        valid_from = row.get("valid_from")
         return Prepared(item, text, ref, path, content_digest(text, ref, image_digest), tuple(issues),
-                        _preview(raw_text))
+                        _preview(raw_text), valid_from if isinstance(valid_from, int) else None)
 
 
 def inside(root: str, ref: str) -> str | None:
@@ -176,6 +178,8 @@ class SelectFn(beam.DoFn):
         if old and max(old)[1] == chosen.digest:
             self.skipped.inc()
             return []
+        if chosen.valid_from_ms is None and not old:  # the item's first content: it held all along
+            chosen = chosen._replace(valid_from_ms=VALID_SINCE_EVER_MS)
         return [chosen]
 
 
@@ -222,6 +226,8 @@ class EncodeBatchFn(beam.DoFn):
             pa.array(out.modalities, pa.string()),
             pa.array([p.digest for p in batch], pa.string()),
             pa.array(np.full(n, self.embedded_us, dtype=np.int64)).cast(pa.timestamp("us", tz="UTC")),
+            pa.array([self.embedded_us if p.valid_from_ms is None else p.valid_from_ms * 1000 for p in batch],
+                     pa.int64()).cast(pa.timestamp("us", tz="UTC")),
         ], schema=ITEM_EMBEDDING_SCHEMA)
 
 
@@ -238,7 +244,7 @@ def build(p: beam.Pipeline, cfg: EmbedConfig, run_id: str, embedded_us: int, exi
     """The job's graph; it writes this run's vectors and issues under stage (see run_embed)."""
     spec = cfg.encoder
     files = sorted(glob.glob(cfg.catalog_path))
-    columns = [c for c in ("item_id", "text", "image_ref") if c in pq.read_schema(files[0]).names]
+    columns = [c for c in ("item_id", "text", "image_ref", "valid_from") if c in pq.read_schema(files[0]).names]
     image_root = cfg.image_root or str(Path(files[0]).resolve().parent)
     prepared = (p | "ReadCatalog" >> beam.io.ReadFromParquet(cfg.catalog_path, columns=columns)
                 | "Prepare" >> beam.ParDo(PrepareFn(spec, image_root)).with_outputs(ISSUES, main="items"))

@@ -167,10 +167,10 @@ def materialize_item_vectors(store: FeatureStore, workdir: Path) -> int:
     folder = version_dir(offline, serving_version(offline) or DEFAULT_VERSION)
     if not folder.is_dir():
         return 0
-    table = ds.dataset(folder, format="parquet").to_table(columns=["embedded_ts"])
+    table = ds.dataset(folder, format="parquet").to_table(columns=["valid_from_ts"])
     if table.num_rows == 0:
         return 0
-    lo, hi = pc.min_max(table.column("embedded_ts")).values()
+    lo, hi = pc.min_max(table.column("valid_from_ts")).values()
     store.materialize(lo.as_py() - timedelta(seconds=1), hi.as_py() + timedelta(seconds=1),
                       feature_views=[ITEM_CONTENT])
     return table.num_rows

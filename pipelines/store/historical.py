@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 from feature_repo.definitions import PACKED, view_fields
 from features.errors import InputError, MissingInput
 from features.historical import point_in_time
+from features.id_dictionary import ENTITIES, IdDictionary
 from features.packed import unpack
 from features.pit import sort_log
 from features.tables import PACKED_KIND, TABLES
@@ -27,18 +29,21 @@ REQUIRED = ("user_id", "timestamp")
 
 
 def historical_features(workdir: Path, entities: pa.Table, caps: dict[str, int],
-                        feast_refs: list[str] | None = None) -> pa.Table:
+                        feast_refs: list[str] | None = None, notes: list[str] | None = None) -> pa.Table:
     """Point-in-time features for every entity row, in the rows' order.
 
     Args:
         workdir: a run folder the backfill wrote (offline/behavior_log and event_log).
-        entities: user_id, timestamp (ms) and optionally item_id, category_id.
+        entities: user_id, timestamp (ms) and optionally item_id, category_id: raw IDs as in the
+            data (hashed here with features.ids), or the run's hashed IDs (kept as they are).
         caps: each sequence view's length cap.
         feast_refs: more Feast features to join, e.g. ["item_content:vector"].
+        notes: where given, gets a line per ID column that held hashed IDs.
 
     Returns:
-        the entity columns plus every sequence and statistics feature as of each row's time
-        (strictly before it), and the Feast features (null where none is older).
+        the entity columns (hashed IDs) with raw_<column> beside each (the run's raw ID, from its
+        ID dictionary; null where it has none), every sequence and statistics feature as of each
+        row's time (strictly before it), and the Feast features (null where none is older).
     """
     missing = [c for c in REQUIRED if c not in entities.column_names]
     if missing:
@@ -50,10 +55,33 @@ def historical_features(workdir: Path, entities: pa.Table, caps: dict[str, int],
             raise MissingInput(offline / name, f"run the backfill into {workdir} first")
     behavior_log = sort_log(ds.dataset(offline / "behavior_log", format="parquet").to_table())
     event_log = ds.dataset(offline / "event_log", format="parquet").to_table()
+    entities, raw = _hashed_ids(workdir, entities, event_log, notes if notes is not None else [])
     out = point_in_time(entities, behavior_log, event_log, caps)
     if feast_refs:
         out = _join_feast(out, entities, workdir, feast_refs)
+    for name, column in raw.items():
+        out = out.add_column(out.column_names.index(name) + 1, f"raw_{name}", column)
     return out
+
+
+def _hashed_ids(workdir: Path, entities: pa.Table, event_log: pa.Table,
+                notes: list[str]) -> tuple[pa.Table, dict[str, pa.Array]]:
+    """The entity table with hashed ID columns, and each column's raw IDs. A value that is one of
+    the run's hashed IDs (in its event log or ID dictionary) is kept; any other is a raw ID."""
+    raw = {}
+    for name in [c for c in ENTITIES if c in entities.column_names]:
+        column = entities.column(name)
+        if column.null_count:
+            raise InputError(f"the entity table's {name}", f"has {column.null_count:,} nulls; give every row an ID")
+        ids = IdDictionary.load(workdir, name)
+        known = set(pc.unique(event_log.column(name)).drop_null().to_pylist()) if name in event_log.column_names else set()
+        hashed, given = ids.resolve(column, known)
+        if given.any():
+            notes.append(f"{int(given.sum()):,} of {len(given):,} {name} values are hashed IDs of this run; "
+                         f"kept as they are")
+        entities = entities.set_column(entities.column_names.index(name), name, pa.array(hashed, pa.int64()))
+        raw[name] = ids.raw(hashed)
+    return entities, raw
 
 
 def _join_feast(out: pa.Table, entities: pa.Table, workdir: Path, refs: list[str]) -> pa.Table:
@@ -107,7 +135,7 @@ def read_entities(path: Path) -> pa.Table:
 
 
 def write_historical(workdir: Path, entities_path: Path, out_path: Path, caps: dict[str, int],
-                     feast_refs: list[str] | None = None) -> int:
-    table = historical_features(workdir, read_entities(entities_path), caps, feast_refs)
+                     feast_refs: list[str] | None = None, notes: list[str] | None = None) -> int:
+    table = historical_features(workdir, read_entities(entities_path), caps, feast_refs, notes)
     pq.write_table(table, out_path)
     return table.num_rows

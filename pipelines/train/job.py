@@ -28,9 +28,8 @@ from features.errors import ConfigError, MissingInput
 from features.pit import sort_log
 from features.splits import time_splits
 from pipelines.staged import staged
+from pipelines.train import RANKERS, RETRIEVERS
 
-RANKERS = ("mean", "din", "tin")
-RETRIEVERS = ("single", "comirec-sa", "mind")
 OUTPUTS = ("weights.pt", "metrics.json", "predictions.parquet")
 
 

@@ -30,6 +30,8 @@ def write_version(work, version, rows, name="part-0.parquet"):
         "content_digest": pa.array([r[3] for r in rows]),
         "embedded_ts": pa.array([datetime.fromtimestamp(r[2], timezone.utc) for r in rows],
                                 pa.timestamp("us", tz="UTC")),
+        "valid_from_ts": pa.array([datetime.fromtimestamp(r[2], timezone.utc) for r in rows],
+                                  pa.timestamp("us", tz="UTC")),
     }, schema=ITEM_EMBEDDING_SCHEMA)
     pq.write_table(table, folder / name)
 

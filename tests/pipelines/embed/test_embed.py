@@ -116,6 +116,8 @@ def test_vectors_equal_the_encoder_called_directly(run):
     assert {r["modalities"] for r in rows.values()} == {"text+image", "text", "image", "fallback"}
     assert all(r["encoder_version"] == SPEC.version for r in rows.values())
     assert all(r["embedded_ts"] == datetime.fromtimestamp(NOW_MS / 1000, timezone.utc) for r in rows.values())
+    # An item's first content held all along: point-in-time reads inside the data's range find it.
+    assert all(r["valid_from_ts"] == datetime(1990, 1, 1, tzinfo=timezone.utc) for r in rows.values())
     encoder = load_item_encoder(SPEC)
     img = str(work / "img")
     direct = encoder.encode_batch([
@@ -162,6 +164,9 @@ def test_changed_and_new_items_are_embedded_beside_the_old_files(run, tmp_path):
     direct = load_item_encoder(SPEC).encode_batch([ItemContent(2, "Heat (1995) (Action, Crime, Drama)", None)])
     np.testing.assert_allclose(rows[2]["vector"], direct.vectors[0], atol=1e-4)
     assert rows[11]["modalities"] == "text"
+    # Changed content is valid from the run that saw it; a new item's first content, all along.
+    assert rows[2]["valid_from_ts"] == datetime.fromtimestamp((NOW_MS + 2000) / 1000, timezone.utc)
+    assert rows[11]["valid_from_ts"] == datetime(1990, 1, 1, tzinfo=timezone.utc)
     # The catalog of the fixture again: item 2 changes back and is embedded again; 11 keeps its vector.
     counts = run_embed(EmbedConfig(workdir=str(work), encoder=SPEC, batch_size=4, now_ms=NOW_MS + 3000))
     assert counts["embedded"] == 1 and counts["skipped_unchanged"] == 9
@@ -205,6 +210,19 @@ def test_feast_online_and_offline_vectors_equal_the_parquet_rows(run):
     for item, vector, version in zip(offline["item_id"], offline["vector"], offline["encoder_version"]):
         assert version == SPEC.version
         assert np.array_equal(np.asarray(vector, np.float32), np.array(parquet[item]["vector"], np.float32))
+
+    # Inside the data's range (before any embedding run) the vectors are there, and a content
+    # change shows from the run that embedded it: item 2 changed at NOW+2 s and back at NOW+3 s.
+    history = pq.read_table(version_dir(work / "offline", SPEC.version)).to_pylist()
+    item2 = [r["vector"] for r in sorted((r for r in history if r["item_id"] == 2), key=lambda r: r["embedded_ts"])]
+    year_before = NOW_MS - 365 * 86_400_000
+    inside = pd.DataFrame({"item_id": [1, 2, 2], "event_timestamp": pd.to_datetime(
+        [year_before, year_before, NOW_MS + 2500], unit="ms", utc=True)})
+    got = store.get_historical_features(entity_df=inside, features=["item_content:vector"]).to_df()
+    got = got.sort_values(["item_id", "event_timestamp"]).reset_index(drop=True)
+    for i, want in enumerate([parquet[1]["vector"], item2[0], item2[1]]):
+        assert np.array_equal(np.asarray(got["vector"][i], np.float32), np.array(want, np.float32)), i
+    assert not np.array_equal(np.asarray(item2[0], np.float32), np.asarray(item2[1], np.float32))
 
     # Promote another version: apply re-points the view, materialize serves the new vectors.
     v3 = EncoderSpec(version="mm-v3", image_model="none")

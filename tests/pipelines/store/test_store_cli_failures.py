@@ -71,7 +71,7 @@ def test_online_waits_out_a_redis_restart(tmp_path):
             reader.kill()
         server.close()
     assert reader.returncode == 0, err
-    assert '"42"' in out
+    assert "user 42 " in out and "not in the online store" in out
 
 
 def test_a_mistyped_run_folder_is_named_and_not_created(tmp_path):
