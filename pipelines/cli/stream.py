@@ -11,7 +11,12 @@ from pipelines.config import ConfigError, from_dict, read_toml
 
 def add(sub) -> None:
     s = sub.add_parser("stream", help="PyFlink job: Kafka topic or event files -> online features, examples, "
-                                      "dead letters (docs/streaming.md)")
+                                      "dead letters (docs/streaming.md); `stream stop JOB` stops a cluster's job")
+    s.add_argument("action", nargs="?", choices=("run", "stop"), default="run",
+                   help="run (default) the job; stop: stop JOB on the cluster (--savepoint DIR: with a savepoint "
+                        "to --restore from)")
+    s.add_argument("job", nargs="?", help="stop: the job ID (`recstream cluster status` lists them)")
+    s.add_argument("--savepoint", help="stop: folder for the savepoint (default: cancel without one)")
     s.add_argument("--config", help="a TOML file of StreamConfig settings; the flags below override it")
     s.add_argument("--workdir", help="run folder whose Feast store receives the updates")
     s.add_argument("--source", help="folder of JSON-lines files (instead of --kafka)")
@@ -39,7 +44,8 @@ def add(sub) -> None:
                    "write (default 100)")
     s.add_argument("--item-flush-ms", type=int, help="following: the same for item_stats rows (default 1000)")
     s.add_argument("--python-mode", choices=("thread", "process"),
-                   help="PyFlink's Python execution mode: in the JVM (thread, default) or in Python workers")
+                   help="PyFlink's Python execution mode: in the JVM (thread, the default here) or in Python "
+                        "workers (process, the default with --target cluster)")
     s.add_argument("--bundle-ms", type=int, help="process mode only: the Python bundle time (default 100)")
     s.add_argument("--no-examples", action="store_true", help="no training-example stream")
     s.add_argument("--no-item-stats", action="store_true", help="leave item_stats to the backfill (faster)")
@@ -50,15 +56,28 @@ def add(sub) -> None:
     s.add_argument("--target", choices=("local", "cluster"), default="local",
                    help="local: a PyFlink mini-cluster here (default); cluster: submit to --jobmanager (the "
                         "job's driver stays here until the job ends)")
-    s.add_argument("--jobmanager", help="host:port of a running Flink cluster's REST endpoint (with --target cluster)")
+    s.add_argument("--jobmanager", help="host:port of a running Flink cluster's REST endpoint (with --target "
+                                        "cluster; default: the one `recstream cluster start` left in runs/flink)")
+    s.add_argument("--detached", action="store_true", help="with --target cluster: print the job ID and return; "
+                                                           "the job runs until `recstream stream stop JOB`")
 
 
 def run(args, extra) -> int:
     from pipelines.stream.config import StreamConfig
     from pipelines.stream.driver import run_stream
 
-    cfg = from_dict(StreamConfig, stream_settings(args))
-    if args.target != "local" or args.jobmanager:
+    if args.action == "stop":
+        return stop(args)
+    if args.job:
+        raise ConfigError(f"unexpected argument {args.job!r}: a job ID goes with `recstream stream stop JOB`")
+    data = stream_settings(args)
+    if args.target == "cluster":
+        # A session cluster runs job after job in one TaskManager JVM, and on Java 17 a second
+        # thread-mode Python job there fails to load its native library (pemja; Flink's reflective
+        # fix reads a field Java 17 lacks): process mode, unless python_mode is set.
+        data.setdefault("python_mode", "process")
+    cfg = from_dict(StreamConfig, data)
+    if args.target != "local" or args.jobmanager or args.detached:
         return on_cluster(cfg, args)
     print(json.dumps(run_stream(cfg), indent=2))
     return 0
@@ -109,18 +128,24 @@ def stream_settings(args) -> dict:
 
 def on_cluster(cfg, args) -> int:
     """--target cluster: package the job and submit it to a running Flink cluster (pipelines/stream/cluster/submit.py)."""
+    from pipelines.cli.cluster import jobmanager_address
     from pipelines.stream.cluster.distribution import FlinkJobError
-    from pipelines.stream.cluster.submit import submit_stream
+    from pipelines.stream.cluster.submit import submit_stream, submit_stream_detached
 
-    if args.target != "cluster" or not args.jobmanager:
-        raise ConfigError("--target cluster and --jobmanager host:port (the cluster's REST address, e.g. "
-                          "localhost:8081) go together")
+    if args.target != "cluster":
+        raise ConfigError("--jobmanager and --detached go with --target cluster")
+    address = jobmanager_address(args.jobmanager)
     try:
-        client = submit_stream(args.jobmanager, cfg)
+        if args.detached:
+            job = submit_stream_detached(address, cfg)
+            print(f"job {job} runs on {address}\n  status: recstream cluster status   stop: recstream stream stop "
+                  f"{job} --jobmanager {address} [--savepoint DIR]")
+            return 0
+        client = submit_stream(address, cfg)
     except FlinkJobError as err:
         print(f"recstream stream: error: {err}", file=sys.stderr)
         return 1
-    print(f"job {client.job_id} runs on {args.jobmanager}; its driver runs here until it ends (Ctrl-C stops it)",
+    print(f"job {client.job_id} runs on {address}; its driver runs here until it ends (Ctrl-C stops it)",
           file=sys.stderr, flush=True)
     try:
         code = client.wait()
@@ -129,3 +154,21 @@ def on_cluster(cfg, args) -> int:
     client.stop()
     print(client.output())  # the client's lines, then the driver's counts
     return 0 if code == 0 else 1
+
+
+def stop(args) -> int:
+    """`recstream stream stop JOB [--savepoint DIR]`: cancel the job, or stop it with a savepoint."""
+    from pipelines.cli.cluster import jobmanager_address
+    from pipelines.stream.cluster.rest import cancel_job, stop_with_savepoint
+
+    if not args.job:
+        raise ConfigError("recstream stream stop needs the job ID (recstream cluster status lists them)")
+    address = jobmanager_address(args.jobmanager)
+    if args.savepoint:
+        where = stop_with_savepoint(address, args.job, Path(args.savepoint).resolve().as_uri())
+        print(f"job {args.job} stopped with a savepoint at {where}\n  restart: recstream stream --target cluster "
+              f"--detached --restore {where.removeprefix('file:')} ...")
+    else:
+        cancel_job(address, args.job)
+        print(f"job {args.job} canceled on {address}")
+    return 0

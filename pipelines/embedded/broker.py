@@ -38,13 +38,16 @@ def tansu_binary() -> Path:
 class Broker:
     """One Tansu process at a time on a port; start() after stop() runs a new, empty broker."""
 
-    def __init__(self, port: int | None = None, startup_timeout_s: float = 10.0):
+    def __init__(self, port: int | None = None, startup_timeout_s: float = 10.0, log: Path | None = None,
+                 detached: bool = False):
+        """detached: in a session of its own, to outlive the process that started it (`recstream broker start`)."""
         self.binary = tansu_binary()
         self.port = port
         self.startup_timeout_s = startup_timeout_s
+        self.detached = detached
         self.proc: subprocess.Popen | None = None
         self.pid: int | None = None  # the last started process's PID
-        self.log = Path(tempfile.mkdtemp(prefix="recstream-tansu-")) / "tansu.log"
+        self.log = log or Path(tempfile.mkdtemp(prefix="recstream-tansu-")) / "tansu.log"
 
     @property
     def bootstrap_servers(self) -> str:
@@ -63,7 +66,8 @@ class Broker:
         with open(self.log, "ab") as log:
             return subprocess.Popen([str(self.binary), "broker", "--listener-url", url, "--advertised-listener-url",
                                      url, "--storage-engine", "memory://tansu/"],
-                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=self.detached)
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop the broker by its PID (SIGTERM, then SIGKILL) and reap it."""

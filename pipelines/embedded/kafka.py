@@ -73,8 +73,14 @@ class KafkaClient:
         found = meta.topics.get(topic)
         if found is None or found.error is not None:
             raise ServiceError("Kafka", self.bootstrap, f"topic {topic!r} does not exist",
-                               "create it (recstream's demo and tests create their topics)")
+                               f"create it: recstream topics create {topic} --kafka {self.bootstrap}")
         return sorted(found.partitions)
+
+    def topics(self) -> dict[str, int]:
+        """Every topic (but the broker's internal ones) and its number of partitions."""
+        meta = self._call(lambda: self.admin.list_topics(timeout=self.timeout_s), "list topics")
+        return {name: len(t.partitions) for name, t in sorted(meta.topics.items())
+                if t.error is None and not name.startswith("__")}
 
     def create_topic(self, topic: str, partitions: int = 1) -> bool:
         """Create a topic (replication factor 1); False if it already existed."""

@@ -1,4 +1,4 @@
-"""The JobManager's REST API: one call, a setting, a job's failure, waiting for a state, cancel."""
+"""The JobManager's REST API: one call, a setting, a job's failure, waiting for a state, cancel, stop with a savepoint."""
 from __future__ import annotations
 
 import json
@@ -21,11 +21,13 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def rest(address: str, path: str, method: str = "GET", timeout_s: float = 10.0) -> dict | list:
-    """One call to the JobManager's REST API; the JSON answer ({} when empty)."""
+def rest(address: str, path: str, method: str = "GET", timeout_s: float = 10.0, body: dict | None = None) -> dict | list:
+    """One call to the JobManager's REST API (body: sent as JSON); the JSON answer ({} when empty)."""
     host, port = parse_address(address)
-    with urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}{path}", method=method),
-                                timeout=timeout_s) as answer:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://{host}:{port}{path}", method=method, data=data,
+                                     headers={"Content-Type": "application/json"} if data else {})
+    with urllib.request.urlopen(request, timeout=timeout_s) as answer:
         body = answer.read()
     return json.loads(body) if body else {}
 
@@ -94,3 +96,23 @@ def cancel_job(address: str, job_id: str, timeout_s: float = 60.0) -> dict:
     """Cancel (PATCH /jobs/<id>?mode=cancel) and wait until the job is CANCELED."""
     rest(address, f"/jobs/{job_id}?mode=cancel", method="PATCH")
     return wait_for_job(address, job_id, "CANCELED", timeout_s)
+
+
+def stop_with_savepoint(address: str, job_id: str, directory: str, timeout_s: float = 180.0) -> str:
+    """Stop the job with a savepoint in directory (POST /jobs/<id>/stop); returns the savepoint's
+    location once the job has FINISHED. A failed savepoint leaves the job running: FlinkJobError."""
+    trigger = rest(address, f"/jobs/{job_id}/stop", method="POST",
+                   body={"targetDirectory": directory, "drain": False})
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = rest(address, f"/jobs/{job_id}/savepoints/{trigger['request-id']}")
+        if got.get("status", {}).get("id") == "COMPLETED":
+            operation = got.get("operation") or {}
+            if "failure-cause" in operation:
+                cause = operation["failure-cause"].get("stack-trace", "")
+                raise FlinkJobError(f"the savepoint of job {job_id} failed; the job goes on:\n{cause[-3000:]}")
+            wait_for_job(address, job_id, "FINISHED", timeout_s=max(1.0, deadline - time.monotonic()))
+            return operation["location"]
+        time.sleep(0.25)
+    raise FlinkJobError(f"job {job_id}: no savepoint after {timeout_s:.0f}s; the job may still run "
+                        f"(recstream cluster status)")

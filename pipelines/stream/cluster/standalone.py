@@ -45,7 +45,7 @@ class FlinkCluster:
     def __init__(self, workdir: Path, slots: int = 2, jobmanager_memory: str = "1024m",
                  taskmanager_memory: str = "1728m", rest_port: int | None = None, rpc_port: int | None = None,
                  conf: dict | None = None, startup_timeout_s: float = 180.0):
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()  # its JVMs run in it: relative paths would mean something else there
         self.slots, self.startup_timeout_s = slots, startup_timeout_s
         self.rest_port, self.rpc_port = rest_port, rpc_port
         self.memory = {"jobmanager.memory.process.size": jobmanager_memory,

@@ -3,6 +3,7 @@
     job = submit_python(address, script="job.py", args=[...])   # detached: returns the job ID
     client = attach_python(address, module="pipelines.stream", ...)  # attached: the driver runs here
     client = submit_stream(address, StreamConfig(...))           # package the project, submit the stream job
+    job = submit_stream_detached(address, StreamConfig(...))     # the same, returning once it is submitted
 """
 from __future__ import annotations
 
@@ -196,17 +197,35 @@ def submit_stream(jobmanager: str, config, jars: Sequence[Path] = (),
     $RECSTREAM_STREAM_DEPS, set here to this checkout's folder: the driver imports the shipped
     copy of the packages, which has no .cache beside it. jars adds more."""
     folder = Path(tempfile.mkdtemp(prefix="recstream-stream-client-"))
+    try:
+        config, py_files, env = _stream_package(folder, config)
+        return attach_python(jobmanager, folder=folder, module="pipelines.stream", py_files=py_files, jars=jars,
+                             args=["--config", str(config)], python_executable=python_executable, env=env)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def submit_stream_detached(jobmanager: str, config, jars: Sequence[Path] = (),
+                           python_executable: str | None = None) -> str:
+    """As submit_stream, but the driver returns once the job is submitted: returns its job ID. The
+    job runs until it is stopped (`recstream stream stop JOB`); its counts are Flink metrics."""
+    folder = Path(tempfile.mkdtemp(prefix="recstream-stream-client-"))
+    try:
+        config, py_files, env = _stream_package(folder, config)
+        return submit_python(jobmanager, module="pipelines.stream", py_files=py_files, jars=jars,
+                             args=["--config", str(config), "--detach"], python_executable=python_executable,
+                             env=env)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stream_package(folder: Path, config) -> tuple[Path, list[Path], dict]:
+    """The job's TOML (written from a StreamConfig where one is given), its --pyFiles and the
+    client's environment."""
     if not isinstance(config, (str, Path)):
         config = write_stream_config(config, folder / "stream.toml")
     config = Path(config).absolute()
     if not config.is_file():
-        shutil.rmtree(folder, ignore_errors=True)
         raise MissingInput(config, "give the stream job's TOML config (see infra/stream.toml)")
-    try:
-        return attach_python(jobmanager, folder=folder, module="pipelines.stream",
-                             py_files=[package_project(folder)], jars=jars, args=["--config", str(config)],
-                             python_executable=python_executable,
-                             env={"RECSTREAM_STREAM_DEPS": str(stream_deps().absolute())})
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
+    return config, [package_project(folder)], {"RECSTREAM_STREAM_DEPS": str(stream_deps().absolute())}

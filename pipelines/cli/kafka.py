@@ -1,0 +1,176 @@
+"""`recstream broker start|stop|status`, `recstream topics create|list` and `recstream produce`:
+the embedded broker and any Kafka, without writing Python against internal modules."""
+from __future__ import annotations
+
+import glob
+import sys
+import time
+from pathlib import Path
+
+from features.errors import ConfigError, MissingInput
+
+BROKER_DIR = "runs/broker"
+CHUNK = 5_000  # records per produce call
+
+
+def add(sub) -> None:
+    b = sub.add_parser("broker", help="the embedded Kafka-protocol broker (Tansu, in memory) on 127.0.0.1")
+    b.add_argument("action", choices=("start", "stop", "status"))
+    b.add_argument("--workdir", default=BROKER_DIR, help=f"where its state and log live (default {BROKER_DIR})")
+    b.add_argument("--port", type=int, help="start: the port (default: a free one)")
+    b.set_defaults(func=broker)
+
+    t = sub.add_parser("topics", help="create or list Kafka topics")
+    t.add_argument("action", choices=("create", "list"))
+    t.add_argument("names", nargs="*", help="create: topic names (default: the stream job's four topics)")
+    t.add_argument("--partitions", type=int, default=1, help="create: partitions of each new topic (default 1)")
+    _kafka_flag(t)
+    t.set_defaults(func=topics)
+
+    p = sub.add_parser("produce", help="replay raw JSON-lines events into a topic, keyed by user, with event times")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--file", help="glob(s) of JSON-lines files, comma-separated")
+    source.add_argument("--run", help="a run folder `recstream ingest` wrote: its held-back raw/stream/*.jsonl")
+    p.add_argument("--topic", default="events")
+    p.add_argument("--rate", type=float, default=0.0, help="events per second (default: as fast as the broker takes)")
+    p.add_argument("--limit", type=int, help="stop after this many events")
+    _kafka_flag(p)
+    p.set_defaults(func=produce)
+
+
+def _kafka_flag(p) -> None:
+    p.add_argument("--kafka", help=f"bootstrap servers host:port (default: the broker `recstream broker start` "
+                                   f"left in {BROKER_DIR})")
+
+
+def _bootstrap(args) -> str:
+    from pipelines.daemons import load
+
+    if args.kafka:
+        return args.kafka
+    state = load(Path(BROKER_DIR))
+    if state is None:
+        raise ConfigError("--kafka", "give host:port, or start the embedded broker first: recstream broker start")
+    return state.address
+
+
+def broker(args, extra) -> int:
+    from pipelines import daemons
+    from pipelines.embedded.broker import Broker
+
+    folder = Path(args.workdir)
+    state = daemons.load(folder)
+    live = state is not None and all(daemons.running(state).values())
+    if args.action == "start":
+        if live:
+            print(f"broker already up at {state.address} (pid {state.pids['tansu']}, since {state.started})")
+            return 0
+        folder.mkdir(parents=True, exist_ok=True)
+        b = Broker(args.port, log=(folder / "tansu.log").resolve(), detached=True).start()
+        daemons.save(folder, daemons.Daemon("broker", {"tansu": b.pid}, b.bootstrap_servers, str(b.log), "tansu"))
+        print(f"broker up at {b.bootstrap_servers} (pid {b.pid}; in memory: its topics go when it stops)\n"
+              f"  use it: --kafka {b.bootstrap_servers}   stop it: recstream broker stop --workdir {folder}")
+        return 0
+    if state is None:
+        print(f"no broker was started from {folder}")
+        return 0 if args.action == "stop" else 1
+    if args.action == "stop":
+        daemons.stop(state, grace_s=10)
+        daemons.forget(folder)
+        print(f"broker at {state.address} stopped" if live else f"broker at {state.address} was not running")
+        return 0
+    if not live:
+        print(f"broker at {state.address} is not running (pid {state.pids['tansu']} gone); log: {state.log}")
+        return 1
+    print(f"broker up at {state.address} (pid {state.pids['tansu']}, since {state.started})")
+    _print_topics(state.address)
+    return 0
+
+
+def topics(args, extra) -> int:
+    from pipelines.embedded.kafka import KafkaClient
+    from pipelines.stream.config import KafkaSettings
+
+    address = _bootstrap(args)
+    if args.action == "list":
+        _print_topics(address)
+        return 0
+    if args.partitions < 1:
+        raise ConfigError("--partitions", f"must be >= 1, got {args.partitions}")
+    k = KafkaSettings(bootstrap_servers=address)
+    names = args.names or [k.topic, k.dead_letter_topic, k.examples_topic, k.accepted_topic]
+    with KafkaClient(address) as client:
+        for name in names:
+            made = client.create_topic(name, args.partitions if name == k.topic or args.names else 1)
+            print(f"{name}: {'created' if made else 'exists already'}")
+    return 0
+
+
+def _print_topics(address: str) -> None:
+    from pipelines.embedded.kafka import KafkaClient
+
+    with KafkaClient(address) as client:
+        found = client.topics()
+        if not found:
+            print(f"no topics on {address}; create them: recstream topics create --kafka {address}")
+        for name, parts in found.items():
+            ends = client.end_offsets(name)
+            print(f"{name}: {parts} partition{'s' if parts > 1 else ''}, {sum(ends.values()):,} records")
+
+
+def produce(args, extra) -> int:
+    from tqdm import tqdm
+
+    from pipelines.embedded.broker import event_records
+    from pipelines.embedded.kafka import KafkaClient
+
+    files = _files(args)
+    if args.rate < 0 or (args.limit is not None and args.limit < 0):
+        raise ConfigError("--rate/--limit", "must be >= 0")
+    address, sent, start = _bootstrap(args), 0, time.monotonic()
+    with KafkaClient(address) as client, tqdm(desc=f"produce to {args.topic}", unit=" events", file=sys.stderr,
+                                              disable=not sys.stderr.isatty()) as bar:
+        client.partitions(args.topic)  # a missing topic is named before anything is read
+        for chunk in _chunks(files, args.limit, max(1, min(CHUNK, int(args.rate) or CHUNK))):
+            sent += client.produce(args.topic, event_records(chunk))
+            bar.update(len(chunk))
+            if args.rate:
+                time.sleep(max(0.0, start + sent / args.rate - time.monotonic()))
+    seconds = time.monotonic() - start
+    print(f"produced {sent:,} events to {args.topic} on {address} in {seconds:.1f} s "
+          f"({sent / max(seconds, 1e-9):,.0f}/s) from {len(files)} file{'s' if len(files) > 1 else ''}")
+    return 0
+
+
+def _files(args) -> list[str]:
+    if args.run:
+        pattern = str(Path(args.run) / "raw" / "stream" / "*.jsonl")
+        files = sorted(glob.glob(pattern))
+        if not files:
+            raise MissingInput(pattern, "no held-back events there; run `recstream ingest --workdir RUN` first")
+        return files
+    files = sorted({f for g in args.file.split(",") if g for f in glob.glob(g)})
+    if not files or any(Path(f).is_dir() for f in files):
+        raise MissingInput(args.file, "give JSON-lines files (a glob that matches files, not folders)")
+    return files
+
+
+def _chunks(files: list[str], limit: int | None, size: int):
+    """Lists of raw lines (bytes, newline stripped, blank lines skipped), ``size`` at a time."""
+    chunk, total = [], 0
+    for path in files:
+        with open(path, "rb") as f:
+            for line in f:
+                line = line.rstrip(b"\r\n")
+                if not line.strip():
+                    continue
+                if limit is not None and total >= limit:
+                    break
+                chunk.append(line)
+                total += 1
+                if len(chunk) == size:
+                    yield chunk
+                    chunk = []
+    if chunk:
+        yield chunk
+
