@@ -22,7 +22,8 @@ def add(sub) -> None:
     b.add_argument("--output", required=True, help="folder for the offline tables")
     b.add_argument("--catalog", help="hashed catalog Parquet (needed for --labels next_item)")
     flags.caps(b)
-    b.add_argument("--stats-as-of", type=int, help="ms; write user/item stats as of this time")
+    b.add_argument("--stats-as-of", type=int, help="ms; write user/item stats as of this time (default: ingest's "
+                                                   "cutoff, where the run has an ingest.json)")
     b.add_argument("--labels-until", type=int,
                    help="ms; the data's end: impressions whose click window runs past it get no label")
     b.add_argument("--labels", choices=["impression_click", "next_item"],
@@ -48,12 +49,29 @@ def ingest(args, extra) -> int:
 def backfill(args, extra) -> int:
     from pipelines.batch.backfill import BackfillConfig, run_backfill
     from pipelines.config import from_dict
+    from pipelines.sources.ingest import RESULT
+    from pipelines.store.online_view import iso
 
-    labels, catalog = _ingest_defaults(args.input, args.labels, args.catalog)
+    got = _ingest_result(args.input)
+    labels, catalog, stats_as_of, labels_until = args.labels, args.catalog, args.stats_as_of, args.labels_until
+    if got is not None:
+        folder, got = got
+        said = []
+        if labels is None:
+            labels = got.label_kind
+            said.append(f"labels {labels}")
+            if catalog is None and labels == "next_item" and (folder / "catalog.parquet").is_file():
+                catalog = str(folder / "catalog.parquet")
+        if stats_as_of is None and labels_until is None:  # both at the cutoff: where the stream takes over
+            stats_as_of = labels_until = got.cutoff_ms
+            said.append(f"statistics and labels as of the cutoff {iso(got.cutoff_ms)}")
+        if said:
+            print(f"recstream backfill: {', '.join(said)} (from {folder / RESULT}; flags override)", file=sys.stderr)
+    labels = labels or "impression_click"
     cfg = from_dict(BackfillConfig, {
         "input": args.input, "output": args.output, "catalog": catalog,
         "sequence": {"max_len": args.max_len}, "recent_len": args.recent_len, "category_len": args.category_len,
-        "stats_as_of_ms": args.stats_as_of, "labels_until_ms": args.labels_until,
+        "stats_as_of_ms": stats_as_of, "labels_until_ms": labels_until,
         "labels": {"kind": labels, "negatives": args.negatives}})
     counts = run_backfill(cfg, extra)
     print(json.dumps(counts, indent=2))
@@ -64,20 +82,14 @@ def backfill(args, extra) -> int:
     return 0
 
 
-def _ingest_defaults(inputs: str, labels: str | None, catalog: str | None) -> tuple[str, str | None]:
-    """--labels and --catalog where not given: from the ingest.json of the run folder the input lies in
-    (W/raw/backfill/*.jsonl -> W), so a dataset ingest labels next_item is backfilled that way."""
-    from pipelines.sources.ingest import RESULT, read_result
+def _ingest_result(inputs: str):
+    """(run folder, what ingest found) for the run folder the input lies in (W/raw/backfill/*.jsonl -> W),
+    or None where ingest did not make it."""
+    from pipelines.sources.ingest import read_result
 
-    if labels is not None:
-        return labels, catalog
     first = Path(inputs.split(",")[0])
     for folder in list(first.parents)[:3]:
         got = read_result(folder)
         if got is not None:
-            if catalog is None and got.label_kind == "next_item" and (folder / "catalog.parquet").is_file():
-                catalog = str(folder / "catalog.parquet")
-            print(f"recstream backfill: labels {got.label_kind} (from {folder / RESULT}; --labels overrides)",
-                  file=sys.stderr)
-            return got.label_kind, catalog
-    return "impression_click", catalog
+            return folder, got
+    return None

@@ -15,15 +15,20 @@ CHUNK = 5_000  # records per produce call
 
 def add(sub) -> None:
     b = sub.add_parser("broker", help="the embedded Kafka-protocol broker (Tansu, in memory) on 127.0.0.1")
-    b.add_argument("action", choices=("start", "stop", "status"))
+    b.add_argument("action", choices=("start", "stop", "status", "address"),
+                   help="address: print its host:port alone (KAFKA=$(recstream broker address))")
     b.add_argument("--workdir", default=BROKER_DIR, help=f"where its state and log live (default {BROKER_DIR})")
     b.add_argument("--port", type=int, help="start: the port (default: a free one)")
     b.set_defaults(func=broker)
 
     t = sub.add_parser("topics", help="create or list Kafka topics")
-    t.add_argument("action", choices=("create", "list"))
+    t.add_argument("action", choices=("create", "list", "lag"),
+                   help="lag: a consumer group's committed offsets against each topic's end")
     t.add_argument("names", nargs="*", help="create: topic names (default: the stream job's four topics)")
     t.add_argument("--partitions", type=int, default=1, help="create: partitions of each new topic (default 1)")
+    t.add_argument("--group", default="recstream-stream", help="lag: the consumer group (default: the stream job's)")
+    t.add_argument("--wait", type=float, metavar="SECONDS",
+                   help="lag: wait up to this long for a lag of 0 (exit 1 if it stays above)")
     _kafka_flag(t)
     t.set_defaults(func=topics)
 
@@ -72,8 +77,11 @@ def broker(args, extra) -> int:
               f"  use it: --kafka {b.bootstrap_servers}   stop it: recstream broker stop --workdir {folder}")
         return 0
     if state is None:
-        print(f"no broker was started from {folder}")
+        print(f"no broker was started from {folder}", file=sys.stderr if args.action == "address" else sys.stdout)
         return 0 if args.action == "stop" else 1
+    if args.action == "address":
+        print(state.address)
+        return 0 if live else 1
     if args.action == "stop":
         daemons.stop(state, grace_s=10)
         daemons.forget(folder)
@@ -95,6 +103,8 @@ def topics(args, extra) -> int:
     if args.action == "list":
         _print_topics(address)
         return 0
+    if args.action == "lag":
+        return _lag(address, args.names or [KafkaSettings(bootstrap_servers=address).topic], args.group, args.wait)
     if args.partitions < 1:
         raise ConfigError("--partitions", f"must be >= 1, got {args.partitions}")
     k = KafkaSettings(bootstrap_servers=address)
@@ -116,6 +126,32 @@ def _print_topics(address: str) -> None:
         for name, parts in found.items():
             ends = client.end_offsets(name)
             print(f"{name}: {parts} partition{'s' if parts > 1 else ''}, {sum(ends.values()):,} records")
+
+
+def _lag(address: str, names: list[str], group: str, wait_s: float | None) -> int:
+    """Print each topic's lag for the group (end - committed, summed over partitions); with
+    wait_s, poll until every lag is 0 or the time is up."""
+    from pipelines.embedded.kafka import KafkaClient
+
+    deadline = time.monotonic() + (wait_s or 0)
+    with KafkaClient(address) as client:
+        while True:
+            lags = {}
+            for name in names:
+                ends, done = client.end_offsets(name), client.committed_offsets(group, name)
+                lags[name] = (sum(max(0, end - max(done.get(p, -1), 0)) for p, end in ends.items()),
+                              sum(max(c, 0) for c in done.values()), sum(ends.values()))
+            if wait_s is None or all(lag == 0 for lag, _, _ in lags.values()) or time.monotonic() >= deadline:
+                break
+            time.sleep(1.0)
+    for name, (lag, committed, end) in lags.items():
+        print(f"{name}: lag {lag:,} (group {group} committed {committed:,} of {end:,})")
+    behind = [n for n, (lag, _, _) in lags.items() if lag]
+    if wait_s is not None and behind:
+        print(f"recstream topics lag: {', '.join(behind)} still behind after {wait_s:.0f} s; is the job running "
+              f"(recstream cluster status)?", file=sys.stderr)
+        return 1
+    return 0
 
 
 def produce(args, extra) -> int:

@@ -138,8 +138,9 @@ def on_cluster(cfg, args) -> int:
     try:
         if args.detached:
             job = submit_stream_detached(address, cfg)
+            print(job)  # alone on stdout: JOB=$(recstream stream ... --detached)
             print(f"job {job} runs on {address}\n  status: recstream cluster status   stop: recstream stream stop "
-                  f"{job} --jobmanager {address} [--savepoint DIR]")
+                  f"{job} [--savepoint DIR]", file=sys.stderr)
             return 0
         client = submit_stream(address, cfg)
     except FlinkJobError as err:
@@ -165,10 +166,11 @@ def stop(args) -> int:
         raise ConfigError("recstream stream stop needs the job ID (recstream cluster status lists them)")
     address = jobmanager_address(args.jobmanager)
     if args.savepoint:
-        where = stop_with_savepoint(address, args.job, Path(args.savepoint).resolve().as_uri())
+        where = stop_with_savepoint(address, args.job, Path(args.savepoint).resolve().as_uri()).removeprefix("file:")
+        print(where)  # alone on stdout: SAVEPOINT=$(recstream stream stop JOB --savepoint DIR)
         print(f"job {args.job} stopped with a savepoint at {where}\n  restart: recstream stream --target cluster "
-              f"--detached --restore {where.removeprefix('file:')} ...")
+              f"--detached --restore {where} ...", file=sys.stderr)
     else:
         cancel_job(address, args.job)
-        print(f"job {args.job} canceled on {address}")
+        print(f"job {args.job} canceled on {address}", file=sys.stderr)
     return 0
