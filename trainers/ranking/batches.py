@@ -70,6 +70,23 @@ def to_batch(examples: pa.Table, log: pa.Table, spec: FeatureSpec, vectors: Item
     return _assemble(examples, seq, spec, vectors)
 
 
+def request_batch(history: dict | None, items: np.ndarray, categories: np.ndarray, now_ms: int, spec: FeatureSpec,
+                  vectors: ItemVectors | None = None) -> Batch:
+    """One user's request as a Batch: each candidate (hashed item, category) against the user's
+    behaviors before now_ms, from the online lifelong sequence row (seq_item_ids,
+    seq_category_ids, seq_timestamps, oldest first; None: no history), cut to spec.max_len as in training."""
+    n = len(items)
+    times = np.asarray((history or {}).get("seq_timestamps") or [], np.int64)
+    keep = np.flatnonzero(times < now_ms)[-spec.max_len:]
+    seq = {name: np.asarray((history or {}).get(name) or [], np.int64)[keep]
+           for name in ("seq_item_ids", "seq_category_ids", "seq_timestamps")}
+    table = pa.table({name: pa.array([values] * n, pa.list_(pa.int64())) for name, values in seq.items()})
+    table = table.append_column("seq_length", pa.array(np.full(n, len(keep), np.int32)))
+    examples = pa.table({"item_id": np.asarray(items, np.int64), "category_id": np.asarray(categories, np.int64),
+                         "timestamp": np.full(n, now_ms, np.int64), "label": np.zeros(n, np.int8)})
+    return _assemble(examples, table, spec, vectors)
+
+
 def _flat(table: pa.Table, name: str) -> np.ndarray:
     return pc.list_flatten(table.column(name)).to_numpy()
 

@@ -220,22 +220,30 @@ def predict(state_dict: dict[str, torch.Tensor], cfg: TrainConfig, examples: pa.
     A model trained with item vectors needs ``vectors`` of the encoder version recorded in
     ``model_meta`` (TrainResult.metadata() or the registry's metadata); another version is
     refused with EmbeddingVersionMismatch."""
-    vectors = vectors_for(cfg, vectors)
-    check_vectors(vectors)
-    if vectors is not None:
-        require_version(model_meta or {}, vectors.version)
     _check_columns(examples, ("user_id", "item_id", "category_id", "timestamp"), "examples")
     _check_columns(log, LOG_COLUMNS, "log")
     if "label" not in examples.column_names:  # serving requests carry no label
         examples = examples.append_column("label", pa.array(np.zeros(examples.num_rows, np.int8)))
+    model = serving_model(state_dict, cfg, vectors, model_meta)
+    vectors = vectors_for(cfg, vectors)
+    with threads(cfg.threads):
+        return score_batches(model, eval_batches(examples, sort_log(log), cfg.features, cfg.eval_batch_size, vectors))
+
+
+def serving_model(state_dict: dict[str, torch.Tensor], cfg: TrainConfig, vectors: ItemVectors | None = None,
+                  model_meta: dict | None = None) -> SequenceRanker:
+    """An unsharded ranker on CPU holding state_dict, in eval mode (what predict and `recstream serve` score with)."""
+    vectors = vectors_for(cfg, vectors)
+    check_vectors(vectors)
+    if vectors is not None:
+        require_version(model_meta or {}, vectors.version)
     # Built on "meta" and materialized empty: every value then comes from state_dict (strict).
     model = SequenceRanker(cfg.model_config(vectors.dim if vectors else 0), sparse_device=torch.device("meta"),
                            item_vectors=None if vectors is None else vectors.table).to_empty(device="cpu")
     if vectors is not None:  # to_empty() leaves buffers uninitialized; the vectors are not in state_dict
         model.item_vectors = vectors.table.float()
     model.load_state_dict(state_dict, strict=True)
-    with threads(cfg.threads):
-        return score_batches(model, eval_batches(examples, sort_log(log), cfg.features, cfg.eval_batch_size, vectors))
+    return model.eval()
 
 
 def vectors_for(cfg: TrainConfig, vectors: ItemVectors | None) -> ItemVectors | None:
