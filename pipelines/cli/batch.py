@@ -15,6 +15,7 @@ def add(sub) -> None:
     i.add_argument("--workdir", required=True)
     i.add_argument("--stream-fraction", type=float, default=0.1)
     i.add_argument("--synthetic", help='SyntheticConfig as JSON, e.g. \'{"users": 1000}\'')
+    flags.json_output(i)
     i.set_defaults(func=ingest)
 
     b = sub.add_parser("backfill", help="Beam backfill; unknown flags go to Beam's PipelineOptions")
@@ -30,6 +31,7 @@ def add(sub) -> None:
                    help="default: what `recstream ingest` found fits the data (its ingest.json above the "
                         "input), else impression_click")
     b.add_argument("--negatives", type=int, default=1)
+    flags.json_output(b)
     b.set_defaults(func=backfill, beam_flags=True)
 
 
@@ -42,7 +44,15 @@ def ingest(args, extra) -> int:
               args.stream_fraction)
     for note in got.notes:
         print(f"recstream ingest: note: {note}", file=sys.stderr)
-    print(json.dumps(vars(got), indent=2))
+    if args.json:
+        print(json.dumps(vars(got), indent=2))
+        return 0
+    from pipelines.store.online_view import iso
+
+    print(f"ingest: {got.backfill_records:,} records for the backfill (before {iso(got.cutoff_ms)}), "
+          f"{got.stream_records:,} held back for the stream; {got.catalog_items:,} catalog items; "
+          f"labels that fit: {got.label_kind}\n  wrote {args.workdir}: raw/backfill/, raw/stream/, catalog.parquet, "
+          f"ids.parquet, ingest.json")
     return 0
 
 
@@ -74,7 +84,14 @@ def backfill(args, extra) -> int:
         "stats_as_of_ms": stats_as_of, "labels_until_ms": labels_until,
         "labels": {"kind": labels, "negatives": args.negatives}})
     counts = run_backfill(cfg, extra)
-    print(json.dumps(counts, indent=2))
+    if args.json:
+        print(json.dumps(counts, indent=2))
+    else:
+        rejected = f" ({flags.counted(counts['rejected'])})" if counts["rejected"] else ""
+        print(f"backfill: {counts['read']:,} records read: {counts['accepted']:,} accepted, "
+              f"{counts['rejected_total']:,} rejected{rejected}, {counts['duplicates']:,} duplicates; "
+              f"{counts['examples']:,} training examples ({labels})\n  tables in {args.output} (counts.json: every "
+              f"count; rejected/: each rejected record with its reason)")
     if counts["accepted"] and not counts["examples"] and labels == "impression_click":
         print("recstream backfill: note: 0 examples: no impression was followed by a click of its item; for data "
               "without impressions (ratings, purchases) use --labels next_item --catalog WORKDIR/catalog.parquet",

@@ -26,6 +26,7 @@ def add(sub) -> None:
     e.add_argument("--device", default="cpu", help="torch device for the encoders (cpu, cuda, ...)")
     e.add_argument("--serve", action="store_true", help="serve this version afterwards (default: only the first)")
     e.add_argument("--no-materialize", action="store_true", help="skip feast apply + materialize")
+    flags.json_output(e)
     e.set_defaults(func=run, beam_flags=True)
 
 
@@ -53,5 +54,14 @@ def run(args, extra) -> int:
         store = open_store(work)
         apply(store, work)  # points item_content at the serving version
         counts["materialized_items"] = materialize_item_vectors(store, work)
-    print(json.dumps(counts, indent=2))
+    if args.json:
+        print(json.dumps(counts, indent=2))
+        return 0
+    rejected = f" ({flags.counted(counts['rejected'])})" if counts["rejected"] else ""
+    print(f"embed: {counts['items']:,} catalog items: {counts['embedded']:,} embedded "
+          f"({flags.counted(counts['modalities']) or 'none'}), {counts['skipped_unchanged']:,} unchanged, "
+          f"{sum(counts['rejected'].values()):,} issues{rejected}; version {counts['version']} (serving "
+          f"{counts['serving_version']}) in {counts['seconds']:.1f} s")
+    if "materialized_items" in counts:
+        print(f"  {counts['materialized_items']:,} item vectors online")
     return 0

@@ -62,3 +62,13 @@ def given(flags: dict) -> dict:
         if value is not None and value != {}:
             out[key] = value
     return out
+
+
+def json_output(p: argparse.ArgumentParser) -> None:
+    """--json: the command's result as JSON for machines (default: a short summary for people)."""
+    p.add_argument("--json", action="store_true", help="print the result as JSON (default: a short summary)")
+
+
+def counted(counts: dict) -> str:
+    """{"a": 2, "b": 1} as "a 2, b 1" (largest first); "" when empty."""
+    return ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))

@@ -48,7 +48,7 @@ def materialize(args, extra) -> int:
         gates, rows = publish(open_store(work, store), work, flags.cap_values(args))
     for gate in gates:
         print(gate.summary())
-    print(f"online rows: {rows}")
+    print("online rows: " + (", ".join(f"{view} {n:,}" for view, n in rows.items()) or "none (no table passed)"))
     return 0 if all(g.passed for g in gates) else 1
 
 

@@ -126,7 +126,8 @@ def store_stage(run: Run) -> None:
         from pipelines.store.feature_store import materialize_item_vectors
 
         online["item_content"] = materialize_item_vectors(run.store, run.work)
-    run.say(f"    online rows: {online} in {run.work / 'feast' / 'online.db'}")
+    run.say(f"    online rows: {', '.join(f'{view} {n:,}' for view, n in online.items())} in "
+            f"{run.work / 'feast' / 'online.db'}")
 
 
 def train_stage(run: Run) -> None:

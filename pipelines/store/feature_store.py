@@ -1,6 +1,7 @@
 """The Feast store of a run folder: open, apply, materialize, read and write online."""
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -171,8 +172,10 @@ def materialize_item_vectors(store: FeatureStore, workdir: Path) -> int:
     if table.num_rows == 0:
         return 0
     lo, hi = pc.min_max(table.column("valid_from_ts")).values()
-    store.materialize(lo.as_py() - timedelta(seconds=1), hi.as_py() + timedelta(seconds=1),
-                      feature_views=[ITEM_CONTENT])
+    # Feast prints a coloured banner and a progress bar of its own: the command says what it did instead.
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+        store.materialize(lo.as_py() - timedelta(seconds=1), hi.as_py() + timedelta(seconds=1),
+                          feature_views=[ITEM_CONTENT])
     return table.num_rows
 
 

@@ -34,13 +34,19 @@ def run(tmp_path_factory):
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(["backfill", "--input", str(work / "w" / "raw" / "backfill" / "*.jsonl"),
-                     "--output", str(work / "w" / "offline"), "--stats-as-of", str((START_S + 12 * DAY_S) * 1000)])
+                     "--output", str(work / "w" / "offline"), "--stats-as-of", str((START_S + 12 * DAY_S) * 1000),
+                     "--json"])
     assert code == 0
     return work / "w", out.getvalue(), err.getvalue()
 
 
-def test_ingest_writes_the_id_dictionary_and_its_result(run):
+def test_ingest_writes_the_id_dictionary_and_its_result(run, capsys):
     run, _, _ = run
+    assert main(["ingest", "--dataset", "csv", "--path", str(run.parent / "ratings.csv"), "--workdir",
+                 str(run.parent / "again"), "--stream-fraction", "0.25"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("ingest: 18 records for the backfill (before 2024-01-09T06:00:30Z), 6 held back for the "
+                      "stream; 9 catalog items; labels that fit: next_item")
     ids = pq.read_table(run / "ids.parquet").to_pylist()
     users = {r["raw"]: r["id"] for r in ids if r["entity"] == "user_id"}
     assert users == {"30": stable_id(30), "31": stable_id("31")}

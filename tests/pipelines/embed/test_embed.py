@@ -264,7 +264,9 @@ def test_cli_embeds_the_synthetic_catalog_into_feast(tmp_path, capsys):
     code = main(["embed", "--workdir", str(tmp_path), "--dataset", "synthetic", "--synthetic", '{"items": 40}',
                  "--version", "syn-v1", "--batch-size", "16"])
     assert code == 0
-    assert '"materialized_items": 40' in capsys.readouterr().out
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("embed: 40 catalog items: 40 embedded (text 40), 0 unchanged") and "version syn-v1" in out[0]
+    assert out[1] == "  40 item vectors online"
     counts = json.loads((tmp_path / "offline" / "item_embeddings" / "_counts.json").read_text())
     assert counts["embedded"] == 40 and counts["version"] == "syn-v1" and counts["modalities"] == {"text": 40}
     online = read_item_vectors(open_store(tmp_path), [stable_id(0), stable_id(39)], expected_version="syn-v1")
