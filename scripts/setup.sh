@@ -10,10 +10,11 @@ say() { printf 'setup: %s\n' "$*"; }
 # pip on these machines warns "Location ... is ignored" for every package: keep real errors visible.
 pip_quiet() { "$@" 2> >(grep -v "is ignored" >&2); }
 
-# 1. System packages: Java 17 (PyFlink) and redis-server (online store tests).
+# 1. System packages: Java 17 (PyFlink), redis-server (online store tests), chromium (the report test).
 need_apt=()
 java -version 2>&1 | grep -q 'version "17' || need_apt+=(openjdk-17-jre-headless)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v chromium >/dev/null || need_apt+=(chromium)  # the report test looks at the page in a real browser
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing ${need_apt[*]} with apt-get"

@@ -13,11 +13,11 @@ import os
 import sys
 
 from features.errors import RecstreamError
-from pipelines.cli import batch, cluster, demo, embed, kafka, retrain, serve, store, stream, train
+from pipelines.cli import batch, cluster, demo, embed, kafka, report, retrain, serve, store, stream, train
 from pipelines.config import as_folder
 from pipelines.progress import quiet_libraries
 
-GROUPS = (demo, batch, store, stream, cluster, kafka, embed, train, retrain, serve)
+GROUPS = (demo, batch, store, stream, cluster, kafka, embed, train, retrain, serve, report)
 FOLDERS = ("workdir", "output")  # flags that name a folder to work in, checked before any work
 
 

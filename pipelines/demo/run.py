@@ -152,7 +152,8 @@ def train_stage(run: Run) -> None:
     metrics = result.eval_metrics
     gate = model_gate(metrics, cfg.min_auc, cfg.min_lift)
     run.say(f"    ranker AUC {metrics['auc']:.4f} vs popularity {metrics['baseline_auc']:.4f}; {gate.summary()}")
-    run.summary.update(metrics=metrics, model_gate=vars(gate), samples_per_s=result.samples_per_s)
+    run.summary.update(metrics=metrics, model_gate=vars(gate), samples_per_s=result.samples_per_s,
+                       losses=[round(float(x), 5) for x in result.losses])
     if gate.passed:
         version = registry.register("ranker", result.state_dict,
                                     {"config": to_dict(cfg.train), "metrics": metrics, "sequence": to_dict(cfg.sequence),
