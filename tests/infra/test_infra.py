@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -73,20 +74,37 @@ def test_image_copies_files_that_exist():
             assert (REPO / part).exists(), f"infra/Dockerfile copies {part}, which is not in the repository"
 
 
-def test_kafka_connector_matches_the_flink_line_and_the_tested_jar():
+def test_image_fetches_the_connector_jars_the_tests_run():
+    """The image runs scripts/fetch_stream_deps.sh (the jars and sha256 values every test here uses) and
+    points the job at them; it ships no other Kafka connector (the job would load two)."""
     from pipelines.stream.connector import CONNECTOR_JARS
 
     text = dockerfile()
-    version = re.search(r"^ARG KAFKA_CONNECTOR_VERSION=(\S+)", text, re.M).group(1)
-    release, flink_line = version.rsplit("-", 1)
-    line_major, line_minor = (int(x) for x in flink_line.split("."))
-    assert line_major == MAJOR and line_minor <= MINOR, f"connector {version} is not for Flink {MAJOR}.x <= {PINNED}"
-    tested = f"flink-connector-kafka-{version}.jar"
-    assert tested in CONNECTOR_JARS, f"the image's connector {version} is not the one the tests run: {CONNECTOR_JARS}"
-    url = (f"https://repo.maven.apache.org/maven2/org/apache/flink/flink-sql-connector-kafka/{version}/"
-           f"flink-sql-connector-kafka-{version}.jar")
-    assert url in text, "state the connector's release URL in the Dockerfile"
-    assert "/opt/flink/lib/" in text and "sha1sum -c" in text
+    assert "COPY scripts/fetch_stream_deps.sh" in text
+    run = re.search(r"^RUN JARS_ONLY=1 .*bash scripts/fetch_stream_deps.sh (\S+)$", text, re.M)
+    assert run and re.search(rf"^ENV RECSTREAM_STREAM_DEPS={re.escape(run.group(1))}$", text, re.M)
+    script = (REPO / "scripts" / "fetch_stream_deps.sh").read_text()
+    assert all(f"|{jar}|" in script for jar in CONNECTOR_JARS)
+    assert "flink-sql-connector-kafka" not in text and "/opt/flink/lib/" not in text
+
+
+def test_the_image_carries_the_archive_a_submission_ships(tmp_path):
+    """The image builds dist/recstream.zip with package_project, the function `recstream stream --target
+    cluster` and the cluster tests submit with; it is reproducible, so both are the same bytes."""
+    import hashlib
+
+    from pipelines.stream.cluster.submit import package_project
+
+    assert "package_project as p; p(Path('dist'))" in dockerfile()
+    first = package_project(tmp_path / "a")
+    source = REPO / "features" / "__init__.py"
+    stat = source.stat()
+    os.utime(source, (stat.st_atime, stat.st_mtime + 3600))  # a fresh checkout: other file times
+    try:
+        second = package_project(tmp_path / "b")
+    finally:
+        os.utime(source, (stat.st_atime, stat.st_mtime))
+    assert hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
 
 
 # ---- the FlinkDeployment ------------------------------------------------------------------------------

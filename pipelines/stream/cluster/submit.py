@@ -159,7 +159,9 @@ def _tail(text, chars: int = 3000) -> str:
 
 
 def package_project(dest: Path) -> Path:
-    """The project's Python packages as dest/recstream.zip for --pyFiles (sorted; no caches or local data)."""
+    """The project's Python packages as dest/recstream.zip for --pyFiles (sorted; no caches or local
+    data). Reproducible: the same sources give the same bytes (fixed times and modes), so the
+    archive the job image carries is the one a submission from the same commit ships."""
     dest.mkdir(parents=True, exist_ok=True)
     out = dest / "recstream.zip"
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -167,7 +169,9 @@ def package_project(dest: Path) -> Path:
             for path in sorted((REPO / package).rglob("*")):
                 name = path.relative_to(REPO).as_posix()
                 if path.is_file() and "__pycache__" not in path.parts and not name.startswith(SKIP):
-                    zf.write(path, name)
+                    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                    info.external_attr, info.compress_type = 0o644 << 16, zipfile.ZIP_DEFLATED
+                    zf.writestr(info, path.read_bytes())
     return out
 
 

@@ -107,12 +107,14 @@ def test_stream_config_round_trips_through_toml(tmp_path):
     assert from_dict(StreamConfig, tomllib.loads(text)) == cfg
 
 
-def test_cli_target_cluster_needs_a_reachable_jobmanager(tmp_path, capsys):
+def test_cli_target_cluster_needs_a_reachable_jobmanager(tmp_path, capsys, monkeypatch):
     from pipelines.cli import main
 
+    monkeypatch.chdir(tmp_path)  # no runs/flink here: no cluster `recstream cluster start` left
     base = ["stream", "--source", str(tmp_path), "--workdir", str(tmp_path)]
     assert main(base + ["--target", "cluster"]) == 2
-    assert "--jobmanager host:port" in capsys.readouterr().err
+    assert "give host:port of a Flink cluster's REST endpoint, or start one: recstream cluster start" in \
+        capsys.readouterr().err
     assert main(base + ["--jobmanager", "127.0.0.1:8081"]) == 2  # --jobmanager alone: target is still local
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
