@@ -41,6 +41,10 @@ def quiet_libraries() -> None:
         if "site-packages" not in str(filename):
             show(message, category, filename, lineno, file, line)
     warnings.showwarning = show_ours
+    # librdkafka's own connection log: a Kafka that cannot be reached is one ServiceError line already.
+    logging.getLogger("recstream.kafka").setLevel(logging.CRITICAL)
+    # Beam logs a worker's failure (a Ctrl-C too) with its traceback, then raises it: the raise is enough.
+    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
     for name in ("great_expectations", "great_expectations.data_context.types.base", "torchrec",
                  "torch", "torch.fx._symbolic_trace", "py.warnings", "apache_beam"):
         logging.getLogger(name).setLevel(logging.ERROR)

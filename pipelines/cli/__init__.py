@@ -44,6 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     except RecstreamError as err:
         print(f"recstream {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return _interrupted(args.command)
+    except RuntimeError as err:
+        if str(err).startswith("KeyboardInterrupt"):  # Beam wraps a Ctrl-C in its workers this way
+            return _interrupted(args.command)
+        raise
+
+
+def _interrupted(command: str) -> int:
+    print(f"recstream {command}: interrupted (Ctrl-C); what it finished is whole (tables are swapped in at the "
+          "end, online rows never move back in time): run it again to finish", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import signal
 import site
 import sys
+import threading
 import time
 import traceback
 from collections import Counter
@@ -37,6 +39,7 @@ from pipelines.stream.receipts import ReceiptServer
 
 LEDGER = "bootstrap.sqlite"
 # The local mini-cluster listens on the loopback interface only, and its REST API takes no jobs.
+STOP_GRACE_S = 10.0  # after Ctrl-C, how long the parent waits for the job's final counts
 LOCAL_ONLY = {"rest.bind-address": "127.0.0.1", "rest.address": "127.0.0.1", "jobmanager.bind-host": "127.0.0.1",
               "taskmanager.bind-host": "127.0.0.1", "taskmanager.host": "127.0.0.1", "web.submit.enable": "false",
               "web.cancel.enable": "false"}
@@ -80,11 +83,19 @@ class StreamProcess:
     def start(self) -> "StreamProcess":
         """Start the job; a StateError if one runs on the same input and online store (lock.py)."""
         self.lock.acquire()
+        # The child starts ignoring Ctrl-C (an ignored signal stays ignored across exec): the parent
+        # takes it, sets the stop event and waits for the child's counts, and no half-started
+        # child prints a traceback of its own.
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
         try:
             self.child.start()
         except BaseException:
             self.lock.release()
             raise
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
         return self
 
     @property
@@ -95,30 +106,40 @@ class StreamProcess:
              until: Callable[[], bool] | None = None) -> dict:
         """The job's counts once it finishes or is stopped: progress(counts) returning True, or
         until() (polled every second, e.g. "the group's offsets reached the end") returning True."""
-        counts = _shape(Counter())
+        counts, interrupted, reported = _shape(Counter()), None, False  # interrupted: until when to wait
         try:
             while True:
                 try:
                     kind, payload = self.messages.get(timeout=1.0)
                 except queue.Empty:
+                    if interrupted is not None and time.monotonic() > interrupted:
+                        raise KeyboardInterrupt from None  # its final counts did not come in time
                     if not self.child.is_alive():
+                        if interrupted is not None or self.child.exitcode == -signal.SIGINT:
+                            raise KeyboardInterrupt from None
                         raise StreamJobError(f"the stream job exited with code {self.child.exitcode} "
                                              "and no result") from None
                     if until is not None and not self.stop.is_set() and until():
                         self.stop.set()
                     continue
                 except KeyboardInterrupt:
-                    self.stop.set()  # the child got the same Ctrl-C; wait for its final counts
+                    self.stop.set()  # the child cancels the job and sends its final counts
+                    if not reported:
+                        self.child.terminate()  # the job is not running yet: nothing to wait for
+                        raise
+                    interrupted = interrupted or time.monotonic() + STOP_GRACE_S
                     continue
                 if kind == "error":
+                    if interrupted is not None:  # e.g. the broker went with the same Ctrl-C
+                        raise KeyboardInterrupt
                     raise StreamJobError(payload)
-                counts = payload
+                counts, reported = payload, True
                 if kind == "done":
                     return counts
                 if progress is not None and progress(counts):
                     self.stop.set()
         finally:
-            self.child.join(timeout=60)
+            self.child.join(timeout=60 if interrupted is None and reported else 5)
             if self.child.is_alive():
                 self.child.kill()
                 self.child.join()
