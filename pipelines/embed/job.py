@@ -29,6 +29,7 @@ from __future__ import annotations
 import glob
 import json
 import shutil
+import sys
 import time
 import typing
 from collections import defaultdict
@@ -43,6 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
+from tqdm import tqdm
 
 from features.errors import MissingInput, RecstreamError
 from features.item_vectors import (ISSUE_SCHEMA, ITEM_EMBEDDING_SCHEMA, MANIFESTS, REJECTED, REPAIRS, STAGING,
@@ -183,6 +185,11 @@ class SelectFn(beam.DoFn):
         return [chosen]
 
 
+# A progress bar on a terminal while the DirectRunner runs the encoders in this process (workers
+# in other processes have none: the bar then stays at 0 and the stage's own line says when it ends).
+_PROGRESS: list = []
+
+
 class EncodeBatchFn(beam.DoFn):
     """A batch of Prepared -> one Arrow table of embedding rows (main) and issue rows (tagged)."""
 
@@ -217,6 +224,8 @@ class EncodeBatchFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(ISSUES, {"item_id": p.item_id, "reason": reason, "action": action,
                                                         "detail": detail, "raw": raw})
         self.embedded.inc(len(batch))
+        for bar in _PROGRESS:
+            bar.update(len(batch))
         n = len(batch)
         yield pa.Table.from_arrays([
             pa.array([p.item_id for p in batch], pa.int64()),
@@ -287,8 +296,15 @@ def run_embed(cfg: EmbedConfig, pipeline_args: list[str] | None = None) -> dict:
     shutil.rmtree(root / STAGING, ignore_errors=True)
     stage = root / STAGING / run_id
     stage.mkdir(parents=True)
-    with beam.Pipeline(options=PipelineOptions(pipeline_args or [])) as p:
-        build(p, cfg, run_id, embedded_us, existing, stage)
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(glob.glob(cfg.catalog_path)))
+    with tqdm(total=rows, desc=f"embed {spec.version}", unit=" items", file=sys.stderr,
+              disable=not sys.stderr.isatty()) as bar:
+        _PROGRESS[:] = [bar]
+        try:
+            with beam.Pipeline(options=PipelineOptions(pipeline_args or [])) as p:
+                build(p, cfg, run_id, embedded_us, existing, stage)
+        finally:
+            _PROGRESS.clear()
     counts = _counts(p.result)
     issues_dir = root / REJECTED / f"version={spec.version}"
     for folder, target in ((stage / "vectors", out), (stage / "issues", issues_dir)):
