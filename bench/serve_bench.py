@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import subprocess
@@ -32,21 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
-def percentile(ms: list[float], q: float) -> float:
-    ms = sorted(ms)
-    return ms[min(len(ms), max(1, math.ceil(q / 100 * len(ms)))) - 1]
-
-
-def timed(fn, calls: int, warmup: int = 20) -> dict:
-    for _ in range(warmup):
-        fn()
-    ms = []
-    for _ in range(calls):
-        start = time.perf_counter_ns()
-        fn()
-        ms.append((time.perf_counter_ns() - start) / 1e6)
-    return {"p50_ms": round(percentile(ms, 50), 2), "p99_ms": round(percentile(ms, 99), 2), "calls": calls}
+from bench.online_bench import timed  # noqa: E402  (p50 / p99 per call in ms, after warm-up calls)
 
 
 def build_run(work: Path, users: int, behaviors: int) -> list[str]:
@@ -116,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         users = build_run(work, args.users, args.behaviors)
         store = open_store(work)
         hashed = [stable_id(u) for u in users]
-        read = timed(lambda: read_rows(store, "user_sequence", [random.choice(hashed)]), args.calls)
+        read = timed(lambda: read_rows(store, "user_sequence", [random.choice(hashed)]), args.calls, 20)
         assert read_rows(store, "user_sequence", [hashed[0]])[0]["seq_length"] == args.behaviors
         port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--workdir", str(work),
@@ -134,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
                         sys.exit("recstream serve did not come up")
                     time.sleep(0.3)
             assert got["history_length"] == args.behaviors and len(got["ranking"]) == args.candidates
-            rank = timed(lambda: post(port, random.choice(bodies)), args.calls)
+            rank = timed(lambda: post(port, random.choice(bodies)), args.calls, 20)
             done, stop = [0] * args.threads, threading.Event()
 
             def client(i: int) -> None:
@@ -154,9 +139,9 @@ def main(argv: list[str] | None = None) -> None:
             server.wait(timeout=30)
     out = {"behaviors": args.behaviors, "candidates": args.candidates, "read": read, "rank": rank,
            "requests_per_s": round(per_s, 1), "threads": args.threads,
-           "rank_p50_over_read_p50": round(rank["p50_ms"] / read["p50_ms"], 1)}
-    print(f"online read alone ({args.behaviors} behaviors): p50 {read['p50_ms']} ms, p99 {read['p99_ms']} ms")
-    print(f"POST /rank ({args.candidates} candidates):   p50 {rank['p50_ms']} ms, p99 {rank['p99_ms']} ms "
+           "rank_p50_over_read_p50": round(rank["p50"] / read["p50"], 1)}
+    print(f"online read alone ({args.behaviors} behaviors): p50 {read['p50']:.2f} ms, p99 {read['p99']:.2f} ms")
+    print(f"POST /rank ({args.candidates} candidates):   p50 {rank['p50']:.2f} ms, p99 {rank['p99']:.2f} ms "
           f"({out['rank_p50_over_read_p50']}x the read's p50)")
     print(f"throughput: {out['requests_per_s']} requests/s with {args.threads} clients for {args.seconds:.0f} s")
     print(json.dumps(out))

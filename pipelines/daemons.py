@@ -15,10 +15,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
+
+from features.errors import ConfigError
 
 STATE = "state.json"
 
@@ -76,3 +80,44 @@ def stop(daemon: Daemon, grace_s: float = 30.0) -> None:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def command(folder: Path, name: str, action: str, start: Callable[[Path], Daemon],
+            show: Callable[[Daemon], None], grace_s: float) -> int:
+    """start | stop | status | address of the ``name`` server whose state lives in folder: start
+    (start(folder) -> Daemon) unless it is up, stop it by PID, show(state) while it is up, or print
+    its address alone. Returns the command's exit code."""
+    state = load(folder)
+    live = state is not None and all(running(state).values())
+    if action == "start":
+        if live:
+            print(f"{name} already up at {state.address} (since {state.started})")
+        else:
+            save(folder, start(folder))
+        return 0
+    if state is None:
+        print(f"no {name} was started from {folder}", file=sys.stderr if action == "address" else sys.stdout)
+        return 0 if action == "stop" else 1
+    if action == "address":
+        print(state.address)
+        return 0 if live else 1
+    if action == "stop":
+        stop(state, grace_s)
+        forget(folder)
+        print(f"{name} at {state.address} stopped" if live else f"{name} at {state.address} was not running")
+        return 0
+    if not live:
+        print(f"{name} at {state.address} is not (wholly) running: {running(state)}; logs {state.log}")
+        return 1
+    show(state)
+    return 0
+
+
+def address(given: str | None, folder: Path, flag: str, hint: str) -> str:
+    """The address a flag gives, else the one of the server started from folder."""
+    if given:
+        return given
+    state = load(Path(folder))
+    if state is None:
+        raise ConfigError(flag, hint)
+    return state.address

@@ -21,50 +21,31 @@ def add(sub) -> None:
 
 def jobmanager_address(given: str | None) -> str:
     """--jobmanager, else the cluster `recstream cluster start` left in runs/flink."""
-    from pipelines.daemons import load
+    from pipelines.daemons import address
 
-    if given:
-        return given
-    state = load(Path(CLUSTER_DIR))
-    if state is None:
-        raise ConfigError("--jobmanager", "give host:port of a Flink cluster's REST endpoint, or start one: "
-                                          "recstream cluster start")
-    return state.address
+    return address(given, Path(CLUSTER_DIR), "--jobmanager", "give host:port of a Flink cluster's REST endpoint, "
+                                                               "or start one: recstream cluster start")
 
 
 def cluster(args, extra) -> int:
     from pipelines import daemons
+
+    if args.slots < 1:
+        raise ConfigError("--slots", f"must be >= 1, got {args.slots}")
+    return daemons.command(Path(args.workdir), "cluster", args.action, lambda folder: _start(folder, args), _status,
+                           grace_s=30)
+
+
+def _start(folder: Path, args):
+    from pipelines.daemons import Daemon
     from pipelines.stream.cluster.standalone import FlinkCluster
 
-    folder = Path(args.workdir)
-    state = daemons.load(folder)
-    live = state is not None and all(daemons.running(state).values())
-    if args.action == "start":
-        if live:
-            print(f"cluster already up at {state.address} (since {state.started})")
-            return 0
-        if args.slots < 1:
-            raise ConfigError("--slots", f"must be >= 1, got {args.slots}")
-        print("starting a JobManager and a TaskManager (about 10 s) ...", flush=True)
-        c = FlinkCluster(folder, slots=args.slots, rest_port=args.port).start()
-        daemons.save(folder, daemons.Daemon("cluster", c.pids, c.address, str(c.log_dir), marker=str(c.log_dir)))
-        print(f"cluster up at {c.address} ({args.slots} slots; web UI http://{c.address}; logs {c.log_dir})\n"
-              f"  submit: recstream stream --target cluster --detached ...   stop: recstream cluster stop "
-              f"--workdir {folder}")
-        return 0
-    if state is None:
-        print(f"no cluster was started from {folder}")
-        return 0 if args.action == "stop" else 1
-    if args.action == "stop":
-        daemons.stop(state, grace_s=30)
-        daemons.forget(folder)
-        print(f"cluster at {state.address} stopped" if live else f"cluster at {state.address} was not running")
-        return 0
-    if not live:
-        print(f"cluster at {state.address} is not (wholly) running: {daemons.running(state)}; logs {state.log}")
-        return 1
-    _status(state)
-    return 0
+    print("starting a JobManager and a TaskManager (about 10 s) ...", flush=True)
+    c = FlinkCluster(folder, slots=args.slots, rest_port=args.port).start()
+    print(f"cluster up at {c.address} ({args.slots} slots; web UI http://{c.address}; logs {c.log_dir})\n"
+          f"  submit: recstream stream --target cluster --detached ...   stop: recstream cluster stop "
+          f"--workdir {folder}")
+    return Daemon("cluster", c.pids, c.address, str(c.log_dir), marker=str(c.log_dir))
 
 
 def _status(state) -> None:

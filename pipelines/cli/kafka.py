@@ -67,52 +67,35 @@ def _client(args, address: str):
 
 
 def _bootstrap(args) -> str:
-    from pipelines.daemons import load
+    from pipelines.daemons import address
 
-    if args.kafka:
-        return args.kafka
-    state = load(Path(BROKER_DIR))
-    if state is None:
-        raise ConfigError("--kafka", "give host:port, or start the embedded broker first: recstream broker start")
-    return state.address
+    return address(args.kafka, Path(BROKER_DIR), "--kafka",
+                   "give host:port, or start the embedded broker first: recstream broker start")
 
 
 def broker(args, extra) -> int:
     from pipelines import daemons
+
+    return daemons.command(Path(args.workdir), "broker", args.action, lambda folder: _start(folder, args.port),
+                           _show, grace_s=10)
+
+
+def _start(folder: Path, port: int | None):
+    from pipelines.daemons import Daemon
     from pipelines.embedded.broker import Broker
 
-    folder = Path(args.workdir)
-    state = daemons.load(folder)
-    live = state is not None and all(daemons.running(state).values())
-    if args.action == "start":
-        if live:
-            print(f"broker already up at {state.address} (pid {state.pids['tansu']}, since {state.started})")
-            return 0
-        folder.mkdir(parents=True, exist_ok=True)
-        b = Broker(args.port, log=(folder / "tansu.log").resolve(), detached=True).start()
-        daemons.save(folder, daemons.Daemon("broker", {"tansu": b.pid}, b.bootstrap_servers, str(b.log), "tansu"))
-        print(f"broker up at {b.bootstrap_servers} (pid {b.pid}; in memory: its topics go when it stops)\n"
-              f"  use it: --kafka {b.bootstrap_servers}   stop it: recstream broker stop --workdir {folder}")
-        return 0
-    if state is None:
-        print(f"no broker was started from {folder}", file=sys.stderr if args.action == "address" else sys.stdout)
-        return 0 if args.action == "stop" else 1
-    if args.action == "address":
-        print(state.address)
-        return 0 if live else 1
-    if args.action == "stop":
-        daemons.stop(state, grace_s=10)
-        daemons.forget(folder)
-        print(f"broker at {state.address} stopped" if live else f"broker at {state.address} was not running")
-        return 0
-    if not live:
-        print(f"broker at {state.address} is not running (pid {state.pids['tansu']} gone); log: {state.log}")
-        return 1
-    print(f"broker up at {state.address} (pid {state.pids['tansu']}, since {state.started})")
+    folder.mkdir(parents=True, exist_ok=True)
+    b = Broker(port, log=(folder / "tansu.log").resolve(), detached=True).start()
+    print(f"broker up at {b.bootstrap_servers} (pid {b.pid}; in memory: its topics go when it stops)\n"
+          f"  use it: --kafka {b.bootstrap_servers}   stop it: recstream broker stop --workdir {folder}")
+    return Daemon("broker", {"tansu": b.pid}, b.bootstrap_servers, str(b.log), "tansu")
+
+
+def _show(state) -> None:
     from pipelines.embedded.kafka import KafkaClient
 
+    print(f"broker up at {state.address} (pid {state.pids['tansu']}, since {state.started})")
     _print_topics(KafkaClient(state.address))
-    return 0
 
 
 def topics(args, extra) -> int:

@@ -11,19 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.stream.cluster.standalone import process_group
+
 pytestmark = pytest.mark.e2e
-
-
-def live_in_group(pgid: int) -> list[str]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            out.append(f"{stat.parent.name}: {(stat.parent / 'cmdline').read_bytes()[:120]!r}")
-    return out
 
 
 @pytest.mark.parametrize("stage", ["[3/8] item embeddings", "[6/8] stream"])
@@ -51,6 +41,6 @@ def test_ctrl_c_stops_the_demo_within_seconds_in_one_line(tmp_path, stage):
     assert "Traceback" not in err, err[-3000:]
     assert err.strip().splitlines()[-1].startswith("recstream demo: interrupted (Ctrl-C)")
     deadline = time.monotonic() + 15
-    while live_in_group(demo.pid) and time.monotonic() < deadline:
+    while process_group(demo.pid) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert live_in_group(demo.pid) == []
+    assert process_group(demo.pid) == []
