@@ -12,7 +12,9 @@ Redis with --online redis):
 
     .venv/bin/python bench/stream_bench.py [--events 30000] [--seconds 40] [--online sqlite|redis] [--parallelism 1]
         [--flush-ms 100] [--bundle-ms 100] [--checkpoint-ms 10000] [--rate R] [--kafka-property K=V]
-        [--python-mode thread|process]
+        [--python-mode thread|process] [--samples FILE]
+
+--samples FILE keeps every freshness and example-lag sample for `recstream report --bench FILE`.
 """
 from __future__ import annotations
 
@@ -197,7 +199,9 @@ def freshness_at(rate: float, seconds: float, flush_ms: int, bundle_ms: int, che
     return {"rate_events_per_s": round(rate), "sent": i, "flush_ms": flush_ms, "bundle_ms": bundle_ms,
             "checkpoint_ms": checkpoint_ms,
             "unseen": len(fresh.waiting),
-            **{f"freshness_{view}": pct(s) for view, s in fresh.samples.items()}, "example_lag": pct(lag.lags)}
+            **{f"freshness_{view}": pct(s) for view, s in fresh.samples.items()}, "example_lag": pct(lag.lags),
+            "samples_ms": {**{f"freshness_{view}": [round(x * 1000, 1) for x in s] for view, s in fresh.samples.items()},
+                           "example_lag": [round(x * 1000, 1) for x in lag.lags]}}
 
 
 def main() -> None:
@@ -215,6 +219,8 @@ def main() -> None:
                    help="PyFlink's Python execution mode, for the floor and the job alike")
     p.add_argument("--online", choices=("sqlite", "redis"), default="sqlite",
                    help="the online store: the run folder's SQLite, or a redis-server this script starts")
+    p.add_argument("--samples", help="write every freshness and lag sample (ms) and the rates as JSON here, for "
+                                     "`recstream report --bench FILE`")
     args = p.parse_args()
     lines = synthetic_lines(args.events)
     properties = dict(item.split("=", 1) for item in args.kafka_property)
@@ -237,9 +243,13 @@ def main() -> None:
             rate = job["events_per_s"] / 2
         work2 = Path(tempfile.mkdtemp(prefix="stream-fresh-"))
         apply(open_store(work2, second), work2)
-        print(json.dumps({"online": args.online, **freshness_at(
-            rate, args.seconds, args.flush_ms, args.bundle_ms, args.checkpoint_ms, properties, second, args.parallelism,
-            args.python_mode, client, broker, lines, work2)}), flush=True)
+        fresh = freshness_at(rate, args.seconds, args.flush_ms, args.bundle_ms, args.checkpoint_ms, properties, second,
+                             args.parallelism, args.python_mode, client, broker, lines, work2)
+        samples = fresh.pop("samples_ms")
+        print(json.dumps({"online": args.online, **fresh}), flush=True)
+        if args.samples:
+            Path(args.samples).write_text(json.dumps({"rate_events_per_s": fresh["rate_events_per_s"],
+                                                      "samples_ms": samples}))
 
 
 @contextlib.contextmanager

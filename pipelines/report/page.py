@@ -21,16 +21,20 @@ CHECK = ("<script>window.addEventListener('load',()=>{document.body.dataset.plot
          "[...document.images].filter(i=>i.complete&&i.naturalWidth>0).length;});</script>")
 
 
-def write_report(workdir: Path, out: Path | None = None) -> tuple[Path, int]:
-    """Write the report of ``workdir`` (default WORKDIR/report.html); returns (path, plots drawn)."""
+def write_report(workdir: Path, out: Path | None = None, bench: Path | None = None) -> tuple[Path, int]:
+    """Write the report of ``workdir`` (default WORKDIR/report.html), with the stream's freshness
+    from ``bench`` (bench/stream_bench.py --samples) where given; returns (path, plots drawn)."""
     workdir = Path(workdir)
     out = Path(out) if out is not None else workdir / "report.html"
     summary = _json(workdir / "summary.json") or {}
     records = [json.loads(line) for line in _lines(workdir / "retrain" / "windows.jsonl")]
+    stream = _json(Path(bench)) if bench is not None else None
     figures = {
         "Training": plots.training_loss(summary.get("losses") or []),
         "Continuous training, window by window": plots.windows(records),
         "Feature distributions (what the data gates checked)": plots.distributions(*_distributions(workdir)),
+        "Stream freshness and example lag (bench/stream_bench.py)":
+            plots.stream_latency(stream["samples_ms"], stream.get("rate_events_per_s")) if stream else None,
     }
     parts = [f"<h1>recstream run {html.escape(str(workdir))}</h1>",
              f"<p>written {datetime.now(timezone.utc).isoformat(timespec='seconds')}</p>"]

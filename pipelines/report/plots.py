@@ -77,3 +77,20 @@ def distributions(seq_lengths: np.ndarray, ctr_7d: np.ndarray, item_behaviors: n
     axes[2].hist(np.log10(1 + np.asarray(item_behaviors, np.float64)), bins=30, color="tab:green")
     axes[2].set(title="items' lifetime behaviors", xlabel="log10(1 + behaviors)", ylabel="items")
     return _png(fig)
+
+
+def stream_latency(samples_ms: dict[str, list[float]], rate: float | None) -> bytes | None:
+    """bench/stream_bench.py --samples: how long after it was produced an event was readable
+    online (per view), and the example stream's lag, as histograms."""
+    series = {name: np.asarray(v, np.float64) for name, v in samples_ms.items() if len(v)}
+    if not series:
+        return None
+    fig, axes = plt.subplots(1, len(series), figsize=(3.4 * len(series), 3), squeeze=False)
+    for ax, (name, ms) in zip(axes[0], series.items()):
+        ax.hist(ms, bins=40, color="tab:purple")
+        ax.axvline(np.percentile(ms, 99), color="black", ls="--", lw=1, label=f"p99 {np.percentile(ms, 99):,.0f} ms")
+        ax.set(title=name.replace("_", " "), xlabel="ms", ylabel="events")
+        ax.legend(fontsize=8)
+    if rate:
+        fig.suptitle(f"stream at {rate:,.0f} events/s")
+    return _png(fig)

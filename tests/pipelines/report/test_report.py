@@ -44,17 +44,22 @@ def test_the_report_page_renders_its_plots_in_a_browser(tmp_path, capsys):
     records = [window(1, 0.60), window(2, 0.62, ranker="promoted"), window(3, 0.0, passed=False), window(4, 0.64)]
     (tmp_path / "retrain" / "windows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
-    assert main(["report", "--workdir", str(tmp_path)]) == 0
-    assert capsys.readouterr().out.strip() == f"report: {tmp_path / 'report.html'} (3 plots); open it in a browser"
+    rng = np.random.default_rng(0)  # the shape bench/stream_bench.py --samples writes
+    (tmp_path / "samples.json").write_text(json.dumps({"rate_events_per_s": 700, "samples_ms": {
+        "freshness_user_sequence": list(rng.gamma(2, 80, 500)), "freshness_item_stats": list(rng.gamma(3, 300, 400)),
+        "example_lag": list(rng.gamma(4, 200, 300))}}))
+
+    assert main(["report", "--workdir", str(tmp_path), "--bench", str(tmp_path / "samples.json")]) == 0
+    assert capsys.readouterr().out.strip() == f"report: {tmp_path / 'report.html'} (4 plots); open it in a browser"
     page = (tmp_path / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 3 and "http" not in page  # nothing fetched from elsewhere
+    assert page.count('src="data:image/png;base64,') == 4 and "http" not in page  # nothing fetched from elsewhere
     assert re.search(r"<td>3</td><td>2,000</td><td>quarantined</td>", page)
 
     dom = chromium("--virtual-time-budget=5000", f"--user-data-dir={tmp_path / 'p1'}", "--dump-dom",
                    (tmp_path / "report.html").as_uri())
-    assert 'data-plots-shown="3"' in dom.stdout, dom.stderr[-2000:]  # every image decoded, with a width
+    assert 'data-plots-shown="4"' in dom.stdout, dom.stderr[-2000:]  # every image decoded, with a width
     shot = tmp_path / "shot.png"
-    chromium(f"--user-data-dir={tmp_path / 'p2'}", "--window-size=1100,2600", f"--screenshot={shot}",
+    chromium(f"--user-data-dir={tmp_path / 'p2'}", "--window-size=1100,3000", f"--screenshot={shot}",
              (tmp_path / "report.html").as_uri())
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     coloured = (np.ptp(pixels, axis=2) > 60).mean()  # plot lines and bars, not text or white page
