@@ -169,8 +169,10 @@ def item_content_definitions(offline_dir: str, item: Entity) -> dict:
     version = serving_version(offline_dir) or DEFAULT_VERSION
     if not version_dir(offline_dir, version).is_dir():
         return {}
+    # Event time: from when a vector describes the item; a tie (a catalog valid_from that did not
+    # move with the content) goes to the newer embedding run.
     source = FileSource(name="item_embedding_offline", path=str(version_dir(offline_dir, version)),
-                        timestamp_field="valid_from_ts")
+                        timestamp_field="valid_from_ts", created_timestamp_column="embedded_ts")
     view = FeatureView(
         name=ITEM_CONTENT,
         entities=[item],

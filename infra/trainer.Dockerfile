@@ -7,8 +7,12 @@ FROM python:3.11-slim-bookworm
 
 ENV PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
 WORKDIR /opt/recstream
-COPY requirements/lock.txt requirements/torchrec.txt requirements/
-RUN pip install --require-hashes -r requirements/lock.txt \
+COPY requirements/lock.txt requirements/torch-cpu.txt requirements/torchrec.txt requirements/
+# The CPU build of torch first, as setup does: the lock pins fbgemm-gpu-cpu, and PyPI's CUDA torch
+# would need CUDA packages the lock does not pin. (GPU training images need a lock of their own.)
+RUN pip install --require-hashes --no-deps --index-url https://download.pytorch.org/whl/cpu \
+        -r requirements/torch-cpu.txt \
+    && pip install --require-hashes -r requirements/lock.txt \
     && pip install --no-deps --require-hashes -r requirements/torchrec.txt
 COPY pyproject.toml README.md ./
 COPY features features

@@ -71,7 +71,10 @@ def stop(daemon: Daemon, grace_s: float = 30.0) -> None:
     """SIGTERM to each live process, wait up to grace_s, then SIGKILL to each one's process group."""
     live = [pid for pid in daemon.pids.values() if _ours(pid, daemon.marker)]
     for pid in live:
-        os.kill(pid, signal.SIGTERM)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:  # it ended meanwhile
+            pass
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and any(_ours(pid, daemon.marker) for pid in live):
         time.sleep(0.1)
@@ -92,8 +95,10 @@ def command(folder: Path, name: str, action: str, start: Callable[[Path], Daemon
     if action == "start":
         if live:
             print(f"{name} already up at {state.address} (since {state.started})")
-        else:
-            save(folder, start(folder))
+            return 0
+        if state is not None:
+            stop(state, grace_s)  # what is left of a half-dead one, so that nothing runs unrecorded
+        save(folder, start(folder))
         return 0
     if state is None:
         print(f"no {name} was started from {folder}", file=sys.stderr if action == "address" else sys.stdout)
@@ -120,4 +125,7 @@ def address(given: str | None, folder: Path, flag: str, hint: str) -> str:
     state = load(Path(folder))
     if state is None:
         raise ConfigError(flag, hint)
+    if not all(running(state).values()):
+        raise ConfigError(flag, f"the {state.name} started from {folder} at {state.address} is not running any more "
+                                f"(logs {state.log}); {hint}")
     return state.address

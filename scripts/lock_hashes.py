@@ -34,9 +34,22 @@ def _pypi_hashes(name: str, version: str) -> set[str]:
                                  headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     with urllib.request.urlopen(req, timeout=60) as resp:
         files = json.load(resp)["files"]
-    stem = re.compile(rf"^{re.escape(_norm(name)).replace('-', '[-_.]')}-{re.escape(version)}[-.]",
-                      re.IGNORECASE)
-    return {f["hashes"]["sha256"] for f in files if stem.match(f["filename"]) and "sha256" in f["hashes"]}
+    return {f["hashes"]["sha256"] for f in files if _of(f["filename"], name, version) and "sha256" in f["hashes"]}
+
+
+def _of(filename: str, name: str, version: str) -> bool:
+    """Whether a distribution file (wheel or sdist) is ``name`` at ``version`` (names normalized, PEP 503)."""
+    for ext in (".whl", ".tar.gz", ".zip"):
+        if filename.endswith(ext):
+            stem = filename[: -len(ext)]
+            break
+    else:
+        return False
+    if ext == ".whl":
+        parts = stem.split("-")
+        return len(parts) >= 5 and _norm(parts[0]) == _norm(name) and parts[1] == version
+    dist, _, ver = stem.rpartition("-")
+    return _norm(dist) == _norm(name) and ver == version
 
 
 def _local_hashes(pins: list[tuple[str, str]]) -> dict[str, set[str]]:

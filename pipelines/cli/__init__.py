@@ -8,6 +8,7 @@ and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -44,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     except RecstreamError as err:
         print(f"recstream {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        counts = getattr(err, "counts", None)  # the stream job's counts so far (pipelines.stream.driver)
+        if counts is not None and args.command == "stream":
+            print(json.dumps(counts, indent=2))
         return _interrupted(args.command)
     except RuntimeError as err:
         if str(err).startswith("KeyboardInterrupt"):  # Beam wraps a Ctrl-C in its workers this way

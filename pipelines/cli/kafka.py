@@ -165,7 +165,7 @@ def produce(args, extra) -> int:
     with _client(args, address) as client, tqdm(desc=f"produce to {args.topic}", unit=" events", file=sys.stderr,
                                               disable=not sys.stderr.isatty()) as bar:
         client.partitions(args.topic)  # a missing topic is named before anything is read
-        for chunk in _chunks(files, args.limit, max(1, min(CHUNK, int(args.rate) or CHUNK))):
+        for chunk in _chunks(files, args.limit, max(1, min(CHUNK, int(args.rate))) if args.rate else CHUNK):
             sent += client.produce(args.topic, event_records(chunk))
             bar.update(len(chunk))
             if args.rate:

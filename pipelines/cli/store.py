@@ -74,7 +74,8 @@ def online(args, extra) -> int:
     work, store = Path(args.workdir), flags.online_store(args)
     ids = IdDictionary.load(work, "user_id")
     # A raw ID is hashed (features.ids); one of the run's hashed IDs is read as it is.
-    hashed, given = ids.resolve([int(u) if u.isdigit() and int(u) in ids.raw_of else u for u in args.user])
+    hashed, given = ids.resolve([int(u) if u.isascii() and u.isdigit() and int(u) in ids.raw_of else u
+                                 for u in args.user])
     users = [int(u) for u in hashed]
     if not (work / "feast" / "registry.db").is_file():
         raise MissingInput(work / "feast" / "registry.db", f"no feature store there; run `recstream materialize "

@@ -166,7 +166,8 @@ def stop(args) -> int:
         raise ConfigError("recstream stream stop needs the job ID (recstream cluster status lists them)")
     address = jobmanager_address(args.jobmanager)
     if args.savepoint:
-        where = stop_with_savepoint(address, args.job, Path(args.savepoint).resolve().as_uri()).removeprefix("file:")
+        target = args.savepoint if "://" in args.savepoint else Path(args.savepoint).resolve().as_uri()  # s3://...
+        where = stop_with_savepoint(address, args.job, target).removeprefix("file:")
         print(where)  # alone on stdout: SAVEPOINT=$(recstream stream stop JOB --savepoint DIR)
         print(f"job {args.job} stopped with a savepoint at {where}\n  restart: recstream stream --target cluster "
               f"--detached --restore {where} ...", file=sys.stderr)

@@ -44,12 +44,13 @@ def create_app(workdir: Path, online: OnlineStore | None = None, poll_s: float =
     store = open_store(workdir, online or OnlineStore())
     champions = Champions(workdir, poll_s)
     users, items = IdDictionary.load(workdir, "user_id"), IdDictionary.load(workdir, "item_id")
+    known_items = frozenset(champions.catalog[0].tolist())  # hashed IDs of the run's items, taken as they are
     app = FastAPI(title="recstream", description=__doc__.splitlines()[0])
 
     @app.get("/health")
     async def health() -> dict:
         ranker = champions.ranker
-        return {"ranker": ranker and ranker.version, "retriever": champions.watchers["retriever"].version}
+        return {"ranker": ranker and ranker.version, "retriever": champions.retriever_version}
 
     @app.post("/rank")
     async def rank(req: RankRequest) -> dict:
@@ -57,7 +58,7 @@ def create_app(workdir: Path, online: OnlineStore | None = None, poll_s: float =
         if ranker is None:
             raise HTTPException(503, f"no champion ranker in {workdir / 'registry'} yet; run `recstream retrain`")
         user = int(users.resolve([req.user_id])[0][0])
-        candidates, _ = items.resolve(req.items)
+        candidates, _ = items.resolve(req.items, known_items)
         history = read_rows(store, "user_sequence", [user])[0]
         now = req.now_ms if req.now_ms is not None else int(time.time() * 1000)
         scores = ranker.score(history, candidates, champions.categories(candidates), now)
@@ -74,6 +75,10 @@ def create_app(workdir: Path, online: OnlineStore | None = None, poll_s: float =
             raise HTTPException(404, f"no interest vectors online for user {req.user_id!r}: a retriever publishes "
                                      "them when it is promoted (`recstream retrain`)")
         retriever = champions.retriever(row["model_version"])
+        if retriever is None:
+            raise HTTPException(503, f"user {req.user_id!r}'s interests are from retriever version "
+                                     f"{row['model_version']}, which is not loaded (serving "
+                                     f"{champions.retriever_version}); they are republished on promotion")
         interests = np.asarray(row["interests"], np.float32).reshape(int(row["num_interests"]), int(row["dim"]))
         ids, scores = retriever.top(interests, req.k)
         raws = items.raw(ids).to_pylist()

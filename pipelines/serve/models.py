@@ -59,31 +59,33 @@ class Champions:
         self.catalog = candidates(self.workdir)
         self.ranker: Ranker | None = None
         self._retrievers: dict[str, Retriever] = {}  # by version: interests online may lag a promotion
+        self.retriever_version: str | None = None
         self._stop = threading.Event()
         self.refresh()
         self._thread = threading.Thread(target=self._poll, name="recstream-serve-champions", daemon=True)
         self._thread.start()
 
     def refresh(self) -> None:
+        """Load a new champion beside the one serving, then swap one reference (the poller calls this)."""
         version, state, meta = self.watchers["ranker"].current()
         if version is not None and (self.ranker is None or self.ranker.version != version):
             cfg = from_dict(TrainConfig, meta["config"])
             vectors = load_item_vectors(self.workdir, meta.get(META_KEY)) if cfg.item_vectors else None
             self.ranker = Ranker(version, serving_model(state, cfg, vectors, meta), cfg, vectors)  # one swap
             LOG.warning("serving ranker version %s", version)
-        self.watchers["retriever"].current()
-
-    def retriever(self, version: str | None = None) -> Retriever | None:
-        """The retriever of ``version`` (default: the champion), its candidate vectors built once."""
-        version = version or self.watchers["retriever"].version
-        if version is None:
-            return None
-        if version not in self._retrievers:
-            state, meta = self.registry.load("retriever", version)
+        version, state, meta = self.watchers["retriever"].current()
+        if version is not None and version not in self._retrievers:
             cfg = from_dict(RetrievalConfig, meta["config"])
             ids, cats = self.catalog
-            self._retrievers = {**self._retrievers, version: Retriever(version, ids, item_vectors(state, cfg, ids, cats))}
-        return self._retrievers[version]
+            built = Retriever(version, ids, item_vectors(state, cfg, ids, cats))
+            # The champion and the one before it: users' interests online move to a new version as
+            # the promotion republishes them.
+            kept = {v: r for v, r in self._retrievers.items() if v == self.retriever_version}
+            self._retrievers, self.retriever_version = {**kept, version: built}, version  # one swap
+
+    def retriever(self, version: str) -> Retriever | None:
+        """The loaded retriever of ``version`` (the champion or the one before it), else None."""
+        return self._retrievers.get(version)
 
     def categories(self, items: np.ndarray) -> np.ndarray:
         """Each candidate's category (0, "none", for an item the run does not know)."""

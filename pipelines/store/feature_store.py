@@ -165,18 +165,34 @@ def materialize_item_vectors(store: FeatureStore, workdir: Path) -> int:
     """Load the serving encoder version's item vectors online (after ``apply``, which points
     the item_content view at that version); returns the number of vector rows read."""
     offline = Path(workdir) / "offline"
-    folder = version_dir(offline, serving_version(offline) or DEFAULT_VERSION)
+    version = serving_version(offline) or DEFAULT_VERSION
+    folder = version_dir(offline, version)
     if not folder.is_dir():
         return 0
     table = ds.dataset(folder, format="parquet").to_table(columns=["valid_from_ts"])
     if table.num_rows == 0:
         return 0
+    # Another version's vectors are replaced whole, whatever their times: the online store keeps
+    # the newest row of a key, and a new version's first vectors are valid since 1990.
+    marker = Path(workdir) / "feast" / "item_content_version"
+    if not marker.is_file() or marker.read_text() != version:
+        _clear_online(store, ITEM_CONTENT)
     lo, hi = pc.min_max(table.column("valid_from_ts")).values()
     # Feast prints a coloured banner and a progress bar of its own: the command says what it did instead.
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
         store.materialize(lo.as_py() - timedelta(seconds=1), hi.as_py() + timedelta(seconds=1),
                           feature_views=[ITEM_CONTENT])
+    marker.write_text(version)
     return table.num_rows
+
+
+def _clear_online(store: FeatureStore, view_name: str) -> None:
+    """Drop a view's online rows and recreate its (empty) table, in SQLite or Redis."""
+    view = store.get_feature_view(view_name)
+    online = store._get_provider().online_store
+    for delete, keep in (([view], []), ([], [view])):
+        online.update(store.config, tables_to_delete=delete, tables_to_keep=keep, entities_to_delete=[],
+                      entities_to_keep=[], partial=True)
 
 
 def read_item_vectors(store: FeatureStore, item_ids: list[int],

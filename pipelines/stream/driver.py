@@ -51,6 +51,14 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(done, key=lambda p: (p.stat().st_mtime, int(p.name.split("-")[1])), default=None)
 
 
+class StreamInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the job; ``counts`` are what it had done (its final receipts where they came)."""
+
+    def __init__(self, counts: dict):
+        super().__init__()
+        self.counts = counts
+
+
 class StreamJobError(RecstreamError):
     """The stream job failed; the message is one line for what the user can fix (an input, Kafka
     out of reach), else the job's own traceback."""
@@ -106,40 +114,46 @@ class StreamProcess:
              until: Callable[[], bool] | None = None) -> dict:
         """The job's counts once it finishes or is stopped: progress(counts) returning True, or
         until() (polled every second, e.g. "the group's offsets reached the end") returning True."""
-        counts, interrupted, reported = _shape(Counter()), None, False  # interrupted: until when to wait
+        counts, interrupted, reported, clean = _shape(Counter()), None, False, False  # interrupted: a deadline
         try:
             while True:
                 try:
                     kind, payload = self.messages.get(timeout=1.0)
+                    if kind == "error":
+                        if interrupted is not None:  # e.g. the broker went with the same Ctrl-C
+                            raise StreamInterrupted(counts)
+                        raise StreamJobError(payload)
+                    counts, reported = payload, True
+                    if kind == "done":
+                        clean = True
+                        if interrupted is not None:
+                            raise StreamInterrupted(counts)  # stopped by Ctrl-C, with its final counts
+                        return counts
+                    if progress is not None and progress(counts):
+                        self.stop.set()
                 except queue.Empty:
                     if interrupted is not None and time.monotonic() > interrupted:
-                        raise KeyboardInterrupt from None  # its final counts did not come in time
+                        raise StreamInterrupted(counts) from None  # its final counts did not come in time
                     if not self.child.is_alive():
                         if interrupted is not None or self.child.exitcode == -signal.SIGINT:
-                            raise KeyboardInterrupt from None
+                            raise StreamInterrupted(counts) from None
                         raise StreamJobError(f"the stream job exited with code {self.child.exitcode} "
                                              "and no result") from None
                     if until is not None and not self.stop.is_set() and until():
                         self.stop.set()
-                    continue
-                except KeyboardInterrupt:
+                except StreamInterrupted:
+                    raise
+                except KeyboardInterrupt:  # wherever it lands in this loop
                     self.stop.set()  # the child cancels the job and sends its final counts
                     if not reported:
                         self.child.terminate()  # the job is not running yet: nothing to wait for
-                        raise
+                        raise StreamInterrupted(counts) from None
                     interrupted = interrupted or time.monotonic() + STOP_GRACE_S
-                    continue
-                if kind == "error":
-                    if interrupted is not None:  # e.g. the broker went with the same Ctrl-C
-                        raise KeyboardInterrupt
-                    raise StreamJobError(payload)
-                counts, reported = payload, True
-                if kind == "done":
-                    return counts
-                if progress is not None and progress(counts):
-                    self.stop.set()
+        except BaseException:
+            self.stop.set()  # whatever ends the wait, the job stops with it
+            raise
         finally:
-            self.child.join(timeout=60 if interrupted is None and reported else 5)
+            self.child.join(timeout=60 if clean else 10)  # it sent its last word, or it is stopping
             if self.child.is_alive():
                 self.child.kill()
                 self.child.join()

@@ -233,9 +233,12 @@ def test_feast_online_and_offline_vectors_equal_the_parquet_rows(run):
     apply(store, work)
     materialize_item_vectors(store, work)
     new = vectors_of(work, "mm-v3")
-    online = read_item_vectors(store, [1, 3], expected_version="mm-v3")
+    online = read_item_vectors(store, [1, 2, 3], expected_version="mm-v3")
     assert online[3]["modalities"] == "fallback"  # text-only encoder: the image-only item falls back
     assert np.array_equal(np.array(online[1]["vector"], np.float32), np.array(new[1]["vector"], np.float32))
+    # Item 2's mm-v1 row online was newer (its content changed at NOW+3 s) than mm-v3's first
+    # vector (valid since 1990): a new serving version still replaces it.
+    assert np.array_equal(np.array(online[2]["vector"], np.float32), np.array(new[2]["vector"], np.float32))
 
 
 def test_empty_and_missing_catalogs(tmp_path):

@@ -113,3 +113,33 @@ def test_process_mode_starts_no_python_worker_pool_on_every_interface(tmp_path):
     finally:
         os.killpg(job.pid, signal.SIGKILL)
         job.wait(timeout=30)
+
+
+def test_ctrl_c_prints_the_counts_so_far_and_ends_the_job(tmp_path):
+    """Ctrl-C as a terminal sends it (SIGINT to the process group) to a following job: its counts
+    so far on stdout, one line on stderr, exit 130, and the job's processes gone."""
+    apply(open_store(tmp_path), tmp_path)
+    source = tmp_path / "in"
+    source.mkdir()
+    cmd = [str(Path(sys.executable).parent / "recstream"), "stream", "--workdir", str(tmp_path),
+           "--source", str(source), "--follow", "--report-every", "1"]
+    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        events = [{"event_id": f"e{i}", "user_id": 7, "item_id": i, "event_type": "click",
+                   "timestamp": 1_700_000_000_000 + i} for i in range(5)]
+        (source / "part-0.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events) + "{not json\n")
+        store = open_store(tmp_path)
+        wait_until(lambda: (read_rows(store, "user_sequence", [stable_id(7)])[0] or {}).get("seq_length") == 5,
+                   "the job's rows", 180)
+        processes = descendants(job.pid)
+        os.killpg(job.pid, signal.SIGINT)
+        out, err = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+    assert job.returncode == 130, err[-2000:]
+    counts = json.loads(out)
+    assert counts["read"] == 6 and counts["accepted"] == 5 and counts["rejected"] == {"malformed_json": 1}
+    assert err.strip().splitlines()[-1].startswith("recstream stream: interrupted (Ctrl-C)") and "Traceback" not in err
+    wait_until(lambda: not any(alive(p) for p in processes), "the end of the job's processes", 60)
