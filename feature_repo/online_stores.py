@@ -26,7 +26,7 @@ from typing import Any, Callable, Literal, Optional
 
 from feast import FeatureView, RepoConfig, utils
 from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.infra.online_stores.helpers import _mmh3, _redis_key
+from feast.infra.online_stores.helpers import _mmh3, _redis_key, _redis_key_prefix
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
 from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig, _quote_id, _table_id
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
@@ -75,6 +75,13 @@ class MonotonicSqliteOnlineStore(SqliteOnlineStore):
         if progress:
             progress(len(data))
 
+    def clear(self, config: RepoConfig, table: FeatureView) -> None:
+        """Remove every row of a view (its table and columns stay)."""
+        conn = self._get_conn(config)
+        name = _quote_id(_table_id(config.project, table, config.registry.enable_online_feature_view_versioning))
+        with conn:
+            conn.execute(f"DELETE FROM {name}")
+
     def _with_version_column(self, conn, name: str) -> None:
         """Add version_ms to a view's table once (Feast creates the table without it)."""
         seen = self.__dict__.setdefault("_versioned", set())
@@ -97,6 +104,17 @@ class MonotonicRedisOnlineStoreConfig(RedisOnlineStoreConfig):
 
 class MonotonicRedisOnlineStore(RedisOnlineStore):
     """Feast's Redis store whose writes never replace a row with an older one (atomically, in Lua)."""
+
+    def clear(self, config: RepoConfig, table: FeatureView) -> None:
+        """Remove a view's values, its times and its write versions from every key."""
+        client = self._get_client(config.online_store)
+        view = table.name
+        fields = [_mmh3(f"{view}:{f.name}") for f in table.features] + [f"_ts:{view}", f"_v:{view}"]
+        pattern = b"".join([_redis_key_prefix(table.join_keys), b"*", config.project.encode("utf8")])
+        with client.pipeline(transaction=False) as pipe:
+            for key in client.scan_iter(pattern):
+                pipe.hdel(key, *fields)
+            pipe.execute()
 
     _script = None
 

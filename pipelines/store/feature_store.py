@@ -187,12 +187,8 @@ def materialize_item_vectors(store: FeatureStore, workdir: Path) -> int:
 
 
 def _clear_online(store: FeatureStore, view_name: str) -> None:
-    """Drop a view's online rows and recreate its (empty) table, in SQLite or Redis."""
-    view = store.get_feature_view(view_name)
-    online = store._get_provider().online_store
-    for delete, keep in (([view], []), ([], [view])):
-        online.update(store.config, tables_to_delete=delete, tables_to_keep=keep, entities_to_delete=[],
-                      entities_to_keep=[], partial=True)
+    """Remove a view's online rows (feature_repo/online_stores.py: SQLite or Redis)."""
+    store._get_provider().online_store.clear(store.config, store.get_feature_view(view_name))
 
 
 def read_item_vectors(store: FeatureStore, item_ids: list[int],

@@ -121,6 +121,22 @@ def test_online_features_never_move_back_in_time(run, stores, kind):
         {k: row[k] for k in SEQUENCE_FIELDS}
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_clearing_a_view_removes_its_rows_and_their_versions(run, stores, kind):
+    """What replacing a serving version of item vectors relies on: after clear, an older row is written."""
+    store = stores[kind]
+    user, t = NEW_USER + 7, 1_735_689_600_000
+    row = {"user_id": user, "seq_item_ids": [5], "seq_category_ids": [1], "seq_event_types": [2],
+           "seq_timestamps": [t], "seq_length": 1, "last_event_ms": t}
+    assert write_user_sequences(store, [row]) == 1
+    store._get_provider().online_store.clear(store.config, store.get_feature_view(USER_SEQUENCE))
+    assert read_user_sequences(store, [user])[user] is None
+    older = {**row, "seq_item_ids": [6], "seq_timestamps": [t - 1000], "last_event_ms": t - 1000}
+    assert write_user_sequences(store, [older]) == 1  # no version left to refuse it
+    assert read_user_sequences(store, [user])[user]["seq_item_ids"] == [6]
+    materialize_user_sequences(store, run)  # the module's other tests read the materialized users
+
+
 def test_redis_outage_raises_a_connection_error_then_recovers_after_restart(run, stores):
     """Its own server: stop it, a read raises (no silent empty result); restart on the same
     port (empty: no persistence), re-materialize, and the SAME FeatureStore reads again."""
