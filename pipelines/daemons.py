@@ -107,9 +107,10 @@ def command(folder: Path, name: str, action: str, start: Callable[[Path], Daemon
         print(state.address)
         return 0 if live else 1
     if action == "stop":
+        any_left = any(running(state).values())
         stop(state, grace_s)
         forget(folder)
-        print(f"{name} at {state.address} stopped" if live else f"{name} at {state.address} was not running")
+        print(f"{name} at {state.address} stopped" if any_left else f"{name} at {state.address} was not running")
         return 0
     if not live:
         print(f"{name} at {state.address} is not (wholly) running: {running(state)}; logs {state.log}")

@@ -74,14 +74,17 @@ class Champions:
             self.ranker = Ranker(version, serving_model(state, cfg, vectors, meta), cfg, vectors)  # one swap
             LOG.warning("serving ranker version %s", version)
         version, state, meta = self.watchers["retriever"].current()
-        if version is not None and version not in self._retrievers:
-            cfg = from_dict(RetrievalConfig, meta["config"])
-            ids, cats = self.catalog
-            built = Retriever(version, ids, item_vectors(state, cfg, ids, cats))
+        if version is not None and version != self.retriever_version:  # a promotion or a rollback
+            built = self._retrievers.get(version)
+            if built is None:
+                cfg = from_dict(RetrievalConfig, meta["config"])
+                ids, cats = self.catalog
+                built = Retriever(version, ids, item_vectors(state, cfg, ids, cats))
             # The champion and the one before it: users' interests online move to a new version as
-            # the promotion republishes them.
+            # the promotion (or rollback) republishes them.
             kept = {v: r for v, r in self._retrievers.items() if v == self.retriever_version}
-            self._retrievers, self.retriever_version = {**kept, version: built}, version  # one swap
+            self._retrievers = {**kept, version: built}
+            self.retriever_version = version
 
     def retriever(self, version: str) -> Retriever | None:
         """The loaded retriever of ``version`` (the champion or the one before it), else None."""

@@ -149,3 +149,19 @@ def test_a_promotion_swaps_the_ranker_without_failing_a_request(served):
     want = offline_scores(state, log, 3, [1, 2, 3, 4], now, work)
     np.testing.assert_allclose([{r["item_id"]: r["score"] for r in got["ranking"]}[i] for i in (1, 2, 3, 4)], want,
                                rtol=1e-5)
+
+
+def test_a_retriever_promotion_and_its_rollback_both_reach_serving(served):
+    work, port, champions, _ = served
+    registry = Registry(work / "registry")
+    before = call(port, "/health")[1]["retriever"]
+    state = {k: v * 2 for k, v in champions["retriever"][0].items()}
+    version = registry.register("retriever", state, {"config": to_dict(RETRIEVER)}, why="a test promotion")
+    registry.promote("retriever", version, why="a test promotion")
+    for want in (version, before):  # promoted, then rolled back to the version it had loaded
+        if want == before:
+            registry.rollback("retriever", why="a test rollback")
+        deadline = time.monotonic() + 60
+        while call(port, "/health")[1]["retriever"] != want and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert call(port, "/health")[1]["retriever"] == want
