@@ -1,25 +1,30 @@
-"""Rankers on real data: test AUC and GAUC of popularity, mean, DIN, TIN and TIN with the lifelong
-search units (category = SIM hard, dare = DARE), mean +- std over seeds, on ml-latest-small and
-the Taobao UserBehavior slice in ../shared/data (skipped where absent).
+"""Rankers on real data: test AUC and GAUC of the point-in-time popularity baselines, mean, DIN,
+DIEN, TIN, TIN with the lifelong search units (category = SIM hard, dare = DARE) and SDIM, mean +-
+std over seeds, on ml-latest-small and the Taobao UserBehavior slice in ../shared/data (skipped
+where absent) and on a synthetic stream with drifting interests.
 
-    .venv/bin/python bench/ranker_real.py [--seeds 0 1 2] [--only ml-latest-small|taobao]
-        [--steps-ml 600] [--steps-taobao 300] [--sparse-lr 0.01 0.1] [--json out.json]
+    .venv/bin/python bench/ranker_real.py [--seeds 0 1 2] [--only ml-latest-small|taobao|synthetic]
+        [--models ...] [--steps-ml 600] [--steps-taobao 300] [--steps-synthetic 300]
+        [--sparse-lr 0.01 0.1] [--sampling uniform|popularity] [--json out.json]
 
 Framing (docs/training.md): records go through features.validate.parse_event; every behavior
-(a MovieLens rating; a Taobao pv / cart / fav / buy) after a user's first is a positive at its
-timestamp, with one negative drawn (seeded) from the catalog among the items the user had not
-interacted with by then (features.labels.next_item, via bench/retriever_report.load_tables).
-Examples are split by time with features.splits.time_splits (the `recstream train` split): the
-last 10% of the time range is the test slice, the 10% before it validation, the rest training.
-Each example's history is the user's behaviors strictly before its time (point in time).
+(a MovieLens rating; a Taobao pv / cart / fav / buy; a synthetic click) after a user's first is a
+positive at its timestamp, with one negative drawn (seeded) point in time (features/negatives.py):
+among the items that exist by then (taken by someone strictly before), uniformly or by popularity,
+that the user had not taken by then (bench/retriever_report.load_tables). Examples are split by
+row quantiles of time with features.splits.time_splits (the `recstream train` split): the latest
+10% of the rows are the test slice, the 10% before them validation, the rest training. Each
+example's history is the user's behaviors strictly before its time (point in time). Table sizes
+come from the data (trainers/sizing.py, 8 rows per distinct ID); the share of IDs on a shared row
+is printed.
 
-Models: mean / din / tin read the last ``--max-len`` (50) behaviors; tin+category and tin+dare
-read the last ``--search-len`` (500) and keep the top ``--search-k`` (50) by their search unit.
+Models: mean / din / dien / tin read the last ``--max-len`` (50) behaviors; tin+category, tin+dare
+and sdim read the last ``--search-len`` (500), the search units keep the top ``--search-k`` (50).
 Model selection is on validation only: for each model the table learning rate (RowWiseAdagrad,
 one of ``--sparse-lr``) with the best validation GAUC at seed 0 is kept, and every seed is then
-trained at that rate; the test slice is scored once per run. Popularity baselines need no
-training: ``popularity`` is the item's smoothed click rate in the training examples (the
-trainer's baseline), ``popularity (count)`` the item's number of positives in them.
+trained at that rate; the test slice is scored once per run. The baselines need no training
+(trainers/baselines.py): ``popularity`` is the item's behaviors before the example's time,
+``popularity (7 d)`` the same over the week before it.
 tin+cosine is not run: it needs frozen multimodal item vectors (pipelines/embed/job.py), which are
 not cheap on 2 CPU cores for these catalogs.
 """
@@ -33,7 +38,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -43,34 +47,35 @@ from features.splits import time_splits  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 # name: (search unit, search_k from args or 0)
-MODELS = {"mean": ("mean", "none"), "din": ("din", "none"), "tin": ("tin", "none"),
-          "tin+category": ("tin", "category"), "tin+dare": ("tin", "dare")}
+MODELS = {"mean": ("mean", "none"), "din": ("din", "none"), "dien": ("dien", "none"), "tin": ("tin", "none"),
+          "tin+category": ("tin", "category"), "tin+dare": ("tin", "dare"), "sdim": ("sdim", "none")}
+LONG = ("sdim",)  # poolings that read the long history themselves (no search unit)
 
 
-def movielens(folder: Path) -> Tables:
+def movielens(folder: Path, sampling: str) -> Tables:
     from pipelines.sources.datasets import movielens_catalog, movielens_events
 
-    return load_tables(movielens_events(folder), movielens_catalog(folder), negatives=1)
+    return load_tables(movielens_events(folder), movielens_catalog(folder), negatives=1, sampling=sampling)
 
 
-def taobao(folder: Path) -> Tables:
-    return taobao_tables(folder, negatives=1)
+def taobao(folder: Path, sampling: str) -> Tables:
+    return taobao_tables(folder, negatives=1, sampling=sampling)
 
 
-def count_scores(train: pa.Table, table: pa.Table) -> np.ndarray:
-    """Each item's number of positive training examples (0 if none)."""
-    pos = train.filter(pa.compute.equal(train.column("label"), 1)).column("item_id").to_numpy()
-    uniq, counts = np.unique(pos, return_counts=True)
-    query = table.column("item_id").to_numpy()
-    at = np.minimum(np.searchsorted(uniq, query), max(len(uniq) - 1, 0))
-    return np.where((len(uniq) > 0) & (uniq[at] == query), counts[at], 0).astype(np.float64) if len(uniq) \
-        else np.zeros(len(query))
+def synthetic(sampling: str) -> Tables:
+    """The planted stream with interests that drift (5% of a user's interests move per day)."""
+    from pipelines.sources.synthetic import SyntheticConfig, SyntheticStream
+
+    stream = SyntheticStream(SyntheticConfig(users=400, days=20, sessions_per_user=12, drift_per_day=0.05, seed=0))
+    lines = (line for window, _ in stream.windows() for line in window)
+    return load_tables(lines, stream.catalog(), negatives=1, sampling=sampling)
 
 
-def run_dataset(name: str, t: Tables, args: argparse.Namespace, steps: int, item_table: int,
-                category_table: int) -> dict:
-    from trainers.metrics import popularity_scores, ranking_metrics
+def run_dataset(name: str, t: Tables, args: argparse.Namespace, steps: int) -> dict:
+    from trainers.baselines import ItemCounts, popularity
+    from trainers.metrics import ranking_metrics
     from trainers.ranking.train import TrainConfig, predict, train
+    from trainers.sizing import collisions, rows_for
 
     split = time_splits(t.examples, 0.1, 0.1)
     cols = {s: (getattr(split, s).column("user_id").to_numpy(), getattr(split, s).column("label").to_numpy())
@@ -78,18 +83,25 @@ def run_dataset(name: str, t: Tables, args: argparse.Namespace, steps: int, item
     out = {"dataset": name, "rows": [split.train.num_rows, split.valid.num_rows, split.test.num_rows],
            "users": [len(np.unique(getattr(split, s).column("user_id").to_numpy())) for s in ("train", "valid", "test")],
            "behaviors": t.log.num_rows, "steps": steps, "methods": {}}
-    print(f"{name}: {t.log.num_rows} behaviors; examples train/valid/test {out['rows']}, users {out['users']}",
-          file=sys.stderr, flush=True)
-    for method, scorer in (("popularity", popularity_scores), ("popularity (count)", count_scores)):
-        runs = [{"valid": ranking_metrics(*cols["valid"], scorer(split.train, split.valid)),
-                 "test": ranking_metrics(*cols["test"], scorer(split.train, split.test))}]
+    sizes = {}
+    for key in ("item_id", "category_id"):
+        ids = np.concatenate([t.log.column(key).to_numpy(), t.examples.column(key).to_numpy()])
+        sizes[key] = collisions(ids, rows_for(len(np.unique(ids))))
+    out["tables"] = sizes
+    print(f"{name}: {t.log.num_rows} behaviors; examples train/valid/test {out['rows']}, users {out['users']}; "
+          f"item table {sizes['item_id']['rows']} rows, {sizes['item_id']['shared_fraction']:.1%} of "
+          f"{sizes['item_id']['distinct']} items share a row", file=sys.stderr, flush=True)
+    counts = ItemCounts(t.log)
+    for method, window in (("popularity", None), ("popularity (7 d)", 7 * 86_400_000)):
+        runs = [{s: ranking_metrics(*cols[s], popularity(counts, getattr(split, s), window)) for s in cols}]
         out["methods"][method] = {"sparse_lr": None, "runs": runs * len(args.seeds)}
-    base = TrainConfig(steps=steps, batch_size=256, threads=1, item_table_size=item_table,
-                       category_table_size=category_table, progress_every=steps)
+    base = TrainConfig(steps=steps, batch_size=256, threads=1, item_table_size=sizes["item_id"]["rows"],
+                       category_table_size=sizes["category_id"]["rows"], progress_every=steps)
     for method, (pooling, search) in MODELS.items():
         if args.models and method not in args.models:
             continue
-        cfg0 = replace(base, model=pooling, search=search, max_len=args.max_len if search == "none" else args.search_len,
+        long = search != "none" or pooling in LONG
+        cfg0 = replace(base, model=pooling, search=search, max_len=args.search_len if long else args.max_len,
                        search_k=0 if search == "none" else args.search_k)
 
         def one(seed: int, lr: float) -> dict:
@@ -129,10 +141,12 @@ def table(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--only", choices=("ml-latest-small", "taobao"))
+    p.add_argument("--only", choices=("ml-latest-small", "taobao", "synthetic"))
     p.add_argument("--models", nargs="+", choices=list(MODELS), help="a subset of the trained models")
     p.add_argument("--steps-ml", type=int, default=600)
     p.add_argument("--steps-taobao", type=int, default=300)
+    p.add_argument("--steps-synthetic", type=int, default=300)
+    p.add_argument("--sampling", choices=("uniform", "popularity"), default="uniform", help="negatives")
     p.add_argument("--sparse-lr", type=float, nargs="+", default=[0.01, 0.1])
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--search-len", type=int, default=500)
@@ -148,14 +162,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ml, tb = Path(args.data) / "ml-latest-small", Path(args.data) / "taobao-userbehavior-slice"
     if args.only in (None, "ml-latest-small"):
         if ml.is_dir():
-            results.append(run_dataset("ml-latest-small", movielens(ml), args, args.steps_ml, 50_000, 1_000))
+            results.append(run_dataset("ml-latest-small", movielens(ml, args.sampling), args, args.steps_ml))
         else:
             print(f"skipping ml-latest-small: {ml} is absent", file=sys.stderr)
     if args.only in (None, "taobao"):
         if tb.is_dir():
-            results.append(run_dataset("taobao slice", taobao(tb), args, args.steps_taobao, 20_000, 4_000))
+            results.append(run_dataset("taobao slice", taobao(tb, args.sampling), args, args.steps_taobao))
         else:
             print(f"skipping the Taobao slice: {tb} is absent", file=sys.stderr)
+    if args.only in (None, "synthetic"):
+        results.append(run_dataset("synthetic drifting", synthetic(args.sampling), args, args.steps_synthetic))
     print(table(results))
     for r in results:
         print(f"{r['dataset']}: examples train/valid/test {r['rows']}, users {r['users']}, {r['steps']} steps of 256")

@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from features.ids import stable_ids  # noqa: E402
 from features.labels import LabelPolicy  # noqa: E402
 from features.offline import behavior_log, examples  # noqa: E402
+from features.negatives import ItemPool  # noqa: E402
 from features.schema import Event, events_to_table  # noqa: E402
 from features.sequence import SequencePolicy  # noqa: E402
 from features.validate import parse_event  # noqa: E402
@@ -49,10 +50,12 @@ class Tables:
     category_ids: np.ndarray
 
 
-def load_tables(records: Iterable, catalog: pa.Table, negatives: int = 0, seed: int = 0) -> Tables:
+def load_tables(records: Iterable, catalog: pa.Table, negatives: int = 0, seed: int = 0,
+                sampling: str = "uniform") -> Tables:
     """Raw records + raw catalog (item_id, category_id) -> log, next-item examples, hashed catalog.
     Impressions are skipped (they are not behaviors); a rejected record is an error here.
-    ``negatives``: catalog items sampled (seeded) per positive, labeled 0, for the rankers."""
+    ``negatives``: catalog items drawn (seeded) per positive as of its time (features/negatives.py,
+    ``sampling``), labeled 0, for the rankers."""
     events = []
     for raw in records:
         if isinstance(raw, str) and '"impression"' in raw:
@@ -68,7 +71,8 @@ def load_tables(records: Iterable, catalog: pa.Table, negatives: int = 0, seed: 
     category_ids = np.zeros(len(cats), np.int64)  # no category: UNKNOWN_CATEGORY, as validation gives
     if known.any():
         category_ids[known] = stable_ids([c for c, k in zip(cats, known) if k])
-    ex = examples(table, LabelPolicy(kind="next_item", negatives=negatives, seed=seed), item_ids, category_ids)
+    pool = ItemPool.from_table(table, item_ids)
+    ex = examples(table, LabelPolicy(kind="next_item", negatives=negatives, seed=seed, sampling=sampling), pool)
     return Tables(behavior_log(table, SequencePolicy()), ex, item_ids, category_ids)
 
 
@@ -88,7 +92,7 @@ def movielens_tables(folder: Path) -> Tables:
     return load_tables(movielens_events(folder), movielens_catalog(folder))
 
 
-def taobao_tables(folder: Path, negatives: int = 0) -> Tables:
+def taobao_tables(folder: Path, negatives: int = 0, sampling: str = "uniform") -> Tables:
     """The Taobao slice; its catalog is each item's category as the behaviors give it."""
     from pipelines.sources.datasets import taobao_events
 
@@ -97,7 +101,7 @@ def taobao_tables(folder: Path, negatives: int = 0) -> Tables:
         if r.get("item_id") is not None:
             pairs.setdefault(r["item_id"], r.get("category_id"))
     catalog = pa.table({"item_id": list(pairs), "category_id": list(pairs.values())})
-    return load_tables(taobao_events(folder), catalog, negatives=negatives)
+    return load_tables(taobao_events(folder), catalog, negatives=negatives, sampling=sampling)
 
 
 @dataclass

@@ -39,9 +39,11 @@ sys.path.insert(0, str(REPO))
 CATEGORIES = 100
 ITEMS = 100_000
 # (model label, pooling, search) per length class
-SHORT = [("mean", "mean", "none"), ("din", "din", "none"), ("tin", "tin", "none")]
+SHORT = [("mean", "mean", "none"), ("din", "din", "none"), ("tin", "tin", "none"), ("dien", "dien", "none"),
+         ("sdim", "sdim", "none")]
 LONG = [("mean+category", "mean", "category"), ("din+category", "din", "category"),
-        ("tin+category", "tin", "category"), ("tin+dare", "tin", "dare")]
+        ("tin+category", "tin", "category"), ("tin+dare", "tin", "dare"), ("dien+category", "dien", "category"),
+        ("sdim", "sdim", "none")]  # SDIM hashes the whole history: no search unit
 
 
 def rss_mb() -> float:

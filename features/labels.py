@@ -4,8 +4,9 @@ Two labelings:
 - impression_click: an impression is positive if the same user clicks the same
   item within ``window_ms`` after it (the attribution window).
 - next_item: every behavior is a positive for its item, with ``negatives``
-  sampled (seeded, per event) from the catalog among items the user had not
-  interacted with by then.
+  drawn (seeded, per event) point in time (features/negatives.py): among the
+  items that exist by then (uniformly, or by their popularity by then) that the
+  user had not interacted with by then.
 An example carries (user_id, item_id, category_id, timestamp, label); its
 sequence is a slice of the behavior log as of ``timestamp`` (see pit.py).
 """
@@ -18,6 +19,7 @@ from typing import Literal, Sequence
 import numpy as np
 import pyarrow as pa
 
+from features.negatives import SAMPLINGS, ItemPool
 from features.schema import BEHAVIOR_TYPES, UNKNOWN_CATEGORY, Event
 
 EXAMPLE_SCHEMA = pa.schema(
@@ -40,10 +42,13 @@ class LabelPolicy:
     negatives: int = 1
     min_history: int = 1
     seed: int = 0
+    sampling: Literal["uniform", "popularity"] = "uniform"  # next_item negatives (features/negatives.py)
 
     def __post_init__(self) -> None:
         if self.kind not in ("impression_click", "next_item"):
             raise ValueError(f"LabelPolicy.kind must be impression_click or next_item, got {self.kind!r}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"LabelPolicy.sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
         if self.window_ms <= 0 or self.negatives < 0 or self.min_history < 0:
             raise ValueError(f"LabelPolicy has a negative or zero setting: {self}")
 
@@ -68,10 +73,9 @@ def impression_click(events: Sequence[Event], window_ms: int) -> list[Example]:
     return out
 
 
-def next_item(events: Sequence[Event], catalog_items: np.ndarray, catalog_categories: np.ndarray,
-              negatives: int, min_history: int, seed: int) -> list[Example]:
-    """Each behavior after the first ``min_history`` is a positive; negatives are sampled per event
-    among catalog items the user had no behavior with at or before its timestamp."""
+def next_item(events: Sequence[Event], pool: ItemPool, policy: LabelPolicy) -> list[Example]:
+    """Each behavior after the first ``min_history`` is a positive; each gets ``policy.negatives``
+    drawn from ``pool`` as of its timestamp among items the user had no behavior with at or before it."""
     behaviors = sorted((e for e in events if e.event_type in BEHAVIOR_TYPES), key=lambda e: (e.timestamp, e.event_id))
     seen: set[int] = set()  # items of every behavior at or before the current one's time
     n_seen = 0
@@ -82,32 +86,23 @@ def next_item(events: Sequence[Event], catalog_items: np.ndarray, catalog_catego
         while n_seen < len(behaviors) and behaviors[n_seen].timestamp <= e.timestamp:
             seen.add(behaviors[n_seen].item_id)
             n_seen += 1
-        if i >= min_history:
+        if i >= policy.min_history:
             out.append((e.user_id, e.item_id, _category(e), e.timestamp, 1))
-            rng = np.random.default_rng(_event_seed(seed, e.event_id))
-            drawn = 0
-            for _ in range(20 * negatives):  # bounded tries for users who have seen almost everything
-                if drawn == negatives:
-                    break
-                j = int(rng.integers(len(catalog_items)))
-                item = int(catalog_items[j])
-                if item in seen or item == e.item_id:
-                    continue
-                out.append((e.user_id, item, int(catalog_categories[j]), e.timestamp, 0))
-                drawn += 1
+            rng = np.random.default_rng(_event_seed(policy.seed, e.event_id))
+            for item, cat in pool.draw(e.timestamp, seen | {e.item_id}, policy.negatives, rng, policy.sampling):
+                out.append((e.user_id, item, cat, e.timestamp, 0))
     return out
 
 
-def build_examples(events: Sequence[Event], policy: LabelPolicy,
-                   catalog_items: np.ndarray | None = None,
-                   catalog_categories: np.ndarray | None = None) -> list[Example]:
-    """One user's examples under the policy; events may come in any order."""
+def build_examples(events: Sequence[Event], policy: LabelPolicy, pool: ItemPool | None = None) -> list[Example]:
+    """One user's examples under the policy; events may come in any order. next_item labels need
+    the ``pool`` of every user's behaviors (ItemPool.from_table): an item exists once anyone took it."""
     events = sorted(events, key=lambda e: (e.timestamp, e.event_id))
     if policy.kind == "impression_click":
         return impression_click(events, policy.window_ms)
-    if catalog_items is None or len(catalog_items) == 0:
-        raise ValueError("next_item labels need a non-empty item catalog to sample negatives from")
-    return next_item(events, catalog_items, catalog_categories, policy.negatives, policy.min_history, policy.seed)
+    if pool is None:
+        raise ValueError("next_item labels draw negatives from an ItemPool of every user's behaviors: pass one")
+    return next_item(events, pool, policy)
 
 
 def _event_seed(seed: int, event_id: str) -> int:
@@ -115,22 +110,16 @@ def _event_seed(seed: int, event_id: str) -> int:
     return int.from_bytes(digest, "little")
 
 
-def next_item_point_in_time(log: "pa.Table", rows: "pa.Table", negatives: int, seed: int) -> "pa.Table":
+def next_item_point_in_time(log: "pa.Table", rows: "pa.Table", policy: LabelPolicy) -> "pa.Table":
     """Next-item examples for behaviors ``rows`` (log columns), point in time: each behavior is a
-    positive, and each gets ``negatives`` items drawn uniformly among the items that exist at its
-    time (some behavior with them strictly before it in ``log``, which is sorted by user and time)
-    and that its user has not taken at or before it. Deterministic by (seed, event_id).
+    positive, and each gets ``policy.negatives`` drawn (features/negatives.py, ``policy.sampling``)
+    among the items that exist at its time (some behavior with them strictly before it in ``log``,
+    which is sorted by user and time) and that its user has not taken at or before it: the draws
+    of ``next_item`` with the same pool. Deterministic by (policy.seed, event_id).
     Returns EXAMPLE_SCHEMA rows, positives and negatives sorted by time."""
+    pool = ItemPool.from_table(log)
     log_items, log_times = log.column("item_id").to_numpy(), log.column("timestamp").to_numpy()
-    log_cats, log_users = log.column("category_id").to_numpy(), log.column("user_id").to_numpy()
-    by_time = np.argsort(log_times, kind="stable")
-    first_seen: dict[int, tuple[int, int]] = {}
-    for i in by_time:  # each item's first behavior time and category
-        first_seen.setdefault(int(log_items[i]), (int(log_times[i]), int(log_cats[i])))
-    catalog = sorted(first_seen.items(), key=lambda kv: kv[1][0])
-    born = np.array([t for _, (t, _) in catalog], np.int64)
-    items = np.array([i for i, _ in catalog], np.int64)
-    cats = np.array([c for _, (_, c) in catalog], np.int64)
+    log_users = log.column("user_id").to_numpy()
     out: list[Example] = []
     users, r_items, r_times = (rows.column(n).to_numpy() for n in ("user_id", "item_id", "timestamp"))
     r_cats, r_ids = rows.column("category_id").to_numpy(), rows.column("event_id").to_pylist()
@@ -138,17 +127,9 @@ def next_item_point_in_time(log: "pa.Table", rows: "pa.Table", negatives: int, s
         out.append((int(u), int(item), int(cat), int(ts), 1))
         lo, hi = np.searchsorted(log_users, u, "left"), np.searchsorted(log_users, u, "right")
         taken = set(log_items[lo:hi][log_times[lo:hi] <= ts].tolist()) | {int(item)}
-        existing = int(np.searchsorted(born, ts, side="left"))  # items first seen strictly before ts
-        rng = np.random.default_rng(_event_seed(seed, event_id))
-        drawn = 0
-        for _ in range(20 * negatives):
-            if drawn == negatives or existing == 0:
-                break
-            j = int(rng.integers(existing))
-            if int(items[j]) in taken:
-                continue
-            out.append((int(u), int(items[j]), int(cats[j]), int(ts), 0))
-            drawn += 1
+        rng = np.random.default_rng(_event_seed(policy.seed, event_id))
+        for neg, neg_cat in pool.draw(int(ts), taken, policy.negatives, rng, policy.sampling):
+            out.append((int(u), neg, neg_cat, int(ts), 0))
     out.sort(key=lambda e: (e[3], e[0], -e[4]))
     return pa.table([pa.array(col, f.type) for col, f in zip(zip(*out), EXAMPLE_SCHEMA)] if out
                     else [pa.array([], f.type) for f in EXAMPLE_SCHEMA], schema=EXAMPLE_SCHEMA)

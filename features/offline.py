@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 
 from features import stats
 from features.labels import EXAMPLE_SCHEMA, LabelPolicy, build_examples
+from features.negatives import ItemPool
 from features.pit import sequences_as_of
 from features.schema import BEHAVIOR_TYPES, EVENT_TYPE_CODE, UNKNOWN_CATEGORY, table_to_events
 from features.sequence import SequencePolicy
@@ -167,25 +168,26 @@ def _search3(a, b, c, qa, qb, qc) -> np.ndarray:
     return out
 
 
-def examples(events: pa.Table, policy: LabelPolicy, catalog_items: np.ndarray | None = None,
-             catalog_categories: np.ndarray | None = None, until_ms: int | None = None) -> pa.Table:
+def examples(events: pa.Table, policy: LabelPolicy, pool: ItemPool | None = None,
+             until_ms: int | None = None) -> pa.Table:
     """Labeled examples of a deduplicated batch of events (any users, any order).
 
-    ``until_ms``: the end of the data. An impression whose click window is not over by then
+    ``pool``: where next_item negatives come from (features/negatives.py); None: these events'
+    own behaviors, which is right when they are every user's. ``until_ms``: the end of the data. An impression whose click window is not over by then
     cannot be labeled yet (its click may come later) and yields no example."""
     if policy.kind == "impression_click":
         labeled = impression_click(events, policy.window_ms)
         if until_ms is None:
             return labeled
         return labeled.filter(pc.less(pc.add(labeled.column("timestamp"), policy.window_ms), until_ms))
+    pool = ItemPool.from_table(events) if pool is None else pool
     rows = []
     by_user = events.sort_by([("user_id", "ascending")])
     users = by_user.column("user_id").to_numpy()
     bounds = np.flatnonzero(np.diff(users)) + 1
     for start, end in zip(np.r_[0, bounds], np.r_[bounds, len(users)]):
         if end > start:
-            rows += build_examples(table_to_events(by_user.slice(start, end - start)), policy,
-                                   catalog_items, catalog_categories)
+            rows += build_examples(table_to_events(by_user.slice(start, end - start)), policy, pool)
     cols = list(zip(*rows)) if rows else [[] for _ in EXAMPLE_SCHEMA]
     return pa.table([pa.array(c, f.type) for c, f in zip(cols, EXAMPLE_SCHEMA)], schema=EXAMPLE_SCHEMA)
 

@@ -1,4 +1,4 @@
-"""Ranking metrics in numpy (AUC, GAUC, logloss) and a popularity baseline to beat.
+"""Ranking metrics in numpy (AUC, GAUC, logloss); the baselines to beat are trainers/baselines.py.
 
 GAUC (Zhou et al. 2018, "Deep Interest Network for Click-Through Rate Prediction", KDD, Eq. 1)
 is the per-user AUC weighted by the user's number of impressions,
@@ -8,7 +8,6 @@ tests/trainers/test_metrics.py."""
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 
 LOGLOSS_EPS = 1e-7
 
@@ -88,28 +87,6 @@ def logloss(labels: np.ndarray, probs: np.ndarray, eps: float = LOGLOSS_EPS) -> 
         return float("nan")
     p = np.clip(probs, eps, 1.0 - eps)
     return float(-np.mean(labels * np.log(p) + (1.0 - labels) * np.log(1.0 - p)))
-
-
-def popularity_scores(train_examples: pa.Table, eval_examples: pa.Table, prior_weight: float = 10.0) -> np.ndarray:
-    """Each eval item's smoothed click rate in the training examples.
-
-    rate = (clicks + prior_weight * global_rate) / (impressions + prior_weight);
-    items never seen in training get the global rate; with no training examples every score is 0.
-    """
-    if not prior_weight > 0:
-        raise ValueError(f"prior_weight must be > 0, got {prior_weight}")
-    query = eval_examples.column("item_id").to_numpy()
-    items = train_examples.column("item_id").to_numpy()
-    labels = train_examples.column("label").to_numpy().astype(np.float64)
-    if len(items) == 0:
-        return np.zeros(len(query))
-    global_rate = float(labels.mean())
-    uniq, inverse = np.unique(items, return_inverse=True)
-    clicks = np.bincount(inverse, weights=labels, minlength=len(uniq))
-    shows = np.bincount(inverse, minlength=len(uniq)).astype(np.float64)
-    rate = (clicks + prior_weight * global_rate) / (shows + prior_weight)
-    pos = np.minimum(np.searchsorted(uniq, query), len(uniq) - 1)
-    return np.where(uniq[pos] == query, rate[pos], global_rate)
 
 
 def ranking_metrics(users: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:

@@ -136,7 +136,7 @@ class UserShardFn(beam.DoFn):
         self.duplicates = Metrics.counter(NAMESPACE, "duplicates")
         self.examples = Metrics.counter(NAMESPACE, "examples")
 
-    def process(self, keyed, catalog=None):
+    def process(self, keyed, pool=None):
         s, part = self.s, f"{keyed[0]:05d}"
         raw = pa.concat_tables(keyed[1])
         events, dropped = offline.dedup(raw)
@@ -144,8 +144,7 @@ class UserShardFn(beam.DoFn):
         log = offline.behavior_log(raw, s.sequence)
         lifelong = offline.lifelong_sequences(raw, log, s.sequence)
         del raw
-        items, cats = catalog if catalog is not None else (None, None)
-        examples = offline.examples(events, s.labels, items, cats, s.labels_until_ms)
+        examples = offline.examples(events, s.labels, pool, s.labels_until_ms)
         self.examples.inc(examples.num_rows)
         tables = {"behavior_log": log, "event_log": offline.event_log(events), "examples": examples,
                   "user_sequence": lifelong,

@@ -31,8 +31,9 @@ import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from features.errors import ConfigError, InputError, MissingInput
+from features.errors import InputError, MissingInput
 from features.labels import LabelPolicy
+from features.negatives import ItemPool
 from features.sequence import SequencePolicy
 from features.tables import TABLES
 from pipelines.batch.adapters import NAMESPACE, ItemShardFn, ReadValidateFn, ShardSettings, UserShardFn
@@ -45,7 +46,7 @@ from pipelines.config import as_folder, typed
 class BackfillConfig:
     input: str  # a glob of raw JSON-lines files, or several separated by commas
     output: str
-    catalog: str | None = None  # Parquet with hashed item_id, category_id (needed for next_item labels)
+    catalog: str | None = None  # Parquet with hashed item_id: next_item negatives are drawn among its items only
     sequence: SequencePolicy = field(default_factory=SequencePolicy)  # the lifelong sequence
     recent_len: int = 50
     category_len: int = 50
@@ -59,9 +60,6 @@ class BackfillConfig:
         for name in ("recent_len", "category_len", "shards"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BackfillConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.labels.kind == "next_item" and not self.catalog:
-            raise ConfigError("catalog", "next_item labels draw their negatives from the item catalog: give "
-                                         "--catalog WORKDIR/catalog.parquet (recstream ingest writes it)")
 
 
 def build(p: beam.Pipeline, cfg: BackfillConfig, files: list[str]) -> None:
@@ -70,24 +68,27 @@ def build(p: beam.Pipeline, cfg: BackfillConfig, files: list[str]) -> None:
     out = str(Path(cfg.output).resolve()) if "://" not in cfg.output else cfg.output
     events = (p | "Files" >> beam.Create(list(enumerate(files)))
               | "ReadValidate" >> beam.ParDo(ReadValidateFn(out, cfg.shards, cfg.now_ms)))
-    catalog = None
-    if cfg.catalog:
-        catalog = beam.pvalue.AsSingleton(p | "Catalog" >> beam.Create([_load_catalog(cfg.catalog)]))
+    pool = None
+    if cfg.labels.kind == "next_item":  # negatives as of each example's time, from every user's behaviors
+        catalog = _load_catalog(cfg.catalog) if cfg.catalog else None
+        pool = beam.pvalue.AsSingleton(
+            events
+            | "PoolParts" >> beam.Map(lambda keyed: ItemPool.part(keyed[1]))
+            | "PoolGather" >> beam.combiners.ToList()
+            | "Pool" >> beam.Map(ItemPool.from_parts, catalog))
     settings = ShardSettings(out, cfg.sequence, cfg.recent_len, cfg.category_len, cfg.labels, cfg.stats_as_of_ms,
                              cfg.labels_until_ms, cfg.shards)
     item_events = (events
                    | "GroupUserShards" >> beam.GroupByKey()
-                   | "UserShards" >> beam.ParDo(UserShardFn(settings), catalog=catalog))
+                   | "UserShards" >> beam.ParDo(UserShardFn(settings), pool=pool))
     if cfg.stats_as_of_ms is not None:
         (item_events
          | "GroupItemShards" >> beam.GroupByKey()
          | "ItemShards" >> beam.ParDo(ItemShardFn(out, cfg.stats_as_of_ms)))
 
 
-def _load_catalog(path: str) -> tuple[np.ndarray, np.ndarray]:
-    table = pq.read_table(path, columns=["item_id", "category_id"])
-    return (table.column("item_id").to_numpy(),
-            table.column("category_id").fill_null(0).to_numpy())
+def _load_catalog(path: str) -> np.ndarray:
+    return pq.read_table(path, columns=["item_id"]).column("item_id").to_numpy()
 
 
 def run_backfill(cfg: BackfillConfig, pipeline_args: list[str] | None = None) -> dict:

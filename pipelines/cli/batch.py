@@ -21,7 +21,7 @@ def add(sub) -> None:
     b = sub.add_parser("backfill", help="Beam backfill; unknown flags go to Beam's PipelineOptions")
     b.add_argument("--input", required=True, help="glob of raw JSON-lines files (several: comma-separated)")
     b.add_argument("--output", required=True, help="folder for the offline tables")
-    b.add_argument("--catalog", help="hashed catalog Parquet (needed for --labels next_item)")
+    b.add_argument("--catalog", help="hashed catalog Parquet: next_item negatives are drawn among its items only")
     flags.caps(b)
     b.add_argument("--stats-as-of", type=int, help="ms; write user/item stats as of this time (default: ingest's "
                                                    "cutoff, where the run has an ingest.json)")
@@ -30,7 +30,10 @@ def add(sub) -> None:
     b.add_argument("--labels", choices=["impression_click", "next_item"],
                    help="default: what `recstream ingest` found fits the data (its ingest.json above the "
                         "input), else impression_click")
-    b.add_argument("--negatives", type=int, default=1)
+    b.add_argument("--negatives", type=int, default=1, help="next_item: negatives per positive")
+    b.add_argument("--sampling", choices=["uniform", "popularity"], default="uniform",
+                   help="next_item: negatives drawn among the items that exist at the example's time, "
+                        "uniformly or by their popularity by then")
     flags.json_output(b)
     b.set_defaults(func=backfill, beam_flags=True)
 
@@ -82,7 +85,7 @@ def backfill(args, extra) -> int:
         "input": args.input, "output": args.output, "catalog": catalog,
         "sequence": {"max_len": args.max_len}, "recent_len": args.recent_len, "category_len": args.category_len,
         "stats_as_of_ms": stats_as_of, "labels_until_ms": labels_until,
-        "labels": {"kind": labels, "negatives": args.negatives}})
+        "labels": {"kind": labels, "negatives": args.negatives, "sampling": args.sampling}})
     counts = run_backfill(cfg, extra)
     if args.json:
         print(json.dumps(counts, indent=2))
@@ -94,7 +97,7 @@ def backfill(args, extra) -> int:
               f"count; rejected/: each rejected record with its reason)")
     if counts["accepted"] and not counts["examples"] and labels == "impression_click":
         print("recstream backfill: note: 0 examples: no impression was followed by a click of its item; for data "
-              "without impressions (ratings, purchases) use --labels next_item --catalog WORKDIR/catalog.parquet",
+              "without impressions (ratings, purchases) use --labels next_item",
               file=sys.stderr)
     return 0
 

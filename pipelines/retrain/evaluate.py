@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from features.pit import counts_before, key_time_order
+from features.pit import counts_before
+from trainers import baselines
+from trainers.baselines import ItemCounts
 from trainers.metrics import ranking_metrics
 from trainers.ranking.train import predict
 from trainers.retrieval.metrics import retrieval_metrics
@@ -21,11 +23,8 @@ class Log:
 
     def __init__(self, log: pa.Table):
         self.table = log  # sorted by (user_id, timestamp, event_id): features.pit.sort_log
-        users, times = log.column("user_id").to_numpy(), log.column("timestamp").to_numpy()
-        items = log.column("item_id").to_numpy()
-        order = key_time_order(items, times) if len(items) else np.zeros(0, np.int64)
-        self.users, self.times = users, times
-        self.items_sorted, self.item_times = items[order], times[order]
+        self.users, self.times = log.column("user_id").to_numpy(), log.column("timestamp").to_numpy()
+        self.counts = ItemCounts(log)
 
     def history_lengths(self, users, times) -> np.ndarray:
         """Each (user, time)'s number of behaviors strictly before it."""
@@ -33,7 +32,7 @@ class Log:
 
     def item_counts(self, items, times) -> np.ndarray:
         """Each (item, time)'s number of behaviors strictly before it: the point-in-time popularity."""
-        return counts_before(self.items_sorted, self.item_times, items, times)
+        return self.counts.before(items, times)
 
     def candidates(self) -> tuple[np.ndarray, np.ndarray]:
         """Every item the log holds, with its (latest) category."""
@@ -44,8 +43,7 @@ class Log:
 def popularity(log: Log, examples: pa.Table) -> np.ndarray:
     """The point-in-time popularity baseline: each example's item count before its time, as a
     probability-like score in (0, 1) (only the order matters to AUC)."""
-    counts = log.item_counts(examples.column("item_id").to_numpy(), examples.column("timestamp").to_numpy())
-    return counts / (counts + 10.0)
+    return baselines.popularity(log.counts, examples)
 
 
 def ranker_scores(state, cfg, examples: pa.Table, log: Log, vectors=None, meta=None) -> np.ndarray:

@@ -16,6 +16,7 @@ For each window (pipelines.retrain.window):
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -204,8 +205,8 @@ class Loop:
             return parse_examples(window.primary, seen)
         from pipelines.retrain.records import Parsed
 
-        table = next_item_point_in_time(self.log, behaviors, self.cfg.labels.negatives,
-                                        self.cfg.labels.seed + window.index)
+        policy = dataclasses.replace(self.cfg.labels, seed=self.cfg.labels.seed + window.index)
+        table = next_item_point_in_time(self.log, behaviors, policy)
         full = pa.table({**{n: table.column(n).cast(pa.int64()) for n in table.column_names},
                          "label_ms": table.column("timestamp")})
         return Parsed(full, raw=len(window.primary), duplicates=0, unreadable=0)

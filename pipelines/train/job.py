@@ -1,13 +1,15 @@
 """`recstream train`: train a ranker or a retriever from a run folder the backfill wrote.
 
 Reads ``<workdir>/offline/examples`` and ``<workdir>/offline/behavior_log``,
-splits by time (features.splits: train on the past, validate on the next
-slice, test on the last), trains, and writes the unsharded weights and the
+splits by time (features.splits: row quantiles of time; train on the past,
+validate on the next slice, test on the last), sizes the tables from the data
+(trainers/sizing.py), trains, and writes the unsharded weights and the
 metrics to ``<workdir>/models/<model>/``.
 
-- rankers (mean | din | tin, any search unit): trainers.ranking.train on the labeled
-  examples; AUC, GAUC (per user) and logloss on validation and test, for the
-  model and for the popularity baseline; every validation and test score in
+- rankers (mean | din | tin | dien | sdim, any search unit): trainers.ranking.train on the
+  labeled examples; AUC, GAUC (per user) and logloss on validation and test, for the
+  model and for the point-in-time popularity baselines (trainers/baselines.py:
+  all history, and the last week); every validation and test score in
   ``predictions.parquet`` (split, user_id, item_id, category_id, timestamp,
   label, score).
 - retrievers (single | comirec-sa | mind): trainers.retrieval.train on every
@@ -28,7 +30,9 @@ from features.errors import ConfigError, MissingInput
 from features.pit import sort_log
 from features.splits import time_splits
 from pipelines.staged import staged
+from pipelines.store.online_view import iso
 from pipelines.train import RANKERS, RETRIEVERS
+from trainers.sizing import HEADROOM
 
 OUTPUTS = ("weights.pt", "metrics.json", "predictions.parquet")
 
@@ -40,12 +44,18 @@ def _table(workdir: Path, name: str) -> pa.Table:
     return ds.dataset(path, format="parquet").to_table()
 
 
-def run_train(workdir: Path, model: str, steps: int | None = None, seed: int = 0, search: str = "none",
-              search_k: int = 0, valid_fraction: float = 0.1, test_fraction: float = 0.1,
-              progress=None, sparse_lr: float | None = None) -> dict:
+def run_train(workdir: Path, model: str, steps: int | None = None, seed: int | None = None,
+              search: str | None = None, search_k: int | None = None, valid_fraction: float = 0.1, test_fraction: float = 0.1,
+              progress=None, sparse_lr: float | None = None, settings: dict | None = None,
+              headroom: float = HEADROOM, refit: bool = False) -> dict:
     """Train ``model`` on the run in ``workdir``; returns (and writes) its metrics.
 
-    Rankers: ``sparse_lr`` overrides TrainConfig.sparse_lr (the tables' RowWiseAdagrad rate)."""
+    ``settings``: TrainConfig (rankers) or RetrievalConfig (retrievers) fields, e.g. from a TOML
+    file; the named arguments win over them. Table sizes not given come from the data (the distinct
+    IDs of the log and the examples times ``headroom``, trainers/sizing.py); every result says how
+    many IDs share a row. ``refit``: after the validation scores, train again on train + valid
+    and score the test slice with that model. Rankers: ``sparse_lr`` overrides the tables'
+    RowWiseAdagrad rate."""
     if model not in RANKERS + RETRIEVERS:
         raise ConfigError(f"model must be one of {RANKERS + RETRIEVERS}, got {model!r}")
     if steps is not None and steps < 1:
@@ -54,15 +64,22 @@ def run_train(workdir: Path, model: str, steps: int | None = None, seed: int = 0
         raise ConfigError(f"sparse_lr must be above 0, got {sparse_lr}")
     workdir = Path(workdir)
     log = sort_log(_table(workdir, "behavior_log"))
+    examples = _table(workdir, "examples") if model in RANKERS else _positives(log)
+    split = time_splits(examples, valid_fraction, test_fraction)
+    given = {"seed": seed, "steps": steps, "sparse_lr": sparse_lr, "search": search, "search_k": search_k}
+    cfg, tables = _config(model, log, examples, headroom, {
+        **(settings or {}), "model": model, **{k: v for k, v in given.items() if v is not None}})
     out = workdir / "models" / model
     # Written aside and swapped in whole (pipelines/staged.py): a killed run leaves the previous
     # run's weights, metrics and predictions together, never a mix.
     with staged(out, owned=OUTPUTS) as stage:
         if model in RANKERS:
-            result = _ranker(workdir, log, model, steps, seed, search, search_k, valid_fraction, test_fraction,
-                             progress, sparse_lr, stage)
+            result = _ranker(log, cfg, split, progress, refit, stage)
         else:
-            result = _retriever(log, model, steps, seed, valid_fraction, test_fraction, progress)
+            result = _retriever(log, cfg, split, progress, refit)
+        result = {"model": model, "config": dataclasses.asdict(cfg), "tables": tables,
+                  "split": {"valid_from": iso(split.valid_from), "test_from": iso(split.test_from),
+                            "refit": refit}, **result}
         state = result.pop("state_dict")
         torch.save(state, stage / "weights.pt")
         (stage / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
@@ -70,50 +87,70 @@ def run_train(workdir: Path, model: str, steps: int | None = None, seed: int = 0
     return result
 
 
-def _ranker(workdir, log, model, steps, seed, search, search_k, valid_fraction, test_fraction, progress,
-            sparse_lr, out) -> dict:
+def _positives(log: pa.Table) -> pa.Table:
+    """Every behavior as a next-item positive: what retrievers train on."""
+    return log.select(["user_id", "item_id", "category_id", "timestamp"]).append_column(
+        "label", pa.array(np.ones(log.num_rows, np.int8)))
+
+
+def _config(model: str, log: pa.Table, examples: pa.Table, headroom: float, settings: dict):
+    """The model's config from the settings, with table sizes from the data where not given;
+    and the tables' collision report."""
+    from pipelines.config import from_dict
+    from trainers.ranking.train import TrainConfig
+    from trainers.retrieval.train import RetrievalConfig
+    from trainers.sizing import collisions, rows_for
+
+    cls = TrainConfig if model in RANKERS else RetrievalConfig
+    ids = {"item": np.concatenate([log.column("item_id").to_numpy(), examples.column("item_id").to_numpy()]),
+           "category": np.concatenate([log.column("category_id").to_numpy(),
+                                       examples.column("category_id").to_numpy()])}
+    settings = dict(settings)
+    for name, values in ids.items():
+        settings.setdefault(f"{name}_table_size", rows_for(len(np.unique(values)), headroom))
+    cfg = from_dict(cls, settings)
+    return cfg, {name: collisions(values, getattr(cfg, f"{name}_table_size")) for name, values in ids.items()}
+
+
+def _ranker(log, cfg, split, progress, refit, out) -> dict:
     import pyarrow.parquet as pq
 
-    from trainers.metrics import popularity_scores, ranking_metrics
-    from trainers.ranking.train import TrainConfig, predict, train
+    from trainers.baselines import ItemCounts, baseline_scores
+    from trainers.metrics import ranking_metrics
+    from trainers.ranking.train import predict, train
 
-    cfg = TrainConfig(model=model, search=search, search_k=search_k, seed=seed)
-    if steps is not None:
-        cfg = dataclasses.replace(cfg, steps=steps)
-    if sparse_lr is not None:
-        cfg = dataclasses.replace(cfg, sparse_lr=sparse_lr)
-    split = time_splits(_table(workdir, "examples"), valid_fraction, test_fraction)
     res = train(split.train, split.valid, log, cfg, progress=progress)
+    test_state = res.state_dict
+    if refit and split.test.num_rows:
+        test_state = train(pa.concat_tables([split.train, split.valid]), split.test.slice(0, 0), log, cfg,
+                           progress=progress).state_dict
     scores = {"valid": res.eval_scores,
-              "test": predict(res.state_dict, cfg, split.test, log) if split.test.num_rows else np.zeros(0)}
+              "test": predict(test_state, cfg, split.test, log) if split.test.num_rows else np.zeros(0)}
+    counts = ItemCounts(log)
     metrics, rows = {}, []
     for name in ("valid", "test"):
         table = getattr(split, name)
         users, labels = table.column("user_id").to_numpy(), table.column("label").to_numpy()
         metrics[name] = {**ranking_metrics(users, labels, scores[name]),
-                         "popularity": ranking_metrics(users, labels, popularity_scores(split.train, table))}
+                         **{base: ranking_metrics(users, labels, got)
+                            for base, got in baseline_scores(counts, table).items()}}
         rows.append(table.select(["user_id", "item_id", "category_id", "timestamp", "label"])
                     .append_column("score", pa.array(scores[name], pa.float64()))
                     .append_column("split", pa.array([name] * table.num_rows, pa.string())))
     pq.write_table(pa.concat_tables(rows), out / "predictions.parquet")
-    return {"model": model, "search": search, "search_k": search_k, "sparse_lr": cfg.sparse_lr,
+    return {"search": cfg.search, "search_k": cfg.search_k, "sparse_lr": cfg.sparse_lr,
             "rows": [split.train.num_rows, split.valid.num_rows, split.test.num_rows],
             "first_loss": res.losses[0], "last_loss": res.losses[-1], **metrics,
-            "samples_per_s": res.samples_per_s, "state_dict": res.state_dict}
+            "samples_per_s": res.samples_per_s, "state_dict": test_state}
 
 
-def _retriever(log, model, steps, seed, valid_fraction, test_fraction, progress) -> dict:
+def _retriever(log, cfg, split, progress, refit) -> dict:
     from trainers.retrieval.metrics import retrieval_metrics
-    from trainers.retrieval.train import RetrievalConfig, item_vectors, retrieve, train_retriever, user_vectors
+    from trainers.retrieval.train import item_vectors, retrieve, train_retriever, user_vectors
 
-    cfg = RetrievalConfig(model=model, seed=seed)
-    if steps is not None:
-        cfg = dataclasses.replace(cfg, steps=steps)
-    positives = log.select(["user_id", "item_id", "category_id", "timestamp"]).append_column(
-        "label", pa.array(np.ones(log.num_rows, np.int8)))
-    split = time_splits(positives, valid_fraction, test_fraction)
-    res = train_retriever(split.train, log, cfg, progress=progress)
-    out = {"model": model, "rows": [split.train.num_rows, split.valid.num_rows, split.test.num_rows],
+    res = train_retriever(pa.concat_tables([split.train, split.valid]) if refit else split.train, log, cfg,
+                          progress=progress)
+    out = {"rows": [split.train.num_rows, split.valid.num_rows, split.test.num_rows],
            "first_loss": res.losses[0], "last_loss": res.losses[-1], "samples_per_s": res.samples_per_s,
            "state_dict": res.state_dict}
     if split.test.num_rows:

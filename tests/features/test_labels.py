@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 
 from tests.conftest import T0, random_events
-from features.labels import LabelPolicy, build_examples
-from features.schema import BEHAVIOR_TYPES, Event
+from features.labels import LabelPolicy, build_examples, next_item_point_in_time
+from features.negatives import ItemPool
+from features.offline import behavior_log
+from features.offline import examples as offline_examples
+from features.schema import BEHAVIOR_TYPES, Event, events_to_table
+from features.sequence import SequencePolicy
 
 W = 30 * 60 * 1000  # the default window
 POLICY = LabelPolicy(kind="impression_click", window_ms=W)
@@ -67,11 +71,16 @@ def test_only_impressions_become_impression_click_examples():
 # --- next_item ------------------------------------------------------------------------------
 
 CATALOG = np.arange(1000, 1400, dtype=np.int64)
-CATEGORIES = CATALOG % 7
 
 
 def next_item_policy(**kw):
     return LabelPolicy(**{"kind": "next_item", "negatives": 3, "min_history": 1, "seed": 0, **kw})
+
+
+def pool_of(events, births=CATALOG):
+    """The pool of ``events`` plus one earlier behavior (another user, T0 - 1) with every item of ``births``."""
+    early = [Event(f"born-{i}", 99, int(i), "view", T0 - 1, category_id=int(i) % 7) for i in births]
+    return ItemPool.from_events(early + list(events))
 
 
 def user_events(seed, n=60):
@@ -95,8 +104,10 @@ def split(rows):
 def test_next_item_positives_negatives_and_count():
     for seed in range(10):
         events = user_events(seed)
-        for policy in (next_item_policy(), next_item_policy(negatives=1, min_history=3), next_item_policy(negatives=0)):
-            rows = build_examples(events, policy, CATALOG, CATEGORIES)
+        pool = pool_of(events)
+        for policy in (next_item_policy(), next_item_policy(negatives=1, min_history=3), next_item_policy(negatives=0),
+                       next_item_policy(sampling="popularity")):
+            rows = build_examples(events, policy, pool)
             behaviors = sorted({(e.timestamp, e.event_id): e for e in events if e.event_type in BEHAVIOR_TYPES}.items())
             groups = split(rows)
             # Positives: every behavior after the first min_history, in time order.
@@ -108,15 +119,79 @@ def test_next_item_positives_negatives_and_count():
                 for user, item, cat, ts, label in negs:
                     assert item not in interacted, "a negative the user had already interacted with"
                     assert (user, ts) == (pos[0], pos[3])
-                    assert cat == CATEGORIES[item - 1000]
+                    assert cat == item % 7
+
+
+def test_no_negative_is_an_item_first_seen_after_its_example():
+    """Items come into existence over time (their first behavior, by any user): a negative is
+    always an item some behavior took strictly before the example, under either sampling."""
+    rng = random.Random(4)
+    events = [Event(f"e{i}", rng.randrange(6), rng.randrange(300), "view", T0 + rng.randrange(1000), category_id=3)
+              for i in range(400)]
+    pool = ItemPool.from_events(events)
+    first = {}
+    for e in sorted(events, key=lambda e: e.timestamp):
+        first.setdefault(e.item_id, e.timestamp)
+    for sampling in ("uniform", "popularity"):
+        negatives = 0
+        for user in range(6):
+            mine = [e for e in events if e.user_id == user]
+            for _, item, _, ts, label in build_examples(mine, next_item_policy(sampling=sampling, seed=2), pool):
+                if label == 0:
+                    negatives += 1
+                    assert first[item] < ts, f"{sampling}: item {item} first seen at {first[item]}, example at {ts}"
+        assert negatives > 500
+    # The end-of-data catalog, which the draws used before, breaks this on the same events.
+    late = [e for e in events if first[e.item_id] > T0 + 500]
+    assert late and any(first[e.item_id] > T0 + 100 for e in late)
+
+
+def test_the_first_behavior_of_all_gets_no_negative():
+    events = [Event("a", 1, 5, "view", T0), Event("b", 1, 6, "view", T0 + 1)]
+    rows = build_examples(events, next_item_policy(min_history=0), ItemPool.from_events(events))
+    assert [r for r in rows if r[4] == 0] == []  # at T0 nothing exists; at T0 + 1 only item 5, which the user took
+
+
+def test_popularity_sampling_follows_counts_before_the_example():
+    """popularity draws an item in proportion to its behaviors before the example: 90 behaviors
+    with item 1 and 10 with item 2 by other users; later events must not count."""
+    events = [Event(f"a{i}", 50 + i, 1, "view", T0 + i) for i in range(90)]
+    events += [Event(f"b{i}", 200 + i, 2, "view", T0 + 100 + i) for i in range(10)]
+    events += [Event(f"c{i}", 300 + i, 3, "view", T0 + 10_000 + i) for i in range(1000)]  # after the examples
+    pool = ItemPool.from_events(events)
+    user = [Event(f"u{i}", 1, 100 + i, "view", T0 + 5_000 + i) for i in range(400)]
+    draws = Counter(r[1] for r in build_examples(user, next_item_policy(sampling="popularity", negatives=1,
+                                                                         min_history=0), pool) if r[4] == 0)
+    uniform = Counter(r[1] for r in build_examples(user, next_item_policy(negatives=1, min_history=0), pool)
+                      if r[4] == 0)
+    assert set(draws) <= {1, 2} and set(uniform) <= {1, 2}
+    assert 0.83 < draws[1] / sum(draws.values()) < 0.97
+    assert 0.35 < uniform[1] / sum(uniform.values()) < 0.65
+
+
+def test_batch_and_point_in_time_draw_the_same_negatives():
+    """The backfill's builder and the retrain loop's point-in-time builder give the same examples
+    for the same behaviors and seed."""
+    rng = random.Random(9)
+    events = [Event(f"e{i}", rng.randrange(5), rng.randrange(80), "view", T0 + rng.randrange(500), category_id=2)
+              for i in range(300)]
+    table = events_to_table(events)
+    log = behavior_log(table, SequencePolicy(max_len=10_000))
+    for sampling in ("uniform", "popularity"):
+        policy = next_item_policy(min_history=0, sampling=sampling, seed=5)
+        batch = sorted(offline_examples(table, policy).to_pylist(), key=lambda r: tuple(r.values()))
+        pit = sorted(next_item_point_in_time(log, log.select(["user_id", "item_id", "category_id", "timestamp",
+                                                               "event_id"]), policy).to_pylist(),
+                     key=lambda r: tuple(r.values()))
+        assert batch == pit and len(batch) > 500
 
 
 def test_negatives_never_contradict_a_positive_at_the_same_time():
     """Two behaviors in one millisecond: neither item may be the other's negative."""
     events = [Event("a", 1, 0, "view", T0), Event("b", 1, 1, "view", T0), Event("c", 1, 2, "view", T0 + 5)]
-    catalog = np.arange(4, dtype=np.int64)
+    pool = pool_of(events, births=np.arange(4))
     for seed in range(30):
-        rows = build_examples(events, next_item_policy(min_history=0, negatives=2, seed=seed), catalog, catalog)
+        rows = build_examples(events, next_item_policy(min_history=0, negatives=2, seed=seed), pool)
         positives = {(r[1], r[3]) for r in rows if r[4] == 1}
         negatives = {(r[1], r[3]) for r in rows if r[4] == 0}
         assert not positives & negatives
@@ -127,28 +202,28 @@ def test_negatives_are_seeded_and_deterministic():
     events = user_events(3)
     shuffled = events[:]
     random.Random(5).shuffle(shuffled)
-    a = build_examples(events, next_item_policy(seed=7), CATALOG, CATEGORIES)
-    assert build_examples(shuffled, next_item_policy(seed=7), CATALOG, CATEGORIES) == a
-    b = build_examples(events, next_item_policy(seed=8), CATALOG, CATEGORIES)
+    pool = pool_of(events)
+    a = build_examples(events, next_item_policy(seed=7), pool)
+    assert build_examples(shuffled, next_item_policy(seed=7), pool_of(shuffled)) == a
+    b = build_examples(events, next_item_policy(seed=8), pool)
     assert [r for r in a if r[4] == 1] == [r for r in b if r[4] == 1]
     assert [r for r in a if r[4] == 0] != [r for r in b if r[4] == 0]
     # Seeds are per event: later events never change the examples of earlier ones.
     earlier = [e for e in events if e.timestamp < T0 + 15]
-    prefix = build_examples(earlier, next_item_policy(seed=7), CATALOG, CATEGORIES)
+    prefix = build_examples(earlier, next_item_policy(seed=7), pool_of(earlier))
     assert 0 < len(prefix) < len(a) and a[:len(prefix)] == prefix
     negs = Counter(r[1] for r in a if r[4] == 0)
     assert len(negs) > 20  # spread over the catalog, not one repeated item
 
 
 def test_user_who_has_seen_everything_gets_no_negatives():
-    catalog = np.array([10, 11], dtype=np.int64)
     events = [Event("a", 1, 10, "view", T0), Event("b", 1, 11, "view", T0 + 1), Event("c", 1, 10, "buy", T0 + 2)]
-    rows = build_examples(events, next_item_policy(negatives=5), catalog, catalog)
+    rows = build_examples(events, next_item_policy(negatives=5), pool_of(events, births=[10, 11]))
     assert [r[4] for r in rows] == [1, 1]
 
 
-def test_next_item_needs_a_catalog_and_policies_validate():
-    with pytest.raises(ValueError, match="catalog"):
+def test_next_item_needs_a_pool_and_policies_validate():
+    with pytest.raises(ValueError, match="ItemPool"):
         build_examples([Event("a", 1, 1, "view", T0)], next_item_policy())
     with pytest.raises(ValueError):
         LabelPolicy(kind="clicks")
@@ -156,3 +231,5 @@ def test_next_item_needs_a_catalog_and_policies_validate():
         LabelPolicy(window_ms=0)
     with pytest.raises(ValueError):
         LabelPolicy(negatives=-1)
+    with pytest.raises(ValueError, match="sampling"):
+        LabelPolicy(sampling="zipf")

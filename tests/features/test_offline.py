@@ -4,12 +4,12 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-import numpy as np
 import pytest
 from tests.conftest import T0, naive_dedup, naive_sequence, random_events
 
 from features import labels, offline, sequence, stats
 from features.labels import LabelPolicy
+from features.negatives import ItemPool
 from features.schema import BEHAVIOR_TYPES, Event, events_to_table
 from features.sequence import SequencePolicy
 from tests.features.test_sequence import CAPPED, naive_capped_sequence
@@ -105,13 +105,13 @@ def test_impressions_whose_window_passes_the_data_end_get_no_label():
 
 def test_next_item_examples_match_build_examples():
     events = naive_dedup(random_events(random.Random(3), 200, users=USERS, types=("click", "view", "buy")))
-    items, cats = np.arange(100, 130), np.arange(30) % 4
     policy = LabelPolicy(kind="next_item", negatives=2, seed=9)
-    got = Counter(tuple(r.values()) for r in offline.examples(events_to_table(events), policy, items, cats).to_pylist())
+    got = Counter(tuple(r.values()) for r in offline.examples(events_to_table(events), policy).to_pylist())
+    pool = ItemPool.from_events(events)  # without a pool, examples() draws from its events' own behaviors
     expected = Counter()
     for evs in by_user(events).values():
-        expected.update(labels.build_examples(evs, policy, items, cats))
-    assert got == expected
+        expected.update(labels.build_examples(evs, policy, pool))
+    assert got == expected and Counter(r[-1] for r in expected.elements())[0] > 0
 
 
 @pytest.mark.parametrize("seed", range(4))

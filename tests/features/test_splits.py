@@ -18,10 +18,18 @@ def test_slices_are_ordered_in_time_and_cover_every_row():
         == set(range(len(ts)))
     assert max(s.train["timestamp"].to_pylist()) < min(s.valid["timestamp"].to_pylist())
     assert max(s.valid["timestamp"].to_pylist()) < min(s.test["timestamp"].to_pylist())
-    # Cuts on the time range: the test slice is the last 20% of [min, max].
-    lo, hi = ts.min(), ts.max()
-    assert s.test_from == hi - int((hi - lo) * 0.2)
-    assert s.valid_from == s.test_from - int((hi - lo) * 0.1)
+    # Cuts at row quantiles: the test slice is the latest 20% of the rows (ties go to the later slice).
+    ordered = np.sort(ts)
+    assert s.test_from == ordered[4_000] and s.valid_from == ordered[3_500]
+    assert 990 <= s.test.num_rows <= 1_000 + np.sum(ts == ordered[4_000]) and 490 <= s.valid.num_rows <= 510
+
+
+def test_cuts_follow_the_rows_not_the_time_range():
+    """Nine rows in the last day of a ten-year range: a cut on the range would put them all in the test
+    slice and train on one row; a row-quantile cut trains on most of them."""
+    ts = [0] + [3_650 * 86_400_000 + i for i in range(99)]
+    s = time_splits(_table(ts), 0.1, 0.1)
+    assert (s.train.num_rows, s.valid.num_rows, s.test.num_rows) == (80, 10, 10)
 
 
 def test_equal_timestamps_never_straddle_a_cut():

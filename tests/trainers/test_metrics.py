@@ -2,12 +2,10 @@
 import math
 
 import numpy as np
-import pyarrow as pa
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from features.labels import EXAMPLE_SCHEMA
-from trainers.metrics import auc, average_ranks, gauc, logloss, popularity_scores, ranking_metrics
+from trainers.metrics import auc, average_ranks, gauc, logloss, ranking_metrics
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -55,21 +53,6 @@ def test_logloss_matches_sklearn(seed):
 def test_logloss_is_clipped():
     assert logloss([1, 0], [0.0, 1.0]) == pytest.approx(-math.log(1e-7))
     assert math.isfinite(logloss([1], [0.0]))
-
-
-def _examples(rows):
-    return pa.Table.from_pylist(
-        [{"user_id": 1, "item_id": i, "category_id": 0, "timestamp": 0, "label": y} for i, y in rows],
-        schema=EXAMPLE_SCHEMA)
-
-
-def test_popularity_is_a_smoothed_click_rate():
-    train = _examples([(7, 1), (7, 1), (7, 0), (8, 0)])  # global rate 0.5
-    evals = _examples([(8, 0), (7, 1), (9, 0)])
-    got = popularity_scores(train, evals, prior_weight=2.0)
-    # item 8: (0 + 2*0.5)/(1 + 2) = 1/3; item 7: (2 + 1)/(3 + 2) = 0.6; unseen item 9: the global 0.5
-    assert got.tolist() == pytest.approx([1 / 3, 0.6, 0.5])
-    assert popularity_scores(_examples([]), evals).tolist() == [0.0, 0.0, 0.0]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

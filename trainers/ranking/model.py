@@ -1,6 +1,7 @@
 """The sequence ranker family: TorchRec tables -> [search unit] -> sequence pooling -> MLP -> logit.
 
-Chosen by ``ModelConfig``: ``pooling`` is one of mean / din / tin (trainers/ranking/pooling.py) and
+Chosen by ``ModelConfig``: ``pooling`` is one of mean / din / tin / dien / sdim (trainers/ranking/pooling.py,
+dien.py, sdim.py) and
 ``search`` one of none / category / cosine / dare (trainers/ranking/search.py). With a search unit the
 history is cut to its ``search_k`` best behaviors before the representation tables are looked
 up, so a history of 10^3-10^4 behaviors costs k lookups per row, plus whatever the unit scores
@@ -8,8 +9,8 @@ on (category IDs, frozen item vectors, or DARE's small attention tables).
 
 A behavior is embedded as [item ; category] (2d wide). A pooling that reads time (TIN) adds a
 temporal encoding of the same width: the embedding of the behavior's time-gap bucket to the
-target (``hist_gap``); the target's own encoding is that of gap 0 (``target_gap``). Mean pooling
-and DIN read no time, so their models have no gap table at all.
+target (``hist_gap``); the target's own encoding is that of gap 0 (``target_gap``). Mean pooling,
+DIN, DIEN and SDIM read no time, so their models have no gap table at all.
 """
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ class ModelConfig:
     search: str = "none"  # one of SEARCHES
     search_k: int = 0  # behaviors the search unit keeps: >= 1 with a search unit, 0 without
     attention_dim: int = 8  # width of DARE's attention tables (search = "dare")
+    aux_loss_weight: float = 1.0  # alpha in L = L_target + alpha * L_aux (a pooling's own loss: DIEN's auxiliary loss)
+    sdim_hashes: int = 48  # SDIM's m hash functions (pooling = "sdim")
+    sdim_bits: int = 3  # SDIM's tau bits per hash signature (pooling = "sdim")
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -62,6 +66,11 @@ class ModelConfig:
             raise ValueError(f"ModelConfig table sizes must be >= 2 (row 0 is padding): {self}")
         if not self.init_scale > 0:
             raise ValueError(f"ModelConfig.init_scale must be > 0, got {self.init_scale}")
+        if not 0 <= self.aux_loss_weight < float("inf"):
+            raise ValueError(f"ModelConfig.aux_loss_weight must be a finite number >= 0, got {self.aux_loss_weight}")
+        if self.sdim_hashes < 1 or not 1 <= self.sdim_bits <= 32:
+            raise ValueError(f"ModelConfig.sdim_hashes must be >= 1 and sdim_bits in 1..32, got "
+                             f"{self.sdim_hashes} and {self.sdim_bits}")
 
 
 def collection(tables: dict[str, tuple[int, list[str]]], dim: int, scale: float,
@@ -128,7 +137,7 @@ class SequenceRanker(nn.Module):
     models to their version.
 
     Args:
-        cfg: the tables, pooling (mean | din | tin), search unit and widths.
+        cfg: the tables, pooling (mean | din | tin | dien | sdim), search unit and widths.
         sparse_device: where the tables are built ("meta" for DMP; None or "cpu" unsharded).
         item_vectors: [n_items + 1, item_vector_dim] frozen vectors (row 0 padding), when
             cfg.item_vector_dim > 0.
@@ -139,7 +148,8 @@ class SequenceRanker(nn.Module):
         vector_rows: [B + sum(hist lengths)] rows of item_vectors, targets first (Batch.vector_rows).
 
     Returns:
-        [B] click logits.
+        [B] click logits. A pooling with a loss of its own (DIEN's auxiliary loss) leaves it for
+        ``extra_loss()``, which the trainer adds to the click loss.
 
     Example:
         >>> cfg = ModelConfig(embedding_dim=8, item_table_size=100, category_table_size=10, max_len=5)
@@ -155,7 +165,8 @@ class SequenceRanker(nn.Module):
         d = cfg.embedding_dim
         self.sparse_arch = SparseArch(cfg, sparse_device)
         key_dim = 2 * (cfg.attention_dim if cfg.search == "dare" else d)
-        self.pooling = make_pooling(cfg.pooling, key_dim, cfg.attention_hidden)
+        self.pooling = make_pooling(cfg.pooling, key_dim, cfg.attention_hidden, value_dim=2 * d,
+                                    sdim_hashes=cfg.sdim_hashes, sdim_bits=cfg.sdim_bits)
         self.vector_arch = None
         if cfg.item_vector_dim:
             if item_vectors is None or item_vectors.dim() != 2 or item_vectors.shape[1] != cfg.item_vector_dim:
@@ -186,6 +197,12 @@ class SequenceRanker(nn.Module):
         pooled = self.pooling(value, key, mask)
         side = [] if self.vector_arch is None else [self.vector_arch(self.item_vectors[vector_rows[:n]])]
         return self.over_arch(self.pooling.over_target(value), pooled, side)
+
+    def extra_loss(self) -> torch.Tensor | float:
+        """alpha * the pooling's own loss from the last training forward (DIEN's L_aux), to add to the
+        click loss; 0.0 when the pooling has none (or the last forward was in eval mode)."""
+        aux = self.pooling.aux_loss
+        return 0.0 if aux is None else self.cfg.aux_loss_weight * aux
 
     def _search(self, sparse: KeyedJaggedTensor, lengths: torch.Tensor, vector_rows: torch.Tensor | None,
                 n: int) -> tuple[KeyedJaggedTensor, dict[str, JaggedTensor] | None]:

@@ -8,7 +8,9 @@ pools to the zero vector (never NaN).
 
 Only TIN reads time (``Pooling.uses_time``): mean pooling and DIN, as in their paper, see the
 behaviors' embeddings alone, so the temporal encoding is what tells TIN apart from DIN. Each
-pooling also says which target vector the over-arch sees (``Pooling.over_target``).
+pooling also says which target vector the over-arch sees (``Pooling.over_target``), and may hold a
+loss of its own from its last training forward (``Pooling.aux_loss``: DIEN's auxiliary loss).
+DIEN (trainers/ranking/dien.py) and SDIM (trainers/ranking/sdim.py) live in their own files.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-POOLINGS = ("mean", "din", "tin")
+POOLINGS = ("mean", "din", "tin", "dien", "sdim")
 TIME_POOLINGS = ("tin",)  # the poolings that read the behaviors' time-gap encodings
 
 
@@ -38,6 +40,7 @@ class Pooling(nn.Module):
     """(value, key, mask) -> the pooled user-interest vector [B, d]."""
 
     uses_time = False  # True: reads Behaviors.target_time / hist_time (the model then looks the gaps up)
+    aux_loss: torch.Tensor | None = None  # a loss of the pooling's own from its last training forward
 
     def over_target(self, value: Behaviors) -> torch.Tensor:
         """The target vector the over-arch reads beside the pooled vector: the target embedding."""
@@ -124,8 +127,19 @@ class TinPooling(Pooling):
         return value.target + value.target_time
 
 
-def make_pooling(name: str, key_dim: int, hidden: tuple[int, ...]) -> Pooling:
-    """The pooling called ``name`` (one of POOLINGS) for keys of width ``key_dim``."""
+def make_pooling(name: str, key_dim: int, hidden: tuple[int, ...], *, value_dim: int | None = None,
+                 sdim_hashes: int = 48, sdim_bits: int = 3) -> Pooling:
+    """The pooling called ``name`` (one of POOLINGS) for keys of width ``key_dim`` and values of
+    width ``value_dim`` (default: ``key_dim``). ``hidden``: DIN's attention MLP; ``sdim_hashes``
+    and ``sdim_bits``: SDIM's m hash functions of tau bits."""
+    if name == "dien":
+        from trainers.ranking.dien import DienPooling  # imports this module
+
+        return DienPooling(key_dim, key_dim if value_dim is None else value_dim)
+    if name == "sdim":
+        from trainers.ranking.sdim import SdimPooling
+
+        return SdimPooling(key_dim, sdim_hashes, sdim_bits)
     if name == "mean":
         return MeanPooling()
     if name == "din":

@@ -28,11 +28,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 import torch.nn.functional as F
+from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from features.labels import EXAMPLE_SCHEMA
 from features.pit import LOG_COLUMNS, sort_log
 from trainers import checkpoint, metrics
+from trainers.baselines import ItemCounts, popularity
 from trainers.distributed import (SHARDING_TYPES, agree, eval_share, gather_scores, load_unsharded, threads,
                                   unsharded_state_dict)
 from trainers.item_vectors import META_KEY, ItemVectors, require_version
@@ -61,17 +63,20 @@ class TrainConfig:
     progress_every: int = 50
     threads: int = 0  # torch intra-op threads while training; 0 leaves torch's setting
     item_vectors: bool = False  # read frozen multimodal item vectors (pipelines/embed/job.py) as a side feature
-    model: str = "din"  # sequence pooling: one of trainers.ranking.pooling.POOLINGS (mean, din, tin)
+    model: str = "din"  # sequence pooling: one of trainers.ranking.pooling.POOLINGS (mean, din, tin, dien, sdim)
     search: str = "none"  # lifelong search unit: one of trainers.ranking.search.SEARCHES (none, category, cosine, dare)
     search_k: int = 0  # behaviors the search unit keeps (>= 1 with a search unit; "cosine" needs item_vectors)
     attention_dim: int = 8  # width of DARE's attention tables (search = "dare")
+    aux_loss_weight: float = 1.0  # alpha: the loss is L_target + alpha * the pooling's own loss (DIEN's L_aux)
+    sdim_hashes: int = 48  # SDIM's m hash functions (model = "sdim"; trainers/ranking/sdim.py on the defaults)
+    sdim_bits: int = 3  # SDIM's tau bits per signature (model = "sdim")
     sharding: str = "table_wise"  # every table's plan: one of trainers.distributed.SHARDING_TYPES
     device: str = "cpu"  # "cpu" (gloo) or "cuda" (nccl, one GPU per rank: cuda:LOCAL_RANK)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "embedding_dim", "item_table_size", "category_table_size",
                      "max_len", "seed", "eval_batch_size", "progress_every", "threads", "search_k",
-                     "attention_dim"):
+                     "attention_dim", "sdim_hashes", "sdim_bits"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"TrainConfig.{name} must be an int, got {value!r}")
@@ -101,6 +106,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.search={self.search!r} needs search_k >= 1 (behaviors to keep)")
         if self.search == "cosine" and not self.item_vectors:
             raise ValueError("TrainConfig.search='cosine' searches by item vectors: set item_vectors = true")
+        value = self.aux_loss_weight
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"TrainConfig.aux_loss_weight must be a finite number >= 0, got {value!r}")
+        if self.sdim_bits > 32:
+            raise ValueError(f"TrainConfig.sdim_bits must be <= 32 (2^tau buckets per hash), got {self.sdim_bits}")
         for name in ("embedding_dim", "attention_dim"):  # fbgemm's fused tables need widths in multiples of 4
             if getattr(self, name) % 4:
                 raise ValueError(f"TrainConfig.{name} must be a multiple of 4 (sharded tables), "
@@ -114,7 +124,8 @@ class TrainConfig:
         return ModelConfig(self.embedding_dim, self.item_table_size, self.category_table_size, self.max_len,
                            init_scale=self.embedding_init, item_vector_dim=vector_dim if self.item_vectors else 0,
                            pooling=self.model, search=self.search, search_k=self.search_k,
-                           attention_dim=self.attention_dim)
+                           attention_dim=self.attention_dim, aux_loss_weight=float(self.aux_loss_weight),
+                           sdim_hashes=self.sdim_hashes, sdim_bits=self.sdim_bits)
 
 
 @dataclass(frozen=True)
@@ -141,7 +152,8 @@ def train(train_examples: pa.Table, eval_examples: pa.Table, log: pa.Table, cfg:
           progress: Callable[[int, float], None] | None = None, vectors: ItemVectors | None = None, *,
           checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0, resume_from: str | Path | None = None,
           init_state: dict[str, torch.Tensor] | None = None) -> TrainResult:
-    """Train up to global step cfg.steps, evaluate on eval_examples (with a popularity baseline).
+    """Train up to global step cfg.steps, evaluate on eval_examples (with the point-in-time
+    popularity baseline, trainers.baselines).
 
     ``vectors`` (trainers.item_vectors.load_item_vectors) is required when cfg.item_vectors.
     At world size N (an initialized default group, or torchrun's env vars) every rank calls this
@@ -202,7 +214,7 @@ def train(train_examples: pa.Table, eval_examples: pa.Table, log: pa.Table, cfg:
             scores = gather_scores(score_batches(model, eval_batches(share, log, cfg.features, cfg.eval_batch_size, vectors),
                                           device), eval_examples.num_rows)
         state = unsharded_state_dict(model)
-    baseline = metrics.popularity_scores(train_examples, eval_examples)
+    baseline = popularity(ItemCounts(log), eval_examples)  # the item's count before each example, point in time
     trained = cfg.steps - start
     return TrainResult(
         state_dict=state if rank == 0 else {}, config=cfg, losses=losses,
@@ -254,7 +266,7 @@ def vectors_for(cfg: TrainConfig, vectors: ItemVectors | None) -> ItemVectors | 
 
 def evaluate(labels: np.ndarray, scores: np.ndarray, baseline: np.ndarray,
              users: np.ndarray | None = None) -> dict[str, float]:
-    """AUC and logloss of the model's and the popularity baseline's scores; with ``users``, also
+    """AUC and logloss of the model's and the point-in-time popularity baseline's scores; with ``users``, also
     their GAUC (trainers.metrics.gauc: per-user AUC weighted by impressions)."""
     out = {
         "auc": metrics.auc(labels, scores),
@@ -272,7 +284,8 @@ def evaluate(labels: np.ndarray, scores: np.ndarray, baseline: np.ndarray,
 
 def fit_steps(session: Session, batches: Iterator[Batch], cfg: TrainConfig, progress: Callable[[int, float], None] | None,
          start_step: int = 0, after_step: Callable[[int], None] | None = None) -> tuple[list[float], float]:
-    """Global steps start_step + 1 .. cfg.steps; the loss recorded is the mean over all ranks."""
+    """Global steps start_step + 1 .. cfg.steps; the loss recorded is the mean over all ranks. The loss
+    is the click loss plus the model's extra_loss() (alpha * DIEN's auxiliary loss; 0 for the others)."""
     model, device = session.model, session.device
     model.train()
     losses: list[float] = []
@@ -288,6 +301,7 @@ def fit_steps(session: Session, batches: Iterator[Batch], cfg: TrainConfig, prog
             batch = batch.to(device, non_blocking=True)
         session.optimizer.zero_grad()
         loss = F.binary_cross_entropy_with_logits(model(batch.sparse, batch.vector_rows), batch.labels)
+        loss = loss + _ranker(model).extra_loss()
         value = session.step(loss, step)
         losses.append(value)
         if progress is not None and (step % cfg.progress_every == 0 or step == cfg.steps):
@@ -295,6 +309,11 @@ def fit_steps(session: Session, batches: Iterator[Batch], cfg: TrainConfig, prog
         if after_step is not None:
             after_step(step)
     return losses, time.perf_counter() - start
+
+
+def _ranker(model: torch.nn.Module) -> SequenceRanker:
+    """The SequenceRanker inside DMP (DMP.module unwraps DDP too), or the model itself."""
+    return model.module if isinstance(model, DistributedModelParallel) else model
 
 
 def score_batches(model: torch.nn.Module, batches: Iterator[Batch], device: torch.device = torch.device("cpu")) -> np.ndarray:

@@ -15,6 +15,7 @@ from tests.conftest import NOW_MS, naive_dedup, naive_sequence
 from features import pit
 from features.ids import stable_ids
 from features.labels import LabelPolicy, build_examples
+from features.negatives import ItemPool
 from features.packed import unpack
 from features.schema import EVENT_TYPE_CODE, Event, Rejection
 from features.sequence import SequencePolicy
@@ -133,26 +134,30 @@ def test_examples_equal_build_examples(run):
     assert {label for _, _, _, _, label in expected} == {0, 1}
 
 
-def test_next_item_examples_with_a_catalog(tmp_path):
-    """The catalog side input: next_item examples equal build_examples with the same hashed catalog."""
+@pytest.mark.parametrize("sampling", ["uniform", "popularity"])
+def test_next_item_examples_with_a_catalog(tmp_path, sampling):
+    """The item pool side input: next_item examples equal build_examples with a pool of every
+    user's behaviors, restricted to the catalog (half the items here), under either sampling."""
     stream = SyntheticStream(SyntheticConfig(users=6, items=50, categories=5, days=1, sessions_per_user=4, seed=2))
     lines = [x for window, _ in stream.windows() for x in window]
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "events-00000.jsonl").write_text("\n".join(lines) + "\n")
-    raw_catalog = stream.catalog()
-    items = stable_ids(raw_catalog.column("item_id"))
-    categories = stable_ids(raw_catalog.column("category_id"))
-    pq.write_table(pa.table({"item_id": items, "category_id": categories}), tmp_path / "catalog.parquet")
-    policy = LabelPolicy(kind="next_item", negatives=2, min_history=1, seed=3)
+    items = stable_ids(stream.catalog().column("item_id"))[::2]
+    pq.write_table(pa.table({"item_id": items}), tmp_path / "catalog.parquet")
+    policy = LabelPolicy(kind="next_item", negatives=2, min_history=1, seed=3, sampling=sampling)
     counts = run_backfill(BackfillConfig(input=str(tmp_path / "raw" / "*.jsonl"), output=str(tmp_path / "out"),
                                          catalog=str(tmp_path / "catalog.parquet"), labels=policy, now_ms=NOW_MS))
     by_user = defaultdict(list)
     for e in (parse_event(x, now_ms=NOW_MS) for x in lines):
-        by_user[e.user_id].append(e)
+        if isinstance(e, Event):
+            by_user[e.user_id].append(e)
+    deduped = {user: naive_dedup(events) for user, events in by_user.items()}
+    pool = ItemPool.from_events([e for events in deduped.values() for e in events], items)
     expected = Counter()
-    for events in by_user.values():
-        expected.update(build_examples(naive_dedup(events), policy, items, categories))
+    for events in deduped.values():
+        expected.update(build_examples(events, policy, pool))
     got = Counter(tuple(r.values()) for r in read_rows(tmp_path / "out" / "examples"))
     assert got == expected and counts["examples"] == sum(expected.values()) > 0
-    assert Counter(label for *_, label in expected.elements()) == {1: sum(expected.values()) // 3,
-                                                                   0: 2 * sum(expected.values()) // 3}
+    labels = Counter(label for *_, label in expected.elements())
+    assert 0 < labels[0] <= 2 * labels[1]
+    assert {item for _, item, _, _, label in expected if label == 0} <= set(items.tolist())

@@ -17,6 +17,7 @@ from tests.conftest import NOW_MS, T0
 
 from features import offline, sequence
 from features.labels import LabelPolicy
+from features.negatives import ItemPool
 from features.schema import EVENT_SCHEMA, Event
 from features.sequence import SequencePolicy
 from features.tables import TABLES
@@ -85,14 +86,17 @@ def test_unknown_items_are_positives_and_negatives_come_from_the_catalog():
     """Users and items need no registration: an item outside the catalog is still a behavior,
     in the log and as a next_item positive; negatives are drawn from the catalog only."""
     events = [Event(f"e{i}", 1 + i % 3, 1_000 + i, "click", T0 + i, category_id=5) for i in range(30)]
-    catalog, cats = np.arange(10, 20), np.zeros(10, np.int64)
+    events += [Event(f"c{i}", 9, 10 + i, "view", T0 - 1) for i in range(10)]  # the catalog's items, taken early
+    catalog = np.arange(10, 20)
     table = pa.Table.from_pylist([e._asdict() for e in events], schema=EVENT_SCHEMA)
-    got = offline.examples(table, LabelPolicy(kind="next_item", negatives=2, seed=1), catalog, cats)
+    pool = ItemPool.from_table(table, catalog)
+    got = offline.examples(table, LabelPolicy(kind="next_item", negatives=2, seed=1), pool)
     rows = got.to_pylist()
     positives = {r["item_id"] for r in rows if r["label"] == 1}
-    assert positives == {e.item_id for e in events} - {1_000, 1_001, 1_002}  # min_history=1: each user's first
-    assert {r["item_id"] for r in rows if r["label"] == 0} <= set(catalog.tolist())
-    assert offline.behavior_log(table, SequencePolicy()).num_rows == 30
+    assert positives == {e.item_id for e in events} - {1_000, 1_001, 1_002, 10}  # min_history=1: each user's first
+    negatives = {r["item_id"] for r in rows if r["label"] == 0 and r["user_id"] != 9}
+    assert negatives and negatives <= set(catalog.tolist())
+    assert offline.behavior_log(table, SequencePolicy()).num_rows == 40
 
 
 def lines_of(seed: int) -> list[str]:

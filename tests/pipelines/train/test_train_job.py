@@ -91,3 +91,52 @@ def test_a_run_that_dies_leaves_the_previous_outputs_whole(run):
         run_train(run, "tin", steps=20, progress=dies)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert sorted(p.name for p in (run / "models").iterdir() if p.name.startswith("tin")) == ["tin"]
+
+
+def test_settings_tables_from_the_data_baselines_and_refit(run, tmp_path, capsys):
+    """A TOML of settings under flags; table sizes from the distinct IDs seen, their collisions
+    reported; both point-in-time baselines; --refit scores the test slice with a model trained on
+    train + valid (the validation scores stay those of the train-only model)."""
+    import pyarrow.dataset as ds
+
+    from trainers.sizing import collisions, rows_for
+
+    toml = tmp_path / "din.toml"
+    toml.write_text("batch_size = 64\nembedding_dim = 12\nmax_len = 20\n")
+    argv = ["train", "--workdir", str(run), "--model", "din", "--steps", "30", "--config", str(toml),
+            "--embedding-dim", "8", "--valid-fraction", "0.2"]
+    assert main(argv) == 0
+    plain = json.loads((run / "models" / "din" / "metrics.json").read_text())
+    plain_scores = pq.read_table(run / "models" / "din" / "predictions.parquet").to_pylist()
+    assert main(argv + ["--refit"]) == 0
+    printed = capsys.readouterr().out
+    refit = json.loads((run / "models" / "din" / "metrics.json").read_text())
+    refit_scores = pq.read_table(run / "models" / "din" / "predictions.parquet").to_pylist()
+    cfg = refit["config"]
+    assert (cfg["batch_size"], cfg["embedding_dim"], cfg["max_len"]) == (64, 8, 20)  # flag over TOML
+    log = ds.dataset(run / "offline" / "behavior_log").to_table()
+    examples = ds.dataset(run / "offline" / "examples").to_table()
+    items = np.concatenate([log.column("item_id").to_numpy(), examples.column("item_id").to_numpy()])
+    assert cfg["item_table_size"] == rows_for(len(np.unique(items)))
+    assert refit["tables"]["item"] == collisions(items, cfg["item_table_size"])
+    assert f"item table: {cfg['item_table_size']:,} rows for {len(np.unique(items)):,} IDs" in printed
+    n = sum(refit["rows"])
+    assert refit["rows"][1] == pytest.approx(0.2 * n, abs=0.02 * n)  # row quantiles, ties to the later slice
+    for m in (refit["valid"], refit["test"]):
+        assert {"popularity", "popularity_recent"} <= set(m) and 0 < m["popularity"]["auc"] < 1
+    assert refit["split"]["refit"] and refit["split"]["test_from"].endswith("Z")
+    valid = [(r["user_id"], r["item_id"], r["timestamp"], r["score"]) for r in plain_scores if r["split"] == "valid"]
+    assert valid == [(r["user_id"], r["item_id"], r["timestamp"], r["score"]) for r in refit_scores
+                     if r["split"] == "valid"]
+    assert [r["score"] for r in plain_scores if r["split"] == "test"] != \
+        [r["score"] for r in refit_scores if r["split"] == "test"]
+    assert plain["test"]["auc"] != refit["test"]["auc"]
+
+
+def test_a_bad_setting_is_one_line_naming_it(run, tmp_path, capsys):
+    toml = tmp_path / "bad.toml"
+    toml.write_text("embedding_dims = 8\n")
+    assert main(["train", "--workdir", str(run), "--model", "din", "--config", str(toml)]) == 2
+    assert "unknown key(s) ['embedding_dims']" in capsys.readouterr().err
+    assert main(["train", "--workdir", str(run), "--model", "mind", "--search", "category"]) == 2
+    assert "unknown key(s) ['search']" in capsys.readouterr().err

@@ -175,7 +175,7 @@ def test_every_model_and_search_trains_and_its_loss_falls(planted, pooling, sear
 
 
 def test_config_typos_are_refused_by_name():
-    with pytest.raises(ValueError, match=r"TrainConfig.model must be one of \('mean', 'din', 'tin'\), got 'tim'"):
+    with pytest.raises(ValueError, match=r"TrainConfig.model must be one of \('mean', 'din', 'tin', 'dien', 'sdim'\), got 'tim'"):
         TrainConfig(model="tim")
     with pytest.raises(ValueError, match="TrainConfig.search must be one of .*'dare'.*, got 'cosin'"):
         TrainConfig(search="cosin")
@@ -183,8 +183,8 @@ def test_config_typos_are_refused_by_name():
         from_dict(TrainConfig, {"modle": "tin"})
     with pytest.raises(ConfigError, match="train: TrainConfig.search must be one of"):
         from_dict(TrainConfig, {"search": "SIM"}, "train")
-    with pytest.raises(ValueError, match="ModelConfig.pooling 'dien' is not one of"):
-        ModelConfig(4, 10, 10, 5, pooling="dien")
+    with pytest.raises(ValueError, match="ModelConfig.pooling 'dein' is not one of"):
+        ModelConfig(4, 10, 10, 5, pooling="dein")
     with pytest.raises(ValueError, match="ModelConfig.search 'soft' is not one of"):
         ModelConfig(4, 10, 10, 5, search="soft")
     with pytest.raises(ValueError, match="search_k=5 needs a search unit"):
