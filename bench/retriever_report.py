@@ -1,4 +1,5 @@
-"""Retrieval quality: Recall@50 / HR@50 / NDCG@50 of popularity, single, comirec-sa and mind,
+"""Retrieval quality: Recall@50 / HR@50 / NDCG@50 of popularity (over the training slice, and over
+the recent slice: the validation period just before the test), single, comirec-sa and mind,
 mean +- std over seeds, on the planted synthetic stream, on ml-latest-small and on the Taobao
 slice (when present).
 
@@ -163,6 +164,9 @@ def run_dataset(name: str, t: Tables, seeds: list[int], steps: int, exclude_seen
            "test_users": len(test.users), "items": len(t.item_ids), "methods": {}}
     pop = popularity(train.column("item_id").to_numpy(), t, test)
     out["methods"]["popularity"] = {"test": [pop] * len(seeds)}
+    recent = t.examples.filter(pa.array((times >= t1) & (times < t2)))  # the slice just before the test slice
+    out["methods"]["popularity (recent)"] = {"test": [popularity(recent.column("item_id").to_numpy(), t, test)]
+                                             * len(seeds)}
     for model in ("single", "comirec-sa", "mind"):
         runs = []
         for seed in seeds:

@@ -140,6 +140,7 @@ def measure(path: str, pooling: str, search: str, length: int, k: int, batch_siz
     from pipelines.progress import quiet_libraries
     from trainers.distributed import combined_optimizer, process_group, shard
     from trainers.ranking.model import SequenceRanker
+    from trainers.ranking.train import ranker_of
 
     quiet_libraries()
     torch.set_num_threads(threads)
@@ -167,6 +168,7 @@ def measure(path: str, pooling: str, search: str, length: int, k: int, batch_siz
             for o in optimizers:
                 o.zero_grad()
             loss = F.binary_cross_entropy_with_logits(model(kjt), labels)
+            loss = loss + ranker_of(model).extra_loss()  # DIEN's auxiliary loss; 0 for the others
             loss.backward()
             for o in optimizers:
                 o.step()

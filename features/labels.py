@@ -89,7 +89,7 @@ def next_item(events: Sequence[Event], pool: ItemPool, policy: LabelPolicy) -> l
         if i >= policy.min_history:
             out.append((e.user_id, e.item_id, _category(e), e.timestamp, 1))
             rng = np.random.default_rng(_event_seed(policy.seed, e.event_id))
-            for item, cat in pool.draw(e.timestamp, seen | {e.item_id}, policy.negatives, rng, policy.sampling):
+            for item, cat in pool.draw(e.timestamp, seen, policy.negatives, rng, policy.sampling, e.item_id):
                 out.append((e.user_id, item, cat, e.timestamp, 0))
     return out
 
@@ -111,24 +111,30 @@ def _event_seed(seed: int, event_id: str) -> int:
 
 
 def next_item_point_in_time(log: "pa.Table", rows: "pa.Table", policy: LabelPolicy) -> "pa.Table":
-    """Next-item examples for behaviors ``rows`` (log columns), point in time: each behavior is a
-    positive, and each gets ``policy.negatives`` drawn (features/negatives.py, ``policy.sampling``)
-    among the items that exist at its time (some behavior with them strictly before it in ``log``,
-    which is sorted by user and time) and that its user has not taken at or before it: the draws
-    of ``next_item`` with the same pool. Deterministic by (policy.seed, event_id).
-    Returns EXAMPLE_SCHEMA rows, positives and negatives sorted by time."""
+    """Next-item examples for behaviors ``rows`` (log columns), point in time: the examples
+    ``next_item`` gives these behaviors with the pool of ``log`` (sorted by user, time and event
+    ID, as features.pit.sort_log leaves it). A row is a positive when its user has at least
+    ``policy.min_history`` behaviors before it in the log (by time, then event ID); it gets
+    ``policy.negatives`` drawn (features/negatives.py, ``policy.sampling``) among the items that
+    exist at its time and that its user has not taken at or before it. Deterministic by
+    (policy.seed, event_id). Returns EXAMPLE_SCHEMA rows, positives and negatives sorted by time."""
     pool = ItemPool.from_table(log)
     log_items, log_times = log.column("item_id").to_numpy(), log.column("timestamp").to_numpy()
-    log_users = log.column("user_id").to_numpy()
+    log_users, log_ids = log.column("user_id").to_numpy(), log.column("event_id").to_numpy(zero_copy_only=False)
     out: list[Example] = []
     users, r_items, r_times = (rows.column(n).to_numpy() for n in ("user_id", "item_id", "timestamp"))
     r_cats, r_ids = rows.column("category_id").to_numpy(), rows.column("event_id").to_pylist()
     for u, item, ts, cat, event_id in zip(users, r_items, r_times, r_cats, r_ids):
-        out.append((int(u), int(item), int(cat), int(ts), 1))
         lo, hi = np.searchsorted(log_users, u, "left"), np.searchsorted(log_users, u, "right")
-        taken = set(log_items[lo:hi][log_times[lo:hi] <= ts].tolist()) | {int(item)}
+        times = log_times[lo:hi]
+        earlier = int(np.searchsorted(times, ts, "left"))
+        earlier += sum(1 for e in log_ids[lo + earlier:lo + int(np.searchsorted(times, ts, "right"))] if e < event_id)
+        if earlier < policy.min_history:
+            continue
+        out.append((int(u), int(item), int(cat), int(ts), 1))
+        taken = set(log_items[lo:hi][times <= ts].tolist())
         rng = np.random.default_rng(_event_seed(policy.seed, event_id))
-        for neg, neg_cat in pool.draw(int(ts), taken, policy.negatives, rng, policy.sampling):
+        for neg, neg_cat in pool.draw(int(ts), taken, policy.negatives, rng, policy.sampling, int(item)):
             out.append((int(u), neg, neg_cat, int(ts), 0))
     out.sort(key=lambda e: (e[3], e[0], -e[4]))
     return pa.table([pa.array(col, f.type) for col, f in zip(zip(*out), EXAMPLE_SCHEMA)] if out

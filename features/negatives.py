@@ -8,8 +8,8 @@ one, so that both draws are one ``searchsorted`` and one random index:
 - ``popularity``: a behavior drawn uniformly among the behaviors before t, i.e. an item drawn in
   proportion to its count before t (the point-in-time popularity).
 
-A draw that hits an item the user has taken (at or before t) or the positive itself is redrawn,
-up to ``20 * negatives`` tries, so a user who has taken nearly everything gets fewer negatives.
+A draw that hits an item the user has taken (at or before t), the positive itself or an item
+already drawn for this positive is redrawn, up to ``20 * negatives`` tries, so a user who has taken nearly everything gets fewer negatives.
 With a catalog, only catalog items are drawn; a negative's category is the item's category at
 its first behavior (``uniform``) or at the drawn behavior (``popularity``).
 """
@@ -39,15 +39,15 @@ class ItemPool:
 
     @classmethod
     def from_table(cls, table: pa.Table, catalog: np.ndarray | None = None) -> ItemPool:
-        """The pool of a table of events (EVENT_SCHEMA or a behavior log): impressions are left out
-        and, where the table has event IDs, copies of one (user, event) count once (features.offline.dedup).
-        With ``catalog`` (item IDs), only its items."""
+        """The pool of a table of events (EVENT_SCHEMA) or of a behavior log. Events are first
+        deduplicated as the backfill's user shards do (features.offline.dedup: one copy per
+        (user, event), of any type), then impressions are left out. With ``catalog``
+        (item IDs), only its items."""
         if "event_type" in table.column_names:
-            table = table.filter(pc.is_in(table.column("event_type"), pa.array(sorted(BEHAVIOR_TYPES))))
-            if "event_id" in table.column_names:
-                from features.offline import dedup
+            from features.offline import dedup
 
-                table, _ = dedup(table)
+            table, _ = dedup(table)
+            table = table.filter(pc.is_in(table.column("event_type"), pa.array(sorted(BEHAVIOR_TYPES))))
         if catalog is not None:
             table = table.filter(pc.is_in(table.column("item_id"), pa.array(np.asarray(catalog, np.int64))))
         cats = pc.fill_null(table.column("category_id"), UNKNOWN_CATEGORY)
@@ -62,10 +62,10 @@ class ItemPool:
 
     @staticmethod
     def part(events: pa.Table) -> pa.Table:
-        """The columns of a chunk of events that a pool is built from (``from_table`` of the parts
-        concatenated), behaviors only: what a distributed job sends to the pool's one builder."""
-        table = events.select(list(POOL_COLUMNS))
-        return table.filter(pc.is_in(table.column("event_type"), pa.array(sorted(BEHAVIOR_TYPES))))
+        """The columns of a chunk of events that a pool is built from (``from_parts`` of every
+        chunk's part): what a distributed job sends to the pool's one builder. Every event type
+        is kept, so that copies of one event dedup as in the user shards."""
+        return events.select(list(POOL_COLUMNS))
 
     @classmethod
     def from_parts(cls, parts: list[pa.Table], catalog: np.ndarray | None = None) -> ItemPool:
@@ -81,9 +81,10 @@ class ItemPool:
         """How many items exist at ``ts`` (a behavior strictly before it)."""
         return int(np.searchsorted(self.born, ts, side="left"))
 
-    def draw(self, ts: int, taken: set[int], n: int, rng: np.random.Generator,
-             sampling: str = "uniform") -> list[tuple[int, int]]:
-        """Up to ``n`` (item, category) negatives for an example at ``ts``, none in ``taken``."""
+    def draw(self, ts: int, taken: set[int], n: int, rng: np.random.Generator, sampling: str = "uniform",
+             positive: int | None = None) -> list[tuple[int, int]]:
+        """Up to ``n`` distinct (item, category) negatives for an example at ``ts``, none in
+        ``taken`` and none equal to ``positive``."""
         if sampling == "uniform":
             count, items, cats = self.existing(ts), self.born_items, self.born_categories
         elif sampling == "popularity":
@@ -91,12 +92,14 @@ class ItemPool:
         else:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         out: list[tuple[int, int]] = []
+        drawn: set[int] = set()
         for _ in range(20 * n):  # bounded tries for users who have taken almost everything
             if len(out) == n or count == 0:
                 break
             j = int(rng.integers(count))
             item = int(items[j])
-            if item in taken:
+            if item in taken or item == positive or item in drawn:
                 continue
+            drawn.add(item)
             out.append((item, int(cats[j])))
         return out

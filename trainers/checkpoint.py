@@ -180,6 +180,11 @@ def read_metadata(path: str | Path, verify: bool = True) -> dict:
     return meta
 
 
+# Config fields added after checkpoints were first written, with the value every older
+# checkpoint was trained with (DIEN's and SDIM's settings: no older model had them).
+ADDED_FIELDS = {"aux_loss_weight": 1.0, "sdim_hashes": 48, "sdim_bits": 3}
+
+
 def check_compatible(meta: dict, expected: dict, where: str | Path = "checkpoint") -> None:
     """Raise CheckpointMismatch naming every field in which ``meta`` differs from ``expected``.
     Only the SECTIONS that ``expected`` holds are compared; TrainConfig's FREE_FIELDS never are."""
@@ -189,6 +194,9 @@ def check_compatible(meta: dict, expected: dict, where: str | Path = "checkpoint
         if section not in expected:
             continue
         ours, theirs = meta.get(section), expected[section]
+        if isinstance(ours, dict) and isinstance(theirs, dict) and section in ("model_config", "train_config"):
+            # A checkpoint older than a field was made with its default (only where this run has the field).
+            ours = {**{k: v for k, v in ADDED_FIELDS.items() if k in theirs}, **ours}
         if isinstance(ours, dict) and isinstance(theirs, dict):
             skip = FREE_FIELDS if section == "train_config" else ()
             diffs += [f"{section}.{k}: checkpoint {ours.get(k)!r}, this run {theirs.get(k)!r}"

@@ -135,6 +135,7 @@ class UserShardFn(beam.DoFn):
         self.s = settings
         self.duplicates = Metrics.counter(NAMESPACE, "duplicates")
         self.examples = Metrics.counter(NAMESPACE, "examples")
+        self.negatives = Metrics.counter(NAMESPACE, "negatives")
 
     def process(self, keyed, pool=None):
         s, part = self.s, f"{keyed[0]:05d}"
@@ -146,6 +147,7 @@ class UserShardFn(beam.DoFn):
         del raw
         examples = offline.examples(events, s.labels, pool, s.labels_until_ms)
         self.examples.inc(examples.num_rows)
+        self.negatives.inc(examples.num_rows - int(pc.sum(examples.column("label")).as_py() or 0))
         tables = {"behavior_log": log, "event_log": offline.event_log(events), "examples": examples,
                   "user_sequence": lifelong,
                   "user_recent": offline.latest_sequences(log, s.recent_len),

@@ -28,10 +28,11 @@ from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from features.errors import InputError, MissingInput
+from features.errors import ConfigError, InputError, MissingInput
 from features.labels import LabelPolicy
 from features.negatives import ItemPool
 from features.sequence import SequencePolicy
@@ -88,7 +89,17 @@ def build(p: beam.Pipeline, cfg: BackfillConfig, files: list[str]) -> None:
 
 
 def _load_catalog(path: str) -> np.ndarray:
-    return pq.read_table(path, columns=["item_id"]).column("item_id").to_numpy()
+    """The catalog's hashed item IDs; a column that cannot hold them is a ConfigError naming the file."""
+    try:
+        column = pq.read_table(path, columns=["item_id"]).column("item_id")
+    except (OSError, KeyError, pa.ArrowException) as err:
+        raise ConfigError("catalog", f"{path}: cannot read its item_id column ({err}); give the Parquet "
+                                     "catalog `recstream ingest` writes (WORKDIR/catalog.parquet)") from None
+    if not pa.types.is_integer(column.type) or column.null_count:
+        raise ConfigError("catalog", f"{path}: item_id must be hashed IDs (int64, no nulls), got "
+                                     f"{column.type} with {column.null_count} nulls; give the catalog "
+                                     "`recstream ingest` writes (WORKDIR/catalog.parquet)")
+    return column.to_numpy().astype(np.int64)
 
 
 def run_backfill(cfg: BackfillConfig, pipeline_args: list[str] | None = None) -> dict:
@@ -135,7 +146,7 @@ def _input_files(spec: str) -> list[str]:
 
 
 def _counts(result) -> dict:
-    counts: dict = {"read": 0, "accepted": 0, "rejected": {}, "duplicates": 0, "examples": 0}
+    counts: dict = {"read": 0, "accepted": 0, "rejected": {}, "duplicates": 0, "examples": 0, "negatives": 0}
     for c in result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         name, value = c.key.metric.name, c.committed if c.committed is not None else c.attempted
         if name.startswith("rejected."):

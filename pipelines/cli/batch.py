@@ -95,6 +95,11 @@ def backfill(args, extra) -> int:
               f"{counts['rejected_total']:,} rejected{rejected}, {counts['duplicates']:,} duplicates; "
               f"{counts['examples']:,} training examples ({labels})\n  tables in {args.output} (counts.json: every "
               f"count; rejected/: each rejected record with its reason)")
+    if labels == "next_item" and counts["examples"] and not counts["negatives"]:
+        print("recstream backfill: note: 0 negatives: no item " + ("of --catalog " if catalog else "") +
+              "existed before any example (an item exists once some behavior took it); "
+              + ("check that the catalog holds this data's hashed item IDs (recstream ingest writes them)" if catalog
+                 else "the data may be too short"), file=sys.stderr)
     if counts["accepted"] and not counts["examples"] and labels == "impression_click":
         print("recstream backfill: note: 0 examples: no impression was followed by a click of its item; for data "
               "without impressions (ratings, purchases) use --labels next_item",

@@ -58,4 +58,8 @@ def run(args, extra) -> int:
             print(f"{split:>5}: AUC {m['auc']:.4f}  GAUC {m['gauc']:.4f}  logloss {m['logloss']:.4f}   (popularity "
                   f"AUC {m['popularity']['auc']:.4f}  GAUC {m['popularity']['gauc']:.4f}; last week's popularity "
                   f"AUC {m['popularity_recent']['auc']:.4f}  GAUC {m['popularity_recent']['gauc']:.4f})")
+    m = result.get("test", {})
+    if "recall@50" in m:
+        print(f" test: Recall@50 {m['recall@50']:.4f}  HR@50 {m['hr@50']:.4f}   (popularity Recall@50 "
+              f"{m['popularity']['recall@50']:.4f}; recent popularity {m['popularity_recent']['recall@50']:.4f})")
     return 0

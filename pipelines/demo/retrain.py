@@ -20,7 +20,8 @@ def retrain_stage(run) -> None:
     topic_examples = run.labels.kind == "impression_click"
     cfg = RetrainConfig(workdir=run.work, kafka=KafkaSettings(bootstrap_servers=run.broker.bootstrap_servers),
                         examples="topic" if topic_examples else "next_item", window=run.cfg.retrain_window,
-                        seed=run.cfg.synthetic.seed)
+                        seed=run.cfg.synthetic.seed,
+                        **({} if topic_examples else {"labels": run.labels}))  # the backfill's negatives policy
     records = run_retrain(cfg, say=lambda line: None)
     if run.cfg.poison_window and topic_examples and records:
         poison(run.broker, cfg.kafka, size=max(cfg.window.min_records, 300))

@@ -62,6 +62,14 @@ def run_train(workdir: Path, model: str, steps: int | None = None, seed: int | N
         raise ConfigError(f"steps must be at least 1, got {steps}")
     if sparse_lr is not None and not sparse_lr > 0:
         raise ConfigError(f"sparse_lr must be above 0, got {sparse_lr}")
+    for flag, value in (("--valid-fraction", valid_fraction), ("--test-fraction", test_fraction)):
+        if not 0 <= value < 1:
+            raise ConfigError(flag.lstrip("-"), f"{flag} must be in [0, 1), got {value}")
+    if valid_fraction + test_fraction >= 1:
+        raise ConfigError("valid-fraction", f"--valid-fraction + --test-fraction must be below 1 (rows are left "
+                                            f"to train on), got {valid_fraction} + {test_fraction}")
+    if not headroom >= 1:
+        raise ConfigError("table-headroom", f"--table-headroom must be at least 1 row per ID, got {headroom}")
     workdir = Path(workdir)
     log = sort_log(_table(workdir, "behavior_log"))
     examples = _table(workdir, "examples") if model in RANKERS else _positives(log)
@@ -77,7 +85,7 @@ def run_train(workdir: Path, model: str, steps: int | None = None, seed: int | N
             result = _ranker(log, cfg, split, progress, refit, stage)
         else:
             result = _retriever(log, cfg, split, progress, refit)
-        result = {"model": model, "config": dataclasses.asdict(cfg), "tables": tables,
+        result = {"model": model, "config": _plain(dataclasses.asdict(cfg)), "tables": tables,
                   "split": {"valid_from": iso(split.valid_from), "test_from": iso(split.test_from),
                             "refit": refit}, **result}
         state = result.pop("state_dict")
@@ -85,6 +93,11 @@ def run_train(workdir: Path, model: str, steps: int | None = None, seed: int | N
         (stage / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
     result["path"] = str(out)
     return result
+
+
+def _plain(config: dict) -> dict:
+    """A config as strict JSON: an infinite or NaN setting (RetrievalConfig.label_power) as its text."""
+    return {k: str(v) if isinstance(v, float) and not np.isfinite(v) else v for k, v in config.items()}
 
 
 def _positives(log: pa.Table) -> pa.Table:
@@ -145,7 +158,8 @@ def _ranker(log, cfg, split, progress, refit, out) -> dict:
 
 
 def _retriever(log, cfg, split, progress, refit) -> dict:
-    from trainers.retrieval.metrics import retrieval_metrics
+    from trainers.baselines import RECENT_WINDOW_MS
+    from trainers.retrieval.metrics import popularity_vectors, retrieval_metrics
     from trainers.retrieval.train import item_vectors, retrieve, train_retriever, user_vectors
 
     res = train_retriever(pa.concat_tables([split.train, split.valid]) if refit else split.train, log, cfg,
@@ -165,4 +179,11 @@ def _retriever(log, cfg, split, progress, refit) -> dict:
         test_items = split.test.column("item_id").to_numpy()
         truth = [np.unique(test_items[test_users == u]) for u in users]
         out["test"] = retrieval_metrics(ranked, truth, 50)
+        # Baselines: the most taken items before the test slice, over all history and over the
+        # week before it (recent popularity, as the rankers' popularity_recent).
+        before = log.filter(pa.array(log.column("timestamp").to_numpy() < split.test_from))
+        recent = before.filter(pa.array(before.column("timestamp").to_numpy() >= split.test_from - RECENT_WINDOW_MS))
+        for name, taken in (("popularity", before), ("popularity_recent", recent)):
+            ones, counts = popularity_vectors(taken.column("item_id").to_numpy(), items, len(users))
+            out["test"][name] = retrieval_metrics(retrieve(ones, counts, items, 50)[0], truth, 50)
     return out

@@ -177,13 +177,33 @@ def test_batch_and_point_in_time_draw_the_same_negatives():
               for i in range(300)]
     table = events_to_table(events)
     log = behavior_log(table, SequencePolicy(max_len=10_000))
-    for sampling in ("uniform", "popularity"):
-        policy = next_item_policy(min_history=0, sampling=sampling, seed=5)
+    for sampling, min_history in (("uniform", 0), ("popularity", 1), ("uniform", 3)):
+        policy = next_item_policy(min_history=min_history, sampling=sampling, seed=5)
         batch = sorted(offline_examples(table, policy).to_pylist(), key=lambda r: tuple(r.values()))
         pit = sorted(next_item_point_in_time(log, log.select(["user_id", "item_id", "category_id", "timestamp",
                                                                "event_id"]), policy).to_pylist(),
                      key=lambda r: tuple(r.values()))
         assert batch == pit and len(batch) > 500
+
+
+def test_a_positive_never_gets_the_same_negative_twice():
+    events = [Event(f"o{i}", 9, i % 3, "view", T0) for i in range(300)]  # three items, item 0 most popular
+    user = [Event("u", 1, 7, "view", T0 + 10)]
+    for sampling in ("uniform", "popularity"):
+        rows = build_examples(user, next_item_policy(negatives=3, min_history=0, sampling=sampling),
+                              ItemPool.from_events(events + user))
+        assert sorted(r[1] for r in rows if r[4] == 0) == [0, 1, 2]
+
+
+def test_the_pool_dedups_copies_of_an_event_as_the_backfill_does():
+    """A click and an impression with one (user, event_id): the backfill keeps the greatest copy
+    (here the later impression), so the item is neither a positive nor taken, nor in the pool."""
+    copies = [Event("x", 1, 5, "click", T0), Event("x", 1, 5, "impression", T0 + 1)]
+    other = [Event("y", 2, 6, "view", T0 - 5)]
+    table = events_to_table(copies + other)
+    assert ItemPool.from_table(table).born_items.tolist() == [6]
+    parts = [ItemPool.part(table.slice(0, 1)), ItemPool.part(table.slice(1))]  # copies in two chunks
+    assert ItemPool.from_parts(parts).born_items.tolist() == [6]
 
 
 def test_negatives_never_contradict_a_positive_at_the_same_time():

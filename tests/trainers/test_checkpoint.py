@@ -191,3 +191,14 @@ def test_a_key_signs_checkpoints_and_only_signed_ones_load(run, tmp_path, monkey
     with pytest.raises(CheckpointError, match="is signed: set RECSTREAM_CHECKPOINT_KEY"):
         load_unsharded(signed)
     load_unsharded(root / "step-00000006")  # unsigned ones load as before
+
+
+def test_a_checkpoint_older_than_a_config_field_is_read_with_its_default():
+    """Checkpoints written before DIEN/SDIM's fields existed resume under the defaults, not under others."""
+    ours = {"model_config": {"embedding_dim": 8}, "train_config": {"steps": 5}}
+    now = {"model_config": {"embedding_dim": 8, **checkpoint.ADDED_FIELDS},
+           "train_config": {"steps": 5, **checkpoint.ADDED_FIELDS}}
+    checkpoint.check_compatible(ours, now)
+    now["model_config"]["sdim_bits"] = 4
+    with pytest.raises(CheckpointMismatch, match=r"model_config\.sdim_bits: checkpoint 3, this run 4"):
+        checkpoint.check_compatible(ours, now)

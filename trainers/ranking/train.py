@@ -301,7 +301,7 @@ def fit_steps(session: Session, batches: Iterator[Batch], cfg: TrainConfig, prog
             batch = batch.to(device, non_blocking=True)
         session.optimizer.zero_grad()
         loss = F.binary_cross_entropy_with_logits(model(batch.sparse, batch.vector_rows), batch.labels)
-        loss = loss + _ranker(model).extra_loss()
+        loss = loss + ranker_of(model).extra_loss()
         value = session.step(loss, step)
         losses.append(value)
         if progress is not None and (step % cfg.progress_every == 0 or step == cfg.steps):
@@ -311,7 +311,7 @@ def fit_steps(session: Session, batches: Iterator[Batch], cfg: TrainConfig, prog
     return losses, time.perf_counter() - start
 
 
-def _ranker(model: torch.nn.Module) -> SequenceRanker:
+def ranker_of(model: torch.nn.Module) -> SequenceRanker:
     """The SequenceRanker inside DMP (DMP.module unwraps DDP too), or the model itself."""
     return model.module if isinstance(model, DistributedModelParallel) else model
 

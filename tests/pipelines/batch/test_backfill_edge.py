@@ -148,7 +148,8 @@ def test_unsorted_input_gives_the_same_tables_and_caps_hold(tmp_path):
 @pytest.mark.engine
 def test_empty_input_and_only_bad_records_write_empty_tables(tmp_path):
     counts, tables = backfill(tmp_path, "empty", [[]])
-    assert counts == {"read": 0, "accepted": 0, "rejected": {}, "duplicates": 0, "examples": 0, "rejected_total": 0}
+    assert counts == {"read": 0, "accepted": 0, "rejected": {}, "duplicates": 0, "examples": 0, "negatives": 0,
+                      "rejected_total": 0}
     assert all(t.num_rows == 0 and t.schema.equals(TABLES[n]) for n, t in tables.items())
     counts, tables = backfill(tmp_path, "bad", [["{", "[1]", '{"user_id": 1}']])
     assert counts["read"] == 3 and counts["accepted"] == 0 and counts["rejected_total"] == 3

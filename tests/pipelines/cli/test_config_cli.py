@@ -95,4 +95,13 @@ def test_backfill_inputs_are_checked_before_any_work(tmp_path, capsys):
     assert main(["backfill", "--input", str(events), "--output", str(out), "--labels", "next_item",
                  "--catalog", str(tmp_path / "nope.parquet")]) == 2
     assert "nope.parquet: is missing; give the item catalog's Parquet file" in capsys.readouterr().err
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"item_id": ["a", "b"]}), tmp_path / "raw_ids.parquet")  # raw IDs, not hashed
+    assert main(["backfill", "--input", str(events), "--output", str(out), "--labels", "next_item",
+                 "--catalog", str(tmp_path / "raw_ids.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "raw_ids.parquet: item_id must be hashed IDs (int64, no nulls), got string" in err and len(
+        err.strip().splitlines()) == 1, err
     assert not out.exists()

@@ -65,6 +65,8 @@ def test_retriever_reports_recall_on_the_test_slice(run):
     out = run_train(run, "comirec-sa", steps=60)
     assert out["last_loss"] < out["first_loss"]
     assert 0.0 <= out["test"]["recall@50"] <= out["test"]["hr@50"] <= 1.0
+    for name in ("popularity", "popularity_recent"):
+        assert 0.0 < out["test"][name]["recall@50"] <= out["test"][name]["hr@50"] <= 1.0
 
 
 def test_missing_run_names_the_fix(tmp_path):
