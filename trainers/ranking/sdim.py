@@ -6,6 +6,8 @@ import torch.nn.functional as F
 
 from trainers.ranking.pooling import Behaviors, Pooling
 
+CHUNK = 1_024  # behaviors hashed per product
+
 
 class SdimPooling(Pooling):
     """SDIM (Cao et al. 2022, "Sampling Is All You Need on Modeling Long-term User Behaviors for CTR
@@ -37,17 +39,21 @@ class SdimPooling(Pooling):
         generator = torch.Generator().manual_seed(seed)  # its own stream: the global RNG is left alone
         self.register_buffer("projections", torch.randn(key_dim, hashes, bits, generator=generator))
 
-    def signatures(self, vectors: torch.Tensor) -> torch.Tensor:
-        """[..., d_key] -> the m tau-bit signatures [..., m] as integers in [0, 2^tau)."""
-        bits = torch.einsum("...d,dmt->...mt", vectors, self.projections.to(vectors.dtype)) > 0
-        powers = 2 ** torch.arange(bits.shape[-1], device=bits.device)  # not a buffer: to_empty() would wipe it
-        return (bits.long() * powers).sum(dim=-1)
+    def collisions(self, target: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
+        """[B, L, m]: 1.0 where behavior l's signature under hash j equals the target's. No gradient
+        (hashing has none), and computed ``CHUNK`` behaviors at a time, so a long history never
+        holds its [B, L, m, tau] projections at once. The target is hashed in the same product as
+        each chunk: a behavior equal to the target gets bit for bit the same projections."""
+        m, tau = self.projections.shape[1:]
+        proj = self.projections.flatten(1).to(hist.dtype)  # [d_key, m * tau]
+        out = []
+        with torch.no_grad():
+            for chunk in hist.split(CHUNK, dim=1):
+                bits = (torch.cat([target.unsqueeze(1), chunk], dim=1) @ proj > 0).unflatten(-1, (m, tau))
+                out.append((bits[:, 1:] == bits[:, :1]).all(dim=-1))
+        return torch.cat(out, dim=1).to(hist.dtype) if out else hist.new_zeros(hist.shape[0], 0, m)
 
     def forward(self, value: Behaviors, key: Behaviors, mask: torch.Tensor) -> torch.Tensor:
-        # Target and history hashed in one product, so a behavior equal to the target gets bit for bit
-        # the same projections.
-        both = self.signatures(torch.cat([key.target.unsqueeze(1), key.hist], dim=1))  # [B, 1 + L, m]
-        target, hist = both[:, :1], both[:, 1:]
-        collide = (hist == target).to(value.hist.dtype) * mask.unsqueeze(-1)  # [B, L, m]
+        collide = self.collisions(key.target, key.hist) * mask.unsqueeze(-1)  # [B, L, m]
         sums = torch.einsum("blm,bld->bmd", collide, value.hist)  # s_j
         return F.normalize(sums, dim=-1).mean(dim=1)  # (1/m) sum_j s_j / ||s_j|| (0 where s_j = 0)

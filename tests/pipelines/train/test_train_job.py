@@ -142,3 +142,12 @@ def test_a_bad_setting_is_one_line_naming_it(run, tmp_path, capsys):
     assert "unknown key(s) ['embedding_dims']" in capsys.readouterr().err
     assert main(["train", "--workdir", str(run), "--model", "mind", "--search", "category"]) == 2
     assert "unknown key(s) ['search']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["dien", "sdim"])
+def test_the_seed_models_train_from_the_cli(run, model, capsys):
+    assert main(["train", "--workdir", str(run), "--model", model, "--steps", "20", "--max-len", "30"]) == 0
+    saved = json.loads((run / "models" / model / "metrics.json").read_text())
+    assert saved["config"]["model"] == model and saved["config"]["max_len"] == 30
+    assert 0 < saved["test"]["auc"] < 1 and np.isfinite(saved["last_loss"])
+    assert f"{'test':>5}: AUC {saved['test']['auc']:.4f}" in capsys.readouterr().out
