@@ -1,7 +1,7 @@
 """Rankers on synthetic data with PLANTED recency: mean-pool vs DIN vs TIN, AUC and GAUC over seeds.
 
     .venv/bin/python bench/ranker_report.py [--users 2000] [--steps 400] [--seeds 0 1 2]
-                                            [--models mean din tin] [--sparse-lr 0.01 0.1]
+                                            [--models mean din dien tin sdim] [--sparse-lr 0.01 0.1]
                                             [--search none --search-k 8]
 
 How the data is planted (``planted_recency``): every user has ``history`` behaviors, each in a
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--models", nargs="+", default=["mean", "din", "tin"])
+    parser.add_argument("--models", nargs="+", default=["mean", "din", "dien", "tin", "sdim"])
     parser.add_argument("--search", default="none")
     parser.add_argument("--search-k", type=int, default=8)
     parser.add_argument("--sparse-lr", type=float, nargs="+", default=[TrainConfig.sparse_lr, 0.1],
