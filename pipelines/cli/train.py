@@ -26,7 +26,7 @@ def add(sub) -> None:
         t.add_argument(f"--{name.replace('_', '-')}", type=kind,
                        help="default: from the data (distinct IDs x --table-headroom)" if name.endswith("table_size")
                        else None)
-    t.add_argument("--table-headroom", type=float, default=8.0, help="table rows per distinct ID seen (default 8)")
+    t.add_argument("--table-headroom", type=float, help="table rows per distinct ID seen (default: trainers.sizing.HEADROOM, 8)")
     t.add_argument("--valid-fraction", type=float, default=0.1, help="validation: the rows before the test slice")
     t.add_argument("--test-fraction", type=float, default=0.1, help="test: the latest rows by time")
     t.add_argument("--refit", action="store_true",

@@ -47,7 +47,7 @@ def _table(workdir: Path, name: str) -> pa.Table:
 def run_train(workdir: Path, model: str, steps: int | None = None, seed: int | None = None,
               search: str | None = None, search_k: int | None = None, valid_fraction: float = 0.1, test_fraction: float = 0.1,
               progress=None, sparse_lr: float | None = None, settings: dict | None = None,
-              headroom: float = HEADROOM, refit: bool = False) -> dict:
+              headroom: float | None = None, refit: bool = False) -> dict:
     """Train ``model`` on the run in ``workdir``; returns (and writes) its metrics.
 
     ``settings``: TrainConfig (rankers) or RetrievalConfig (retrievers) fields, e.g. from a TOML
@@ -68,6 +68,7 @@ def run_train(workdir: Path, model: str, steps: int | None = None, seed: int | N
     if valid_fraction + test_fraction >= 1:
         raise ConfigError("valid-fraction", f"--valid-fraction + --test-fraction must be below 1 (rows are left "
                                             f"to train on), got {valid_fraction} + {test_fraction}")
+    headroom = HEADROOM if headroom is None else headroom
     if not headroom >= 1:
         raise ConfigError("table-headroom", f"--table-headroom must be at least 1 row per ID, got {headroom}")
     workdir = Path(workdir)
