@@ -43,10 +43,10 @@ def test_ranker_real_runs_on_the_taobao_slice(shared_data):
 
     args = argparse.Namespace(seeds=[0, 1], models=["mean", "tin+category"], sparse_lr=[0.01, 0.1], max_len=20,
                               search_len=100, search_k=10)
-    out = run_dataset("taobao slice", taobao(shared_data / "taobao-userbehavior-slice"), args, steps=20,
-                      item_table=20_000, category_table=4_000)
+    out = run_dataset("taobao slice", taobao(shared_data / "taobao-userbehavior-slice", "uniform"), args, steps=20)
     assert all(n > 0 for n in out["rows"])
-    assert set(out["methods"]) == {"popularity", "popularity (count)", "mean", "tin+category"}
+    assert out["tables"]["item_id"]["rows"] >= out["tables"]["item_id"]["distinct"]  # sized from the data
+    assert set(out["methods"]) == {"popularity", "popularity (7 d)", "mean", "tin+category"}
     for method in ("mean", "tin+category"):
         m = out["methods"][method]
         # The learning rate kept is the one with the best validation GAUC at the first seed.
