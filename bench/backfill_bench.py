@@ -6,6 +6,16 @@ its own. Each synthetic event count runs twice: with the usual ~240 events per u
 with the number of users beyond the output.
 
     .venv/bin/python bench/backfill_bench.py --events 1000000 --workers 2 [--events 10000000] [--movielens PATH]
+
+--parquet: the same synthetic events written as Parquet, and on them, each in its own process:
+the backfill with `recstream backfill`'s runner options (none: Beam's DirectRunner as it comes;
+--workers N adds N multi-processing workers), the direct reference, and DuckDB computing the
+core outputs in SQL (bench/backfill_duckdb.py: validation, dedup, user sequences, user and item
+statistics) on as many threads as the backfill has workers (SET threads = --workers; DuckDB's own
+default is every core), recorded as duckdb_threads. DuckDB's outputs must equal the backfill's for
+every user and item, or the bench fails. It prints events/s of each and the backfill's speed as a fraction of DuckDB's (target >= 0.5).
+
+    .venv/bin/python bench/backfill_bench.py --events 1000000 --parquet --user-factor 1
 """
 from __future__ import annotations
 
@@ -40,11 +50,50 @@ def make_raw(folder: Path, events: int, seed: int = 0, user_factor: int = 1) -> 
     return write_json_lines(lines(), folder)
 
 
+AS_OF_MS = 1_706_745_600_000  # 2024-02-01: after the synthetic month, so every event counts in the statistics
+RAW_SCHEMA = {"user_id": "int64", "item_id": "int64", "category_id": "int64", "event_type": "string",
+              "timestamp": "int64", "request_id": "string", "position": "int64", "event_id": "string"}
+
+
+def make_parquet(folder: Path, events: int, seed: int = 0, user_factor: int = 1, duplicates: float = 0.0) -> int:
+    """make_raw's events written as Parquet, one file per JSON-lines file, in the synthetic source's
+    types (RAW_SCHEMA). ``duplicates``: that fraction of each file's rows appended again, half as
+    exact redeliveries and half as copies of the event_id with another item, type and time."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pj
+    import pyarrow.parquet as pq
+
+    lines = folder.parent / (folder.name + "-jsonl")
+    make_raw(lines, events, seed, user_factor)
+    schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in RAW_SCHEMA.items()])
+    folder.mkdir(parents=True, exist_ok=True)
+    rng, count = np.random.default_rng(seed), 0
+    for path in sorted(lines.glob("*.jsonl")):
+        table = pj.read_json(path, parse_options=pj.ParseOptions(explicit_schema=schema)).select(schema.names)
+        copies = table.take(pa.array(rng.choice(table.num_rows, int(table.num_rows * duplicates))))
+        altered = copies.slice(len(copies) // 2)
+        altered = altered.set_column(1, "item_id", pc.add(altered.column("item_id"), 1)) \
+            .set_column(3, "event_type", pa.array(rng.choice(["impression", "click", "view"], len(altered)))) \
+            .set_column(4, "timestamp", pc.add(altered.column("timestamp"), pa.array(rng.choice([0, 7], len(altered)))))
+        table = pa.concat_tables([table, copies.slice(0, len(copies) // 2), altered])
+        pq.write_table(table, folder / f"{path.stem}.parquet")
+        count += table.num_rows
+        path.unlink()
+    lines.rmdir()
+    return count
+
+
 def beam_job(raw: str, out: str, workers: int) -> dict:
     from pipelines.batch.backfill import BackfillConfig, run_backfill
 
-    args = [] if workers == 1 else [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
-    return run_backfill(BackfillConfig(input=raw, output=out, stats_as_of_ms=1_706_745_600_000), args)
+    return run_backfill(BackfillConfig(input=raw, output=out, stats_as_of_ms=AS_OF_MS), runner_args(workers))
+
+
+def runner_args(workers: int) -> list[str]:
+    """`recstream backfill`'s Beam options (none) for 1 worker, else N multi-processing DirectRunner workers."""
+    return [] if workers == 1 else [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
 
 
 def direct_job(raw: str, out: str, workers: int) -> dict:
@@ -58,10 +107,17 @@ def direct_job(raw: str, out: str, workers: int) -> dict:
     from features.labels import LabelPolicy
     from features.sequence import SequencePolicy
     from features.json_lines import line_blocks
-    from features.validate_arrow import parse_lines
+    from features.validate_arrow import TABLE_CHUNK_ROWS, event_columns, parse_lines, parse_table
+    from pipelines.batch.adapters import is_parquet
 
     chunks, read = [], 0
     for path in sorted(glob.glob(raw)):
+        if is_parquet(path):  # as the backfill tells them apart
+            with pq.ParquetFile(path) as reader:
+                for batch in reader.iter_batches(TABLE_CHUNK_ROWS, columns=event_columns(reader.schema_arrow, path)):
+                    chunks.append(parse_table(pa.Table.from_batches([batch])).events)
+                    read += batch.num_rows
+            continue
         with open(path, "rb") as f:
             for lines in line_blocks(f, 8 << 20):
                 chunks.append(parse_lines(lines).events)
@@ -76,8 +132,8 @@ def direct_job(raw: str, out: str, workers: int) -> dict:
               "user_recent": offline.latest_sequences(log, 50),
               "user_category_sequence": offline.latest_category_sequences(log, 50),
               "examples": offline.examples(table, LabelPolicy()),
-              "user_stats": offline.latest_stats(table, "user_id", 1_706_745_600_000),
-              "item_stats": offline.latest_stats(table, "item_id", 1_706_745_600_000)}
+              "user_stats": offline.latest_stats(table, "user_id", AS_OF_MS),
+              "item_stats": offline.latest_stats(table, "item_id", AS_OF_MS)}
     Path(out).mkdir(parents=True, exist_ok=True)
     for name, t in tables.items():
         pq.write_table(t, Path(out) / f"{name}.parquet")
@@ -199,6 +255,77 @@ def run(events: int, movielens: str | None, workers: int, history_rows: int, use
     return rows
 
 
+class BenchMismatch(AssertionError):
+    """Two engines of the bench disagree on the same input."""
+
+
+def check_counts(beam: dict, got: dict, name: str) -> None:
+    """The same events read and kept, the same copies dropped, by the backfill and by ``name``;
+    else a BenchMismatch naming the counts (an explicit raise: ``python -O`` drops asserts)."""
+    keys = ("read", "accepted", "duplicates")
+    if tuple(got[k] for k in keys) != tuple(beam[k] for k in keys):
+        raise BenchMismatch(f"{name} counts differ from the backfill's: "
+                            + ", ".join(f"{k} {got[k]} vs {beam[k]}" for k in keys))
+
+
+def run_parquet(events: int, workers: int, user_factor: int, duplicates: float = 0.0) -> list[dict]:
+    """The backfill, the direct reference and DuckDB on the same synthetic events as Parquet, each in
+    its own process; DuckDB runs on as many threads as the backfill has workers. DuckDB's user
+    sequences and statistics, and every engine's counts, must equal the backfill's (else AssertionError)."""
+    from bench.backfill_duckdb import compare, duckdb_job
+    from features.sequence import SequencePolicy
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, factor in enumerate(sorted({1, user_factor})):
+            folder = Path(tmp) / f"source{k}"
+            start = time.perf_counter()
+            n = make_parquet(folder / "raw", events, user_factor=factor, duplicates=duplicates)
+            gen = time.perf_counter() - start
+            files = str(folder / "raw" / "*.parquet")
+            beam, beam_s, beam_mb = measure(beam_job, files, str(folder / "offline"), workers)
+            ref, ref_s, ref_mb = measure(direct_job, files, str(folder / "direct"), 1)
+            duck, duck_s, duck_mb = measure(duckdb_job, files, str(folder / "duckdb"), SequencePolicy().max_len,
+                                            AS_OF_MS, None, workers)  # one thread per backfill worker
+            check_counts(beam, ref, "the direct reference")
+            check_counts(beam, duck, "DuckDB")
+            equal = compare(folder / "offline", folder / "duckdb")  # raises where any user or item differs
+            rows.append({"data": f"synthetic {events:,} as Parquet" + (f" x{factor} users" if factor > 1 else ""),
+                         "events": n, "users": equal["user_stats"], "runner_args": " ".join(runner_args(workers)),
+                         "generate_s": round(gen, 1),
+                         "beam_s": round(beam_s, 1), "beam_events_per_s": round(n / beam_s),
+                         "direct_s": round(ref_s, 1), "direct_events_per_s": round(n / ref_s),
+                         "duckdb_s": round(duck_s, 1), "duckdb_events_per_s": round(n / duck_s),
+                         "duckdb_threads": duck["threads"],
+                         # the backfill's speed as a fraction of DuckDB's (events/s over events/s): target >= 0.5;
+                         # unrounded (a small run's may be under 0.005), rounded where printed
+                         "beam_over_duckdb": duck_s / beam_s,
+                         "beam_peak_mib": round(beam_mb), "direct_peak_mib": round(ref_mb),
+                         "duckdb_peak_mib": round(duck_mb), "duplicates": beam["duplicates"],
+                         "equal_to_duckdb": equal})
+            print(json.dumps({**rows[-1], "beam_over_duckdb": float(ratio(rows[-1]))}), flush=True)
+    return rows
+
+
+def ratio(row: dict) -> str:
+    """The Beam/DuckDB speed as printed: 2 decimals, or 2 significant digits below 0.1 (not 0.00)."""
+    value = row["beam_over_duckdb"]
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
+
+
+def parquet_table(rows: list[dict]) -> str:
+    out = ["| data | events | users | Beam s | Beam ev/s | direct ev/s | DuckDB threads | DuckDB s | DuckDB ev/s "
+           "| Beam/DuckDB speed | Beam MiB | direct MiB | DuckDB MiB | equal (users, items) |", "|---" * 14 + "|"]
+    for r in rows:
+        out.append(f"| {r['data']} | {r['events']:,} | {r['users']:,} | {r['beam_s']} | {r['beam_events_per_s']:,} | "
+                   f"{r['direct_events_per_s']:,} | {r['duckdb_threads']} | {r['duckdb_s']} | "
+                   f"{r['duckdb_events_per_s']:,} | "
+                   f"{ratio(r)} | {r['beam_peak_mib']} | {r['direct_peak_mib']} | "
+                   f"{r['duckdb_peak_mib']} | {r['equal_to_duckdb']['user_sequence']:,}, "
+                   f"{r['equal_to_duckdb']['item_stats']:,} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--events", type=int, action="append", help="synthetic event counts (repeatable)")
@@ -209,7 +336,16 @@ def main() -> None:
                    help="also run each event count with this many times more users (1: do not)")
     p.add_argument("--pit-log", type=int, action="append",
                    help="only time point-in-time retrieval against a synthetic log of this many rows (repeatable)")
+    p.add_argument("--parquet", action="store_true",
+                   help="the events as Parquet: the backfill against DuckDB (and the direct reference), checked equal")
+    p.add_argument("--duplicates", type=float, default=0.0,
+                   help="--parquet: this fraction of rows appended again as redeliveries and altered copies")
     args = p.parse_args()
+    if args.parquet:
+        results = [r for n in args.events or [1_000_000] for r in run_parquet(n, args.workers, args.user_factor,
+                                                                             args.duplicates)]
+        print("\n" + parquet_table(results))
+        return
     if args.pit_log:
         for n in args.pit_log:
             got, _, peak = measure(pit_scale_job, n, args.history_rows)

@@ -11,7 +11,7 @@ Redis with --online redis):
    watermark pass an impression's label time produced -> its example readable in the topic).
 
     .venv/bin/python bench/stream_bench.py [--events 30000] [--seconds 40] [--online sqlite|redis] [--parallelism 1]
-        [--flush-ms 100] [--bundle-ms 100] [--checkpoint-ms 10000] [--rate R] [--kafka-property K=V]
+        [--flush-ms 100] [--item-flush-ms 250] [--bundle-ms 100] [--checkpoint-ms 10000] [--rate R] [--kafka-property K=V]
         [--python-mode thread|process] [--samples FILE]
 
 --samples FILE keeps every freshness and example-lag sample for `recstream report --bench FILE`.
@@ -63,7 +63,7 @@ def floor_rate(bootstrap: str, workdir: Path, mode: str) -> float:
 
 
 def sustained_rate(broker, lines: list[str], work: Path, flush_ms: int, bundle_ms: int, online: OnlineStore,
-                   parallelism: int, mode: str) -> dict:
+                   parallelism: int, mode: str, item_flush_ms: int) -> dict:
     """The job following the topic (as in production, with its flush cadence) over a backlog of
     every line: events/s between the first and the last count receipt."""
     kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, group_id="tput")
@@ -74,7 +74,7 @@ def sustained_rate(broker, lines: list[str], work: Path, flush_ms: int, bundle_m
         return counts["read"] >= len(lines)
     started = time.perf_counter()
     cfg = StreamConfig(workdir=work, kafka=kafka, follow=True, flush_ms=flush_ms, bundle_ms=bundle_ms, online=online,
-                       parallelism=parallelism, python_mode=mode)
+                       parallelism=parallelism, python_mode=mode, item_flush_ms=item_flush_ms)
     counts = StreamProcess(cfg).start().wait(progress)
     (t0, r0), (t1, r1) = marks[0], marks[-1]
     return {"events": len(lines), "job_seconds_with_startup": round(time.perf_counter() - started, 1),
@@ -155,14 +155,15 @@ def ready(client, topic: str, live: list, read: list[int], first: int = 100, tim
 
 
 def freshness_at(rate: float, seconds: float, flush_ms: int, bundle_ms: int, checkpoint_ms: int, properties: dict,
-                 online: OnlineStore, parallelism: int, mode: str, client, broker, lines: list[str], work: Path) -> dict:
+                 online: OnlineStore, parallelism: int, mode: str, client, broker, lines: list[str], work: Path,
+                 item_flush_ms: int) -> dict:
     kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic="live", group_id="fresh",
                           dead_letter_topic="live-dead", examples_topic="live-examples", properties=properties)
     client.create_topic(kafka.topic, partitions=2)
     create_stream_topics(client, kafka)
     cfg = StreamConfig(workdir=work, kafka=kafka, follow=True, flush_ms=flush_ms, bundle_ms=bundle_ms, online=online,
                        checkpoints=work / "chk", checkpoint_interval_ms=checkpoint_ms, parallelism=parallelism,
-                       python_mode=mode)
+                       python_mode=mode, item_flush_ms=item_flush_ms)
     job = StreamProcess(cfg).start()
     read = [0]
     waiter = threading.Thread(target=job.wait, args=(lambda counts: read.__setitem__(0, counts["read"]),), daemon=True)
@@ -196,7 +197,8 @@ def freshness_at(rate: float, seconds: float, flush_ms: int, bundle_ms: int, che
         ms = np.array(values) * 1000
         return {"samples": len(ms), "p50_ms": round(float(np.percentile(ms, 50))) if len(ms) else None,
                 "p99_ms": round(float(np.percentile(ms, 99))) if len(ms) else None}
-    return {"rate_events_per_s": round(rate), "sent": i, "flush_ms": flush_ms, "bundle_ms": bundle_ms,
+    return {"rate_events_per_s": round(rate), "sent": i, "flush_ms": flush_ms, "item_flush_ms": item_flush_ms,
+            "bundle_ms": bundle_ms,
             "checkpoint_ms": checkpoint_ms,
             "unseen": len(fresh.waiting),
             **{f"freshness_{view}": pct(s) for view, s in fresh.samples.items()}, "example_lag": pct(lag.lags),
@@ -209,6 +211,7 @@ def main() -> None:
     p.add_argument("--events", type=int, default=30_000)
     p.add_argument("--seconds", type=float, default=40)
     p.add_argument("--flush-ms", type=int, default=100)
+    p.add_argument("--item-flush-ms", type=int, default=StreamConfig.item_flush_ms)
     p.add_argument("--bundle-ms", type=int, default=100)
     p.add_argument("--checkpoint-ms", type=int, default=10_000)
     p.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
@@ -235,7 +238,7 @@ def main() -> None:
             client.produce("events", event_records(lines))
             floor = floor_rate(broker.bootstrap_servers, work, args.python_mode)
             job = sustained_rate(broker, lines, work, args.flush_ms, args.bundle_ms, first, args.parallelism,
-                                 args.python_mode)
+                                 args.python_mode, args.item_flush_ms)
             print(json.dumps({"online": args.online, "python_mode": args.python_mode, "parallelism": args.parallelism,
                               "floor_events_per_s": round(floor),
                               **{k: (round(v) if isinstance(v, float) else v) for k, v in job.items()},
@@ -244,7 +247,7 @@ def main() -> None:
         work2 = Path(tempfile.mkdtemp(prefix="stream-fresh-"))
         apply(open_store(work2, second), work2)
         fresh = freshness_at(rate, args.seconds, args.flush_ms, args.bundle_ms, args.checkpoint_ms, properties, second,
-                             args.parallelism, args.python_mode, client, broker, lines, work2)
+                             args.parallelism, args.python_mode, client, broker, lines, work2, args.item_flush_ms)
         samples = fresh.pop("samples_ms")
         print(json.dumps({"online": args.online, **fresh}), flush=True)
         if args.samples:

@@ -28,7 +28,7 @@ REASONS = {
     "late": "the event arrived after the allowed lateness",
 }
 
-_REQUIRED = ("event_id", "user_id", "item_id", "event_type", "timestamp")
+REQUIRED_FIELDS = ("event_id", "user_id", "item_id", "event_type", "timestamp")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_MS = timedelta(milliseconds=1)
 
@@ -88,7 +88,7 @@ def _as_mapping(raw: Any) -> dict:
 
 
 def _to_event(rec: dict, now_ms: int) -> Event:
-    for name in _REQUIRED:
+    for name in REQUIRED_FIELDS:
         if rec.get(name) is None or rec.get(name) == "":
             raise _Invalid("missing_field", name, f"required field {name!r} is missing")
     event_type = _string(rec, "event_type")

@@ -16,9 +16,19 @@ events in the same order, the same rejections), much faster. How it stays exact:
 4. Every other line -- not screened in, not parsed, or not certainly accepted -- goes through
    parse_event itself. So every rejection, with its reason, detail and raw text, is
    parse_event's own; the fast path only ever accepts.
+
+parse_table(table) does the same for raw events that come as an Arrow table (a Parquet file's
+row groups): its columns are put in the JSON reader's types and go through step 3 as they are;
+every row not certainly accepted goes to parse_event as the dict of its non-null fields (in
+those same plain types), or as its JSON line where only a line shows the problem (a row over
+MAX_RECORD_BYTES, a string that is not UTF-8), so each row gets what its JSON line gets.
+event_columns(schema, file) checks such a table's schema first: a required column that is
+absent, or a column of a type no event can have, is one InputError for the file; a column of
+Arrow type null is read as absent in every row.
 """
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -29,10 +39,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from features.errors import InputError
 from features.ids import stable_id
 from features.json_lines import screen
 from features.schema import EVENT_SCHEMA, EVENT_TYPES, Event, Rejection, events_to_table
-from features.validate import MAX_FIELD_CHARS, MAX_FUTURE_MS, MIN_TIMESTAMP_MS, parse_event, timestamp_ms
+from features.validate import (MAX_FIELD_CHARS, MAX_FUTURE_MS, MAX_RECORD_BYTES, MIN_TIMESTAMP_MS, REQUIRED_FIELDS,
+                               parse_event, timestamp_ms)
 
 LEAF_LINES = 8  # a refused block this small goes line by line through parse_event
 
@@ -71,6 +83,12 @@ def parse_lines(lines: Sequence[Any], now_ms: int | None = None) -> ParsedLines:
             slow_events.append(got)
         else:
             rejections.append(got)
+    return _interleaved(fast, fast_tables, slow_idx, slow_events, rejections)
+
+
+def _interleaved(fast: np.ndarray, fast_tables: list[pa.Table], slow_idx: list[int], slow_events: list[Event],
+                 rejections: list[Rejection]) -> ParsedLines:
+    """The fast path's and parse_event's accepted events back in input order (fast, slow_idx: their rows)."""
     if not slow_events and len(fast_tables) == 1:  # the common case: nothing to interleave
         return ParsedLines(fast_tables[0], rejections, len(fast))
     events = pa.concat_tables([*fast_tables, events_to_table(slow_events)])
@@ -145,6 +163,200 @@ def _read(buf: bytes, rows: int) -> tuple[pa.Table | None, str]:
 
 _FIELDS = ("event_id", "user_id", "item_id", "event_type", "timestamp", "category_id", "value", "request_id",
            "position")
+
+
+# Raw events as an Arrow table (a Parquet file's row groups): the same rules, no JSON reading.
+# Each event field and the Arrow types (by kind) under which some row of it can be accepted;
+# a column of any other type is a schema error (event_columns), not one rejection per row.
+# A column of Arrow type null (no value in any row) is read as absent in every row.
+_COLUMN_KINDS = {
+    "event_id": ("string", "integer"),
+    "user_id": ("string", "integer", "float"),
+    "item_id": ("string", "integer", "float"),
+    "event_type": ("string",),
+    "timestamp": ("integer", "float", "string", "timestamp"),
+    "category_id": ("string", "integer", "float"),
+    "value": ("integer", "float"),
+    "request_id": ("string", "integer"),
+    "position": ("integer", "float"),
+}
+_KIND_WORDS = {"string": "UTF-8 strings", "integer": "integers", "float": "floats", "timestamp": "timestamps"}
+TABLE_CHUNK_ROWS = 1 << 16  # table rows validated at a time: about as many as an 8 MiB chunk of JSON lines
+
+
+def _kind(t: pa.DataType) -> str | None:
+    """string, integer, float, timestamp or null: how validation reads a column of this type (None: it cannot)."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    for kind, test in (("integer", pa.types.is_integer), ("float", pa.types.is_floating),
+                       ("timestamp", pa.types.is_timestamp), ("null", pa.types.is_null)):
+        if test(t):
+            return kind
+    return None
+
+
+def event_columns(schema: pa.Schema, where: str) -> list[str]:
+    """The event fields a raw events table has, in its order (the columns to read). A required
+    field that is absent, or a field whose type no event can have, is an InputError naming
+    ``where`` (the file), the column and the fix; other columns are ignored. A column of Arrow
+    type null (pandas writes text columns that way when no row has a value, e.g. in a file of
+    no rows) is no error: each row is read as without that field, as a JSON line without it is."""
+    names = schema.names
+    for name in REQUIRED_FIELDS:
+        if name not in names:
+            near = [n for n in names if n.lower().replace("-", "_") == name]
+            hint = f"; rename its column {near[0]!r} to {name!r}" if near else ""
+            raise InputError(where, f"has no {name!r} column, a required event field{hint}",
+                             f"write the events with the columns {', '.join(REQUIRED_FIELDS)} (optional: "
+                             f"{', '.join(f for f in _FIELDS if f not in REQUIRED_FIELDS)})")
+    for name in _FIELDS:
+        if name not in names:
+            continue
+        if names.count(name) > 1:
+            raise InputError(where, f"has {names.count(name)} columns named {name!r}", "keep one of them")
+        t = schema.field(name).type
+        if _kind(t) not in ("null", *_COLUMN_KINDS[name]):
+            words = [_KIND_WORDS[k] for k in _COLUMN_KINDS[name]]
+            want = " or ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
+            raise InputError(where, f"column {name!r} has Arrow type {t}, which no event can have",
+                             f"write {name} as {want}")
+    return [n for n in names if n in _FIELDS]
+
+
+def parse_table(table: pa.Table, now_ms: int | None = None) -> ParsedLines:
+    """Validate raw events given as table rows: exactly what the JSON line of each row gives,
+    where a row is the dict of its non-null event fields (Arrow timestamps as integer ms):
+    parse_event(row), except that a row whose JSON is over MAX_RECORD_BYTES is
+    ``record_too_large`` and a row with a string that is not valid UTF-8 is ``not_utf8``, as
+    such a line is. Only the event fields (``_FIELDS``) are read; other columns are ignored.
+    Accepted events keep the row order; a rejection's raw record is the row as JSON, like a
+    rejected line's text (an invalid string in it as its bytes, undecodable ones as \\xNN)."""
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    table = table.select([n for n in table.column_names if n in _FIELDS])
+    plain, undecided, raw_values = _plain_columns(table)
+    ok, columns = accept(plain, now)
+    ok &= ~undecided
+    fast = np.flatnonzero(ok)
+    events = pa.Table.from_arrays([c.filter(pa.array(ok)) for c in columns], schema=EVENT_SCHEMA)
+    slow_idx, slow_events, rejections = [], [], []
+    rest = np.flatnonzero(~ok)
+    if len(rest):
+        # The rows as plain Python values (float16 as float, dictionaries decoded, timestamps as
+        # ms), with the raw value put back where the plain one is null: unsigned IDs beyond int64,
+        # and strings that are not UTF-8 (as bytes).
+        rows = plain.take(pa.array(rest)).to_pylist()
+        for name, (where, raw) in raw_values.items():
+            picked = np.flatnonzero(where[rest])
+            for j, value in zip(picked.tolist(), raw.take(pa.array(rest[picked])).to_pylist()):
+                rows[j][name] = value
+        for i, row in zip(rest.tolist(), rows):
+            got = _parse_row({k: v for k, v in row.items() if v is not None}, now)
+            if isinstance(got, Event):
+                slow_idx.append(i)
+                slow_events.append(got)
+            else:
+                rejections.append(got)
+    return _interleaved(fast, [events], slow_idx, slow_events, rejections)
+
+
+def _parse_row(row: dict, now_ms: int) -> Event | Rejection:
+    """parse_event of a table row, with the checks parse_event makes only on a line: a row with
+    invalid UTF-8 (bytes values) goes as its JSON line, rejected as ``not_utf8`` (or
+    ``record_too_large``); a row whose JSON is over MAX_RECORD_BYTES as ``record_too_large``.
+    (accept() never accepts such a row: its strings are at most MAX_FIELD_CHARS characters,
+    each at most 12 bytes of JSON, and 5 * 1024 * 12 bytes plus the rest is under 64 KiB.)"""
+    if any(isinstance(v, bytes) for v in row.values()):
+        return parse_event(_json_line(row), now_ms)
+    text = json.dumps(row, default=str)  # ASCII: as many bytes as characters
+    if len(text) > MAX_RECORD_BYTES:
+        return parse_event(text.encode(), now_ms)
+    return parse_event(row, now_ms)
+
+
+def _json_line(row: dict) -> bytes:
+    """The row as json.dumps writes it, but each bytes value written as a JSON string of those
+    very bytes (escaped where JSON needs it), valid UTF-8 or not: the line a writer of raw
+    strings would have written."""
+    parts = []
+    for name, value in row.items():
+        if isinstance(value, bytes):
+            text = json.dumps(value.decode("utf-8", errors="surrogateescape"), ensure_ascii=False)
+            encoded = text.encode("utf-8", errors="surrogateescape")
+        else:
+            encoded = json.dumps(value, default=str).encode()
+        parts.append(json.dumps(name).encode() + b": " + encoded)
+    return b"{" + b", ".join(parts) + b"}"
+
+
+def _plain_columns(table: pa.Table) -> tuple[pa.Table, np.ndarray, dict[str, tuple[np.ndarray, pa.Array]]]:
+    """The table in the types accept() reads (those of Arrow's JSON reader: int64, double, string;
+    timestamps as integer ms), the rows it must leave to parse_event, and, per column, the rows
+    whose plain value is null for want of a type to hold it, with the raw values to give
+    parse_event there: unsigned integers beyond int64 (Python ints), strings that are not valid
+    UTF-8 (bytes: Arrow does not check the UTF-8 of the Parquet strings it reads)."""
+    undecided = np.zeros(table.num_rows, dtype=bool)
+    columns, raw_values = [], {}
+    for name in table.column_names:
+        arr = table.column(name).combine_chunks()
+        if pa.types.is_dictionary(arr.type):
+            arr = arr.dictionary_decode()
+        t = arr.type
+        if _kind(t) == "string":
+            if not pa.types.is_string(t):
+                arr = pc.cast(arr, pa.string())
+            bad = _invalid_utf8(arr)
+            if bad.any():
+                undecided |= bad
+                raw_values[name] = (bad, arr.cast(pa.binary()))
+                arr = pc.if_else(pa.array(bad), pa.scalar(None, pa.string()), arr)
+        elif pa.types.is_uint64(t):
+            over = pc.fill_null(pc.greater(arr, pa.scalar(np.iinfo(np.int64).max, t)), False)
+            over = over.to_numpy(zero_copy_only=False)
+            if over.any():
+                undecided |= over
+                raw_values[name] = (over, arr)
+            arr = pc.cast(pc.if_else(pa.array(over), pa.scalar(None, t), arr), pa.int64())
+        elif pa.types.is_integer(t):
+            arr = pc.cast(arr, pa.int64())
+        elif pa.types.is_floating(t):
+            arr = pc.cast(arr, pa.float64())
+        elif pa.types.is_timestamp(t):
+            arr = _ms(arr)
+        columns.append(arr)
+    return pa.Table.from_arrays(columns, names=table.column_names), undecided, raw_values
+
+
+def _invalid_utf8(arr: pa.Array) -> np.ndarray:
+    """Where a string array holds a value that is not valid UTF-8 (Python's rule, which is
+    Arrow's): Arrow checks the whole array at once; only if that fails is each distinct value decoded."""
+    try:
+        arr.validate(full=True)
+        return np.zeros(len(arr), dtype=bool)
+    except pa.ArrowInvalid:
+        pass
+    encoded = arr.cast(pa.binary()).dictionary_encode()
+    bad = np.array([not _is_utf8(v) for v in encoded.dictionary.to_pylist()] + [False])
+    return bad[pc.fill_null(encoded.indices, len(encoded.dictionary)).to_numpy(zero_copy_only=False)]
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _ms(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """An Arrow timestamp as integer UTC milliseconds, floored (as validation reads an ISO time
+    with microseconds); a zoneless timestamp is taken as UTC, as a zoneless ISO string is."""
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    values = pc.fill_null(arr.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+    unit = arr.type.unit
+    ms = values * 1000 if unit == "s" else values // {"ms": 1, "us": 1000, "ns": 1_000_000}[unit]
+    return pa.array(ms, pa.int64(), mask=~_present(arr))
 
 
 def accept(table: pa.Table, now_ms: int) -> tuple[np.ndarray, list[pa.Array]]:

@@ -1,5 +1,9 @@
 """Thin Beam adapters over features/: read + validate in chunks, per-shard offline tables.
 
+Raw event files are JSON lines (read in blocks of whole lines, validated by
+features.validate_arrow.parse_lines) or Parquet (``*.parquet``: read in batches of rows,
+validated by features.validate_arrow.parse_table, the same rules).
+
 Elements are Arrow tables (thousands of events), not single events, so Beam's
 per-element cost is paid per chunk; the per-shard work is features.offline. Each
 shard's tables are written where they are built, to a file named by table and shard
@@ -21,12 +25,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from features import offline
+from features.errors import InputError
 from features.labels import LabelPolicy
 from features.packed import pack_column
 from features.sequence import SequencePolicy
 from features.tables import PACKED_KIND, TABLES
 from features.json_lines import line_blocks
-from features.validate_arrow import parse_lines
+from features.validate_arrow import TABLE_CHUNK_ROWS, ParsedLines, event_columns, parse_lines, parse_table
 
 NAMESPACE = "recstream"
 CHUNK_BYTES = 8 << 20  # about 50k JSON lines per validated chunk
@@ -84,9 +89,54 @@ def write_part(table: pa.Table, output: str, name: str, part: str) -> None:
     FileSystems.rename([temp], [final])
 
 
+def is_parquet(path: str) -> bool:
+    """Raw event files named *.parquet are Parquet; any other file is JSON lines."""
+    return path.lower().endswith(".parquet")
+
+
+def one_line(err: BaseException) -> str:
+    """An error's text as one line: Arrow's messages may end in a newline or hold control
+    characters (a corrupt footer: "Couldn't deserialize thrift: don't know what type: \\x0f\\n").
+    Runs of whitespace become one space; other non-printable characters are dropped."""
+    text = "".join(c if c.isprintable() else " " if c.isspace() else "" for c in str(err))
+    return " ".join(text.split())
+
+
+def parquet_columns(source, path: str) -> tuple[pq.ParquetFile, list[str]]:
+    """An open Parquet event file (``source``: its local path, or an open binary file) and the event
+    columns to read from it. An unreadable file, a missing required column or a column of a type
+    no event can have is an InputError naming the file."""
+    try:
+        reader = pq.ParquetFile(source)
+    except (OSError, pa.ArrowException) as err:
+        raise InputError(path, f"is not a readable Parquet file ({one_line(err)})",
+                         "rewrite it, or name only JSON-lines and Parquet event files in --input") from None
+    try:
+        return reader, event_columns(reader.schema_arrow, path)
+    except InputError:
+        reader.close()
+        raise
+
+
+def parquet_batches(source, path: str):
+    """A Parquet event file's event columns (``source``: its local path, or an open binary file),
+    TABLE_CHUNK_ROWS rows at a time; a file that cannot be read is an InputError naming it."""
+    reader, columns = parquet_columns(source, path)
+    with reader:
+        batches = reader.iter_batches(TABLE_CHUNK_ROWS, columns=columns)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (OSError, pa.ArrowException) as err:  # a corrupt page surfaces only while reading
+                raise InputError(path, f"cannot be read ({one_line(err)})", "rewrite the file") from None
+            yield batch
+
+
 class ReadValidateFn(beam.DoFn):
-    """A raw JSON-lines file -> (user shard, events table) chunks; rejections tagged as tables.
-    Validation is features.validate_arrow.parse_lines: parse_event's results, vectorized."""
+    """A raw event file (JSON lines, or Parquet) -> (user shard, events table) chunks; rejections
+    written as they are found. Validation is features.validate_arrow's: parse_event's results, vectorized."""
 
     def __init__(self, output: str, shards: int, now_ms: int | None = None):
         self.output, self.shards, self.now_ms = output, shards, now_ms
@@ -95,13 +145,24 @@ class ReadValidateFn(beam.DoFn):
 
     def process(self, numbered_path: tuple[int, str]):
         number, path = numbered_path
+        if is_parquet(path):
+            if FileSystems.get_scheme(path) is None:  # a local file: Arrow opens and reads it itself
+                yield from self._parquet(path, path, number)
+            else:
+                with FileSystems.open(path) as f:
+                    yield from self._parquet(f, path, number)
+            return
         with FileSystems.open(path) as f:
             for chunk, lines in enumerate(line_blocks(f, CHUNK_BYTES)):
-                yield from self._chunk(lines, f"{number:05d}-{chunk:05d}")
+                yield from self._chunk(parse_lines(lines, self.now_ms), len(lines), f"{number:05d}-{chunk:05d}")
 
-    def _chunk(self, lines: list[bytes], part: str):
-        parsed = parse_lines(lines, self.now_ms)
-        self.read.inc(len(lines))
+    def _parquet(self, source, path: str, number: int):
+        for chunk, batch in enumerate(parquet_batches(source, path)):
+            yield from self._chunk(parse_table(pa.Table.from_batches([batch]), self.now_ms), batch.num_rows,
+                                   f"{number:05d}-{chunk:05d}")
+
+    def _chunk(self, parsed: ParsedLines, read: int, part: str):
+        self.read.inc(read)
         self.accepted.inc(parsed.events.num_rows)
         rejections = parsed.rejections
         if rejections:

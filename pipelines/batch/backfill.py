@@ -1,4 +1,4 @@
-"""Beam backfill: raw event files -> validated, deduplicated offline tables.
+"""Beam backfill: raw event files (JSON lines, or Parquet) -> validated, deduplicated offline tables.
 
 Writes under ``output`` (one folder of Parquet files per table, features.tables.TABLES):
   behavior_log/            every behavior once, the source of point-in-time sequences
@@ -13,7 +13,8 @@ Writes under ``output`` (one folder of Parquet files per table, features.tables.
   _SUCCESS                 the run finished (pipelines/staged.py: outputs are written
                            aside and swapped in whole, so a killed run leaves the previous one)
 The job moves Arrow tables, not single events: files are read and validated in
-chunks (features.validate_arrow), events are grouped into user shards, and each
+chunks (features.validate_arrow: blocks of JSON lines, or batches of a Parquet file's
+rows, under the same rules), events are grouped into user shards, and each
 shard's tables are built by features.offline and written by the worker that built them.
 Runner options pass through to Beam (DirectRunner by default;
 add --direct_num_workers=2 --direct_running_mode=multi_processing to use 2 cores).
@@ -37,7 +38,8 @@ from features.labels import LabelPolicy
 from features.negatives import ItemPool
 from features.sequence import SequencePolicy
 from features.tables import TABLES
-from pipelines.batch.adapters import NAMESPACE, ItemShardFn, ReadValidateFn, ShardSettings, UserShardFn
+from pipelines.batch.adapters import (NAMESPACE, ItemShardFn, ReadValidateFn, ShardSettings, UserShardFn, is_parquet,
+                                      parquet_columns)
 from pipelines.staged import staged
 from pipelines.config import as_folder, typed
 
@@ -45,7 +47,7 @@ from pipelines.config import as_folder, typed
 @typed
 @dataclass(frozen=True)
 class BackfillConfig:
-    input: str  # a glob of raw JSON-lines files, or several separated by commas
+    input: str  # a glob of raw event files (JSON lines; *.parquet: Parquet), or several separated by commas
     output: str
     catalog: str | None = None  # Parquet with hashed item_id: next_item negatives are drawn among its items only
     sequence: SequencePolicy = field(default_factory=SequencePolicy)  # the lifelong sequence
@@ -135,13 +137,20 @@ def run_backfill(cfg: BackfillConfig, pipeline_args: list[str] | None = None) ->
 
 
 def _input_files(spec: str) -> list[str]:
-    """The files a comma-separated list of globs matches; none, or a folder among them, is an InputError."""
+    """The files a comma-separated list of globs matches; none, a folder among them, or a Parquet
+    file whose schema cannot hold events (features.validate_arrow.event_columns) is an InputError,
+    raised here, before the job starts."""
     files = sorted({f for pattern in spec.split(",") if pattern for f in glob.glob(pattern)})
     if not files:
         raise MissingInput(spec, "no raw event files match; check the --input glob")
     folders = [f for f in files if Path(f).is_dir()]
     if folders:
-        raise InputError(folders[0], "--input matches this folder", f"give its files (e.g. {folders[0]}/*.jsonl)")
+        raise InputError(folders[0], "--input matches this folder",
+                         f"give its files (e.g. {folders[0]}/*.jsonl or {folders[0]}/*.parquet)")
+    for f in files:
+        if is_parquet(f):
+            reader, _ = parquet_columns(f, f)  # reads the footer only
+            reader.close()
     return files
 
 

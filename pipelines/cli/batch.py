@@ -19,7 +19,8 @@ def add(sub) -> None:
     i.set_defaults(func=ingest)
 
     b = sub.add_parser("backfill", help="Beam backfill; unknown flags go to Beam's PipelineOptions")
-    b.add_argument("--input", required=True, help="glob of raw JSON-lines files (several: comma-separated)")
+    b.add_argument("--input", required=True, help="glob of raw event files: JSON lines, or Parquet (*.parquet, event "
+                                                      "schema's column names); several: comma-separated")
     b.add_argument("--output", required=True, help="folder for the offline tables")
     b.add_argument("--catalog", help="hashed catalog Parquet: next_item negatives are drawn among its items only")
     flags.caps(b)

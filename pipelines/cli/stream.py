@@ -42,7 +42,7 @@ def add(sub) -> None:
     s.add_argument("--report-every", type=int, help="records per count receipt")
     s.add_argument("--flush-ms", type=int, help="following: the longest a changed user row waits for its online "
                    "write (default 100)")
-    s.add_argument("--item-flush-ms", type=int, help="following: the same for item_stats rows (default 1000)")
+    s.add_argument("--item-flush-ms", type=int, help="following: the same for item_stats rows (default 250)")
     s.add_argument("--python-mode", choices=("thread", "process"),
                    help="PyFlink's Python execution mode: in the JVM (thread, the default here) or in Python "
                         "workers (process, the default with --target cluster)")

@@ -105,7 +105,7 @@ class StreamConfig:
     restore: str | None = None  # "latest" (the newest checkpoint in `checkpoints`) or a chk-N folder
     report_every: int = 500  # records per count receipt (counts also go out on every flush)
     flush_ms: int = 100  # following: the longest a changed user row waits for its online write (a timer)
-    item_flush_ms: int = 1_000  # following: the same for item_stats rows (hot items change all the time)
+    item_flush_ms: int = 250  # following: the same for item_stats rows (hot items change all the time)
     bundle_ms: int = 100  # process mode only: python.fn-execution.bundle.time, how often the Python workers
     # hand their results on (thread mode has no bundles)
     parallelism: int = 1

@@ -102,7 +102,7 @@ def test_cadence_flags_reach_the_config():
     base = ["stream", "--workdir", "w", "--kafka", "a:1"]
     cfg = from_dict(StreamConfig, stream_settings(parser().parse_args(base)))
     assert (cfg.flush_ms, cfg.item_flush_ms, cfg.bundle_ms, cfg.item_stats, cfg.python_mode) == \
-        (100, 1000, 100, True, "thread")
+        (100, 250, 100, True, "thread")
     cfg = from_dict(StreamConfig, stream_settings(parser().parse_args(
         [*base, "--flush-ms", "50", "--item-flush-ms", "400", "--bundle-ms", "1000", "--no-item-stats",
          "--python-mode", "process"])))
