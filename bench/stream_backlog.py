@@ -109,7 +109,8 @@ def first_half(cfg: StreamConfig, total: int) -> dict:
         read = receipts.marks[-1][1] if receipts.marks else 0
         if not killed and read >= total // 2 and latest_checkpoint(cfg.checkpoints) is not None:
             if read >= total:
-                raise SystemExit(f"the job read all {total:,} events before its first checkpoint; "
+                raise SystemExit(f"the job had read all {total:,} events by the time half were read and a checkpoint "
+                                 "existed; "
                                  "give more --events or a shorter --checkpoint-ms")
             root = psutil.Process(job.pid)
             killed.extend([job.pid, *(p.pid for p in root.children(recursive=True))])
