@@ -1,21 +1,21 @@
-"""Backfill speed and memory: the Beam job against the same computation written directly
-(features.validate_arrow + features.offline in one process, no Beam), in one run; plus
-point-in-time retrieval rows/s. Each measurement runs in its own process so peak memory is
-its own. Each synthetic event count runs twice: with the usual ~240 events per user, and with
---user-factor times more users (so ~240/factor events each), to show whether memory grows
-with the number of users beyond the output.
+"""Backfill speed and memory: `recstream backfill` (the local engine, --workers threads) against
+its Beam engine and against the same computation written directly (features.validate_arrow +
+features.offline in one process, no engine), in one run; plus point-in-time retrieval rows/s.
+Each measurement runs in its own process so peak memory is its own. Each synthetic event count
+runs twice: with the usual ~240 events per user, and with --user-factor times more users (so
+~240/factor events each), to show whether memory grows with the number of users beyond the output.
 
     .venv/bin/python bench/backfill_bench.py --events 1000000 --workers 2 [--events 10000000] [--movielens PATH]
 
 --parquet: the same synthetic events written as Parquet, and on them, each in its own process:
-the backfill with `recstream backfill`'s runner options (none: Beam's DirectRunner as it comes;
---workers N adds N multi-processing workers), the direct reference, and DuckDB computing the
-core outputs in SQL (bench/backfill_duckdb.py: validation, dedup, user sequences, user and item
-statistics) on as many threads as the backfill has workers (SET threads = --workers; DuckDB's own
-default is every core), recorded as duckdb_threads. DuckDB's outputs must equal the backfill's for
-every user and item, or the bench fails. It prints events/s of each and the backfill's speed as a fraction of DuckDB's (target >= 0.5).
+the backfill (local engine, --workers threads), the Beam engine (DirectRunner; --workers N > 1
+adds N multi-processing workers), the direct reference, and DuckDB computing the core outputs in
+SQL (bench/backfill_duckdb.py: validation, dedup, user sequences, user and item statistics) on
+--workers threads (SET threads; DuckDB's own default is every core). DuckDB's outputs must equal
+both engines' for every user and item, or the bench fails. It prints events/s of each and each
+engine's speed as a fraction of DuckDB's (target for the backfill: >= 0.5).
 
-    .venv/bin/python bench/backfill_bench.py --events 1000000 --parquet --user-factor 1
+    .venv/bin/python bench/backfill_bench.py --events 1000000 --parquet --user-factor 1 [--workers 2]
 """
 from __future__ import annotations
 
@@ -85,14 +85,18 @@ def make_parquet(folder: Path, events: int, seed: int = 0, user_factor: int = 1,
     return count
 
 
-def beam_job(raw: str, out: str, workers: int) -> dict:
+def backfill_job(raw: str, out: str, engine: str, workers: int) -> dict:
+    """`recstream backfill` on ``engine``: local with ``workers`` threads, or Beam (beam_args)."""
     from pipelines.batch.backfill import BackfillConfig, run_backfill
 
-    return run_backfill(BackfillConfig(input=raw, output=out, stats_as_of_ms=AS_OF_MS), runner_args(workers))
+    cfg = BackfillConfig(input=raw, output=out, stats_as_of_ms=AS_OF_MS)
+    if engine == "beam":
+        return run_backfill(cfg, beam_args(workers), engine="beam")
+    return run_backfill(cfg, engine="local", workers=workers)
 
 
-def runner_args(workers: int) -> list[str]:
-    """`recstream backfill`'s Beam options (none) for 1 worker, else N multi-processing DirectRunner workers."""
+def beam_args(workers: int) -> list[str]:
+    """Beam's options for ``workers``: none (DirectRunner as it comes) for 1, else N multi-processing workers."""
     return [] if workers == 1 else [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
 
 
@@ -108,7 +112,7 @@ def direct_job(raw: str, out: str, workers: int) -> dict:
     from features.sequence import SequencePolicy
     from features.json_lines import line_blocks
     from features.validate_arrow import TABLE_CHUNK_ROWS, event_columns, parse_lines, parse_table
-    from pipelines.batch.adapters import is_parquet
+    from pipelines.batch.shards import is_parquet
 
     chunks, read = [], 0
     for path in sorted(glob.glob(raw)):
@@ -214,6 +218,26 @@ def folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*.parquet"))
 
 
+def engines(raw: str, folder: Path, workers: int) -> dict[str, tuple[dict, float, float]]:
+    """(counts, seconds, peak MiB) of the local engine, the Beam engine and the direct reference on
+    ``raw``, writing under folder/offline, folder/beam and folder/direct; their counts must agree."""
+    got = {"backfill": measure(backfill_job, raw, str(folder / "offline"), "local", workers),
+           "beam": measure(backfill_job, raw, str(folder / "beam"), "beam", workers),
+           "direct": measure(direct_job, raw, str(folder / "direct"), 1)}
+    for name in ("beam", "direct"):
+        check_counts(got["backfill"][0], got[name][0], f"the {name} run")
+    return got
+
+
+def timings(got: dict[str, tuple[dict, float, float]], n: int) -> dict:
+    """<engine>_s, <engine>_events_per_s and <engine>_peak_mib of each measured engine."""
+    row = {}
+    for name, (_, seconds, peak) in got.items():
+        row |= {f"{name}_s": round(seconds, 1), f"{name}_events_per_s": round(n / seconds),
+                f"{name}_peak_mib": round(peak)}
+    return row
+
+
 def run(events: int, movielens: str | None, workers: int, history_rows: int, user_factor: int) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -237,17 +261,12 @@ def run(events: int, movielens: str | None, workers: int, history_rows: int, use
             start = time.perf_counter()
             n = make(raw)
             gen = time.perf_counter() - start
-            glob_ = str(raw / "*.jsonl")
-            beam, beam_s, beam_mb = measure(beam_job, glob_, str(raw.parent.parent / "offline"), workers)
-            ref, ref_s, ref_mb = measure(direct_job, glob_, str(raw.parent.parent / "direct"), 1)
-            assert beam["accepted"] == ref["accepted"], (beam, ref)
+            got = engines(str(raw / "*.jsonl"), raw.parent.parent, workers)
             hist, hist_s, _ = measure(historical_job, str(raw.parent.parent / "offline"), history_rows)
             out_bytes = folder_bytes(raw.parent.parent / "offline")
-            rows.append({"data": name, "events": n, "users": users, "generate_s": round(gen, 1),
-                         "beam_s": round(beam_s, 1), "beam_events_per_s": round(n / beam_s),
-                         "direct_s": round(ref_s, 1), "direct_events_per_s": round(n / ref_s),
-                         "beam_over_direct": round(beam_s / ref_s, 2),
-                         "beam_peak_mib": round(beam_mb), "direct_peak_mib": round(ref_mb),
+            rows.append({"data": name, "events": n, "users": users, "workers": workers, "generate_s": round(gen, 1),
+                         **timings(got, n),
+                         "backfill_over_direct": round(got["backfill"][1] / got["direct"][1], 2),  # time ratio
                          "output_bytes_per_event": round(out_bytes / max(n, 1), 1),
                          "historical_rows": hist["rows"],
                          "historical_rows_per_s": round(hist["rows"] / hist["seconds_inner"])})
@@ -259,19 +278,20 @@ class BenchMismatch(AssertionError):
     """Two engines of the bench disagree on the same input."""
 
 
-def check_counts(beam: dict, got: dict, name: str) -> None:
+def check_counts(backfill: dict, got: dict, name: str) -> None:
     """The same events read and kept, the same copies dropped, by the backfill and by ``name``;
     else a BenchMismatch naming the counts (an explicit raise: ``python -O`` drops asserts)."""
     keys = ("read", "accepted", "duplicates")
-    if tuple(got[k] for k in keys) != tuple(beam[k] for k in keys):
+    if tuple(got[k] for k in keys) != tuple(backfill[k] for k in keys):
         raise BenchMismatch(f"{name} counts differ from the backfill's: "
-                            + ", ".join(f"{k} {got[k]} vs {beam[k]}" for k in keys))
+                            + ", ".join(f"{k} {got[k]} vs {backfill[k]}" for k in keys))
 
 
 def run_parquet(events: int, workers: int, user_factor: int, duplicates: float = 0.0) -> list[dict]:
-    """The backfill, the direct reference and DuckDB on the same synthetic events as Parquet, each in
+    """Both engines, the direct reference and DuckDB on the same synthetic events as Parquet, each in
     its own process; DuckDB runs on as many threads as the backfill has workers. DuckDB's user
-    sequences and statistics, and every engine's counts, must equal the backfill's (else AssertionError)."""
+    sequences and statistics must equal both engines', and every run's counts the backfill's (else
+    a BenchMismatch or AssertionError)."""
     from bench.backfill_duckdb import compare, duckdb_job
     from features.sequence import SequencePolicy
 
@@ -283,44 +303,43 @@ def run_parquet(events: int, workers: int, user_factor: int, duplicates: float =
             n = make_parquet(folder / "raw", events, user_factor=factor, duplicates=duplicates)
             gen = time.perf_counter() - start
             files = str(folder / "raw" / "*.parquet")
-            beam, beam_s, beam_mb = measure(beam_job, files, str(folder / "offline"), workers)
-            ref, ref_s, ref_mb = measure(direct_job, files, str(folder / "direct"), 1)
-            duck, duck_s, duck_mb = measure(duckdb_job, files, str(folder / "duckdb"), SequencePolicy().max_len,
-                                            AS_OF_MS, None, workers)  # one thread per backfill worker
-            check_counts(beam, ref, "the direct reference")
-            check_counts(beam, duck, "DuckDB")
+            got = engines(files, folder, workers)
+            got["duckdb"] = measure(duckdb_job, files, str(folder / "duckdb"), SequencePolicy().max_len, AS_OF_MS,
+                                    None, workers)
+            check_counts(got["backfill"][0], got["duckdb"][0], "DuckDB")
             equal = compare(folder / "offline", folder / "duckdb")  # raises where any user or item differs
+            compare(folder / "beam", folder / "duckdb")
+            duck_s = got["duckdb"][1]
             rows.append({"data": f"synthetic {events:,} as Parquet" + (f" x{factor} users" if factor > 1 else ""),
-                         "events": n, "users": equal["user_stats"], "runner_args": " ".join(runner_args(workers)),
-                         "generate_s": round(gen, 1),
-                         "beam_s": round(beam_s, 1), "beam_events_per_s": round(n / beam_s),
-                         "direct_s": round(ref_s, 1), "direct_events_per_s": round(n / ref_s),
-                         "duckdb_s": round(duck_s, 1), "duckdb_events_per_s": round(n / duck_s),
-                         "duckdb_threads": duck["threads"],
-                         # the backfill's speed as a fraction of DuckDB's (events/s over events/s): target >= 0.5;
-                         # unrounded (a small run's may be under 0.005), rounded where printed
-                         "beam_over_duckdb": duck_s / beam_s,
-                         "beam_peak_mib": round(beam_mb), "direct_peak_mib": round(ref_mb),
-                         "duckdb_peak_mib": round(duck_mb), "duplicates": beam["duplicates"],
-                         "equal_to_duckdb": equal})
-            print(json.dumps({**rows[-1], "beam_over_duckdb": float(ratio(rows[-1]))}), flush=True)
+                         "events": n, "users": equal["user_stats"], "workers": workers,
+                         "beam_args": " ".join(beam_args(workers)), "generate_s": round(gen, 1),
+                         **timings(got, n), "duckdb_threads": got["duckdb"][0]["threads"],
+                         # speed as a fraction of DuckDB's (events/s over events/s): the backfill's target is
+                         # >= 0.5; unrounded (a small run's may be under 0.005), rounded where printed
+                         "backfill_over_duckdb": duck_s / got["backfill"][1],
+                         "beam_over_duckdb": duck_s / got["beam"][1],
+                         "duplicates": got["backfill"][0]["duplicates"], "equal_to_duckdb": equal})
+            print(json.dumps({**rows[-1], **{k: float(ratio(rows[-1][k])) for k in SPEEDS}}), flush=True)
     return rows
 
 
-def ratio(row: dict) -> str:
-    """The Beam/DuckDB speed as printed: 2 decimals, or 2 significant digits below 0.1 (not 0.00)."""
-    value = row["beam_over_duckdb"]
+SPEEDS = ("backfill_over_duckdb", "beam_over_duckdb")
+
+
+def ratio(value: float) -> str:
+    """A speed ratio as printed: 2 decimals, or 2 significant digits below 0.1 (not 0.00)."""
     return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
 
 
 def parquet_table(rows: list[dict]) -> str:
-    out = ["| data | events | users | Beam s | Beam ev/s | direct ev/s | DuckDB threads | DuckDB s | DuckDB ev/s "
-           "| Beam/DuckDB speed | Beam MiB | direct MiB | DuckDB MiB | equal (users, items) |", "|---" * 14 + "|"]
+    out = ["| data | events | users | workers | backfill s | backfill ev/s | Beam ev/s | direct ev/s | DuckDB s "
+           "| DuckDB ev/s | backfill/DuckDB speed | Beam/DuckDB speed | backfill MiB | Beam MiB | DuckDB MiB "
+           "| equal (users, items) |", "|---" * 16 + "|"]
     for r in rows:
-        out.append(f"| {r['data']} | {r['events']:,} | {r['users']:,} | {r['beam_s']} | {r['beam_events_per_s']:,} | "
-                   f"{r['direct_events_per_s']:,} | {r['duckdb_threads']} | {r['duckdb_s']} | "
-                   f"{r['duckdb_events_per_s']:,} | "
-                   f"{ratio(r)} | {r['beam_peak_mib']} | {r['direct_peak_mib']} | "
+        out.append(f"| {r['data']} | {r['events']:,} | {r['users']:,} | {r['workers']} | {r['backfill_s']} | "
+                   f"{r['backfill_events_per_s']:,} | {r['beam_events_per_s']:,} | {r['direct_events_per_s']:,} | "
+                   f"{r['duckdb_s']} | {r['duckdb_events_per_s']:,} | {ratio(r['backfill_over_duckdb'])} | "
+                   f"{ratio(r['beam_over_duckdb'])} | {r['backfill_peak_mib']} | {r['beam_peak_mib']} | "
                    f"{r['duckdb_peak_mib']} | {r['equal_to_duckdb']['user_sequence']:,}, "
                    f"{r['equal_to_duckdb']['item_stats']:,} |")
     return "\n".join(out)
@@ -330,7 +349,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--events", type=int, action="append", help="synthetic event counts (repeatable)")
     p.add_argument("--movielens", help="ml-latest-small folder (e.g. ../shared/data/ml-latest-small)")
-    p.add_argument("--workers", type=int, default=1, help="DirectRunner workers for the Beam job")
+    p.add_argument("--workers", type=int, default=1,
+                   help="the backfill's threads, Beam's DirectRunner workers and DuckDB's threads")
     p.add_argument("--history-rows", type=int, default=100_000)
     p.add_argument("--user-factor", type=int, default=10,
                    help="also run each event count with this many times more users (1: do not)")
@@ -356,14 +376,15 @@ def main() -> None:
     results = []
     for i, n in enumerate(args.events or ([0] if args.movielens else [1_000_000])):
         results += run(n, args.movielens if i == 0 else None, args.workers, args.history_rows, args.user_factor)
-    print("\n| data | events | users | Beam s | Beam ev/s | direct s | direct ev/s | Beam/direct | Beam MiB "
-          "| direct MiB | bytes/event | PIT rows/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| data | events | users | workers | backfill s | backfill ev/s | Beam s | Beam ev/s | direct s "
+          "| direct ev/s | backfill/direct time | backfill MiB | Beam MiB | direct MiB | bytes/event | PIT rows/s |")
+    print("|---" * 16 + "|")
     for r in results:
-        print(f"| {r['data']} | {r['events']:,} | {r['users']:,} | {r['beam_s']} | {r['beam_events_per_s']:,} | "
-              f"{r['direct_s']} | "
-              f"{r['direct_events_per_s']:,} | {r['beam_over_direct']} | {r['beam_peak_mib']} | "
-              f"{r['direct_peak_mib']} | {r['output_bytes_per_event']} | {r['historical_rows_per_s']:,} |")
+        print(f"| {r['data']} | {r['events']:,} | {r['users']:,} | {r['workers']} | {r['backfill_s']} | "
+              f"{r['backfill_events_per_s']:,} | {r['beam_s']} | {r['beam_events_per_s']:,} | {r['direct_s']} | "
+              f"{r['direct_events_per_s']:,} | {r['backfill_over_direct']} | {r['backfill_peak_mib']} | "
+              f"{r['beam_peak_mib']} | {r['direct_peak_mib']} | {r['output_bytes_per_event']} | "
+              f"{r['historical_rows_per_s']:,} |")
 
 
 if __name__ == "__main__":

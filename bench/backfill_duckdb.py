@@ -1,5 +1,5 @@
 """The backfill's core outputs computed by DuckDB in SQL, for bench/backfill_bench.py --parquet to
-time beside the Beam backfill on the same Parquet files, and the check that both agree.
+time beside the backfill on the same Parquet files, and the check that both agree.
 
 What DuckDB computes, with the backfill's definitions (features.validate, features.offline,
 features.stats):

@@ -5,7 +5,7 @@ same inputs, models warmed up first), and the share of a backfill + embed run sp
 
 Text inputs are ml-latest-small item texts (title, genres, tags) when ../shared/data is
 present, else the synthetic catalog's; images are drawn here (PIL: shapes on colours,
-320x240 PNG and JPEG). The backfill part runs the Beam backfill (pipelines/batch/backfill.py) on a
+320x240 PNG and JPEG). The backfill part runs the backfill (pipelines/batch/backfill.py, local engine) on a
 synthetic run, then the Beam embedding job (pipelines/embed/job.py) on that run's catalog, and
 reports encode time / (backfill + embed wall time).
 """

@@ -7,7 +7,7 @@ slice (when present).
         [--only synthetic|ml-latest-small|taobao] [--json out.json]
 
 Records go through features.validate.parse_event, the behavior log and next-item examples through
-features.offline (the functions the Beam backfill adapts). Split by time over all examples:
+features.offline (the functions the backfill runs). Split by time over all examples:
 train on the first 80%, validate on the next 10%, test on the last 10%. Each model keeps the
 training state with the best validation Recall@50 (checked every steps/5); the test slice is
 read once, after training. A slice's users are those with an interaction in it and a history

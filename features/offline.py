@@ -22,12 +22,13 @@ from features.tables import BEHAVIOR_LOG_SCHEMA, EVENT_LOG_SCHEMA
 FAR_FUTURE_MS = np.iinfo(np.int64).max
 
 
+_TYPE_NAMES = pa.array(["", *EVENT_TYPE_CODE])  # code i is _TYPE_NAMES[i]
+
+
 def type_codes(table: pa.Table) -> np.ndarray:
-    names = np.array(["", *EVENT_TYPE_CODE])  # code i is names[i]
-    lookup = {name: code for code, name in enumerate(names)}
-    encoded = table.column("event_type").combine_chunks().dictionary_encode()
-    codes = np.array([lookup[v] for v in encoded.dictionary.to_pylist()], dtype=np.int32)
-    return codes[encoded.indices.to_numpy(zero_copy_only=False)] if len(table) else np.empty(0, np.int32)
+    """EVENT_TYPE_CODE of each row's event_type (0 for a name it lacks)."""
+    codes = pc.index_in(table.column("event_type"), value_set=_TYPE_NAMES)
+    return pc.fill_null(codes, 0).to_numpy().astype(np.int32) if len(table) else np.empty(0, np.int32)
 
 
 def dedup(table: pa.Table) -> tuple[pa.Table, int]:
@@ -42,22 +43,30 @@ def _greatest(table: pa.Table, extra_keys: list[tuple[str, np.ndarray]]) -> np.n
     """Row numbers of the greatest copy per (user_id, *extra keys, event_id) (see dedup)."""
     if table.num_rows == 0:
         return np.empty(0, np.int64)
-    keyed = table.append_column("_code", pa.array(type_codes(table))).append_column(
-        "_cat", pc.fill_null(table.column("category_id"), UNKNOWN_CATEGORY))
-    for name, values in extra_keys:
-        keyed = keyed.append_column(name, pa.array(values))
+    event = _text_rank(table.column("event_id"))
+    keyed = pa.table({"user_id": table.column("user_id"), **{name: pa.array(v) for name, v in extra_keys},
+                      "event_id": event, "timestamp": table.column("timestamp"), "item_id": table.column("item_id"),
+                      "_cat": pc.fill_null(table.column("category_id"), UNKNOWN_CATEGORY),
+                      "_code": pa.array(type_codes(table))})
     group = ["user_id", *[name for name, _ in extra_keys], "event_id"]
-    order = pc.sort_indices(keyed, sort_keys=[(k, "ascending") for k in group] + [
-        ("timestamp", "ascending"), ("item_id", "ascending"), ("_cat", "ascending"), ("_code", "ascending")]).to_numpy()
+    order = pc.sort_indices(keyed, sort_keys=[(k, "ascending") for k in keyed.column_names]).to_numpy()
     last = np.zeros(len(order), dtype=bool)
     last[-1] = True
     for name in group:
-        column = keyed.column(name)
-        if name == "event_id":
-            column = column.combine_chunks().dictionary_encode().indices
-        values = column.to_numpy()[order]
+        values = keyed.column(name).to_numpy()[order]
         last[:-1] |= values[:-1] != values[1:]
     return order[last]
+
+
+def _text_rank(column: pa.ChunkedArray) -> pa.Array:
+    """Each value's rank among the column's distinct values in text order: sorting by it sorts by
+    the text (so the result does not depend on the input's order), without comparing strings in
+    a sort of many keys."""
+    encoded = column.combine_chunks().dictionary_encode()
+    order = pc.array_sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty(len(order), np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    return pa.array(rank[encoded.indices.to_numpy()])
 
 
 def behavior_log(events: pa.Table, policy: SequencePolicy) -> pa.Table:
@@ -197,9 +206,8 @@ def latest_stats(events: pa.Table, key: str, as_of_ms: int) -> pa.Table:
     order = np.lexsort((events.column("timestamp").to_numpy(), events.column(key).to_numpy()))
     keys = events.column(key).to_numpy()[order]
     times = events.column("timestamp").to_numpy()[order]
-    kinds = stat_kinds(type_codes(events))[order]
-    unique = np.unique(keys)
-    values = stats.as_of(keys, times, kinds, unique, np.full(len(unique), as_of_ms))
+    kinds = stat_kinds(type_codes(events)[order])
+    unique, values = stats.every_key_as_of(keys, times, kinds, as_of_ms)
     before = times < as_of_ms  # the state a row holds is the state as of its time, like its values
     state = stats.state_columns(keys[before], times[before], kinds[before], unique)
     lists = {name: pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.int64()))

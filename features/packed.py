@@ -22,6 +22,7 @@ import struct
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 SEQUENCE_FIELDS = ("seq_item_ids", "seq_category_ids", "seq_event_types", "seq_timestamps", "seq_length",
                    "last_event_ms")
@@ -88,11 +89,71 @@ def _size(kind: str, n: int) -> int:
 
 
 def pack_column(kind: str, table: pa.Table) -> pa.Array:
-    """The packed value of every row of an offline view table (its fields as columns)."""
-    fields = SEQUENCE_FIELDS if kind == "sequence" else STATS_FIELDS
-    columns = {name: table.column(name).to_pylist() for name in fields}
-    return pa.array([pack(kind, {name: columns[name][i] for name in fields}) for i in range(table.num_rows)],
-                    pa.binary())
+    """The packed value of every row of an offline view table (its fields as columns), equal to
+    ``pack`` row by row, built in one pass of numpy scatters (no per-row Python)."""
+    n = table.num_rows
+    lists, head = _columns(kind, table)
+    counts = lists[0][1]  # behaviors (sequence) or tiles (stats) per row
+    sizes = _size(kind, counts.astype(np.int64))
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    data = np.empty(int(offsets[-1]), np.uint8)
+    _scatter(data, offsets[:-1], np.full(n, head.itemsize), head.view(np.uint8))
+    at = offsets[:-1] + head.itemsize
+    for flat, lengths, width in lists:
+        _scatter(data, at, lengths * width, flat.view(np.uint8))
+        at = at + lengths * width
+    return pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)]) \
+        .cast(pa.binary())
+
+
+def _columns(kind: str, table: pa.Table) -> tuple[list[tuple[np.ndarray, np.ndarray, int]], np.ndarray]:
+    """(flat values, length per row, bytes per value) of each array in the layout's order, and the
+    rows' headers as one structured array; a row whose lengths disagree is a ValueError."""
+    def flat(name: str, dtype: str) -> tuple[np.ndarray, np.ndarray, int]:
+        column = table.column(name).combine_chunks() if table.num_rows else pa.array([], pa.list_(pa.int64()))
+        values = pc.list_flatten(column)
+        if column.null_count or values.null_count:
+            raise ValueError(f"{kind} rows cannot be packed: {name} holds a null list or a null value")
+        lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
+        return np.ascontiguousarray(values.to_numpy().astype(dtype, copy=False)), lengths, np.dtype(dtype).itemsize
+
+    def ints(name: str) -> np.ndarray:
+        column = table.column(name)
+        if column.null_count:
+            raise ValueError(f"{kind} rows cannot be packed: {name} is null in {column.null_count} rows")
+        return column.to_numpy().astype(np.int64) if table.num_rows else np.zeros(0, np.int64)
+    if kind == "sequence":
+        lists = [flat(f, t) for f, t in zip(SEQUENCE_FIELDS[:4], ("<i8", "<i8", "<i4", "<i8"))]
+        lengths = lists[0][1]
+        bad = np.flatnonzero(np.any([l[1] != lengths for l in lists[1:]], axis=0) | (ints("seq_length") != lengths))
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(f"a sequence row's arrays and seq_length disagree: lengths {[int(l[1][i]) for l in lists]}, "
+                             f"seq_length {int(ints('seq_length')[i])}")
+        head = np.zeros(table.num_rows, np.dtype([("tag", "S4"), ("n", "<u4"), ("last", "<i8")]))
+        head["tag"], head["n"], head["last"] = _SEQ_TAG, lengths, ints("last_event_ms")
+        return lists, head
+    starts, counts = flat("tile_starts", "<i8"), flat("tile_counts", "<i8")
+    bad = np.flatnonzero(counts[1] != 3 * starts[1])
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(f"a stats row has {int(starts[1][i])} tiles but {int(counts[1][i])} tile counts (3 per tile)")
+    head = np.zeros(table.num_rows, np.dtype([("tag", "S4"), ("t", "<u4"), ("newest", "<i8"), ("imp", "<i8"),
+                                              ("clicks", "<i8"), ("behaviors", "<i8")]))
+    head["tag"], head["t"], head["newest"] = _STATS_TAG, starts[1], ints("newest_ms")
+    head["imp"], head["clicks"], head["behaviors"] = ints("impressions_life"), ints("clicks_life"), ints("behaviors_life")
+    return [starts, counts], head
+
+
+def _scatter(data: np.ndarray, at: np.ndarray, lengths: np.ndarray, source: np.ndarray) -> None:
+    """Copy ``source`` (rows' byte runs, back to back, ``lengths[i]`` bytes for row i) to ``data``
+    at ``at[i]`` for row i."""
+    if not len(source):
+        return
+    run_starts = np.zeros(len(lengths), np.int64)
+    np.cumsum(lengths[:-1], out=run_starts[1:])
+    data[np.repeat(at - run_starts, lengths) + np.arange(len(source))] = source
 
 
 def _check(value: bytes, tag: bytes, want: bytes, kind: str, n: int) -> None:

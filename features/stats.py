@@ -191,13 +191,39 @@ def as_of(keys: np.ndarray, times: np.ndarray, kinds: np.ndarray, query_keys: np
     return out
 
 
+def every_key_as_of(keys: np.ndarray, times: np.ndarray, kinds: np.ndarray,
+                    as_of_ms: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(each distinct key, its features as of one time): ``as_of`` with every key queried at
+    as_of_ms, in one pass (events sorted by key; any order of time within a key). The windows nest,
+    so each event gets the number of windows it is in (0: at or after as_of_ms) and each key's
+    counts per level are summed once."""
+    keys, times = np.asarray(keys, np.int64), np.asarray(times, np.int64)
+    new_key = np.r_[True, keys[1:] != keys[:-1]] if len(keys) else np.zeros(0, bool)
+    run = np.cumsum(new_key) - 1
+    narrowing = sorted(WINDOWS, key=WINDOWS.get, reverse=True)  # 7d, 1d, 1h
+    before = times < as_of_ms
+    level = before.astype(np.int64)  # 1: lifetime only; each window it is also in adds one
+    for name in narrowing:
+        level += before & (times >= -(-(as_of_ms - WINDOWS[name]) // TILE_MS) * TILE_MS)
+    levels, n_keys = len(narrowing) + 2, int(new_key.sum())
+    cell = run * levels + level
+    per_level = np.stack([np.bincount(cell, weights=kinds[:, k], minlength=n_keys * levels)
+                          for k in range(len(KINDS))], axis=1).reshape(n_keys, levels, len(KINDS))
+    at_least = np.cumsum(per_level[:, ::-1], axis=1)[:, ::-1].round().astype(np.int64)  # level >= i
+    out: dict[str, np.ndarray] = {}
+    for i, name in enumerate([LIFETIME, *narrowing], start=1):
+        out.update(_named_arrays(at_least[:, i], name))
+    return keys[new_key], out
+
+
 def state_columns(keys: np.ndarray, times: np.ndarray, kinds: np.ndarray, query_keys: np.ndarray) -> dict:
     """STATE_FIELDS for each of query_keys (sorted, unique) from events sorted by (key, time), as
     to_row writes them: the key's newest event (0 if none), its live tiles in start order and
     their counts. Vectorized; the lists come back as (offsets, values) numpy pairs."""
     keys, times = np.asarray(keys, np.int64), np.asarray(times, np.int64)
     qk = np.asarray(query_keys, np.int64)
-    last = np.searchsorted(keys, keys, side="right") - 1
+    run_ends = np.flatnonzero(np.r_[keys[1:] != keys[:-1], True]) if len(keys) else np.zeros(0, np.int64)
+    last = np.repeat(run_ends, np.diff(np.r_[-1, run_ends]))  # each row's key's last row
     starts = times - times % TILE_MS
     live = np.flatnonzero(starts >= horizon(times[last]) if len(keys) else np.zeros(0, bool))
     lk, ls = keys[live], starts[live]

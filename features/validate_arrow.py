@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
@@ -476,26 +477,32 @@ def _present(arr: pa.Array) -> np.ndarray:
 
 
 class _IntIds:
-    """stable_id of integer IDs, vectorized: a sorted table of the IDs met so far (up to ``limit``).
-    The table is one (keys, ids) pair, replaced whole, so concurrent lookups never mix two tables."""
+    """stable_id of integer IDs, vectorized: a hash index of the IDs met so far (up to ``limit``).
+    The table is one (index, ids) pair, built whole (its hash table too) before it replaces the
+    last, so concurrent lookups only ever read one finished table."""
 
     def __init__(self, limit: int = 1 << 22):
-        self.limit, self.table = limit, (np.empty(0, np.int64), np.empty(0, np.int64))
+        self.limit, self.table = limit, self._built(np.empty(0, np.int64), np.empty(0, np.int64))
+
+    @staticmethod
+    def _built(keys: np.ndarray, ids: np.ndarray) -> tuple[pd.Index, np.ndarray]:
+        index = pd.Index(keys)
+        index.get_indexer(keys[:1])  # builds the hash table now, not in a reader
+        return index, ids
 
     def lookup(self, values: np.ndarray) -> np.ndarray:
-        keys, ids = self.table
-        pos = np.minimum(np.searchsorted(keys, values), max(len(keys) - 1, 0))
-        if len(keys) and (keys[pos] == values).all():
+        index, ids = self.table
+        pos = index.get_indexer(values)
+        missing = pos < 0
+        if not missing.any():
             return ids[pos]
-        new = np.unique(values[~np.isin(values, keys)])
-        fresh = np.fromiter((stable_id(int(v)) for v in new), np.int64, len(new))
+        new = np.unique(values[missing])
+        keys = index.to_numpy()
         if len(keys) + len(new) > self.limit:  # start again from this chunk's IDs
             keys, ids, new = np.empty(0, np.int64), np.empty(0, np.int64), np.unique(values)
-            fresh = np.fromiter((stable_id(int(v)) for v in new), np.int64, len(new))
-        keys, ids = np.concatenate([keys, new]), np.concatenate([ids, fresh])
-        order = np.argsort(keys, kind="stable")
-        self.table = keys, ids = keys[order], ids[order]
-        return ids[np.searchsorted(keys, values)]
+        fresh = np.fromiter((stable_id(int(v)) for v in new), np.int64, len(new))
+        self.table = index, ids = self._built(np.concatenate([keys, new]), np.concatenate([ids, fresh]))
+        return ids[index.get_indexer(values)]
 
 
 _INT_IDS = _IntIds()

@@ -1,1 +1,1 @@
-"""Engine adapters and jobs: Beam backfill, PyFlink stream, Feast, gates, the CLI."""
+"""Engine adapters and jobs: the backfill (local or Beam), PyFlink stream, Feast, gates, the CLI."""

@@ -1,1 +1,1 @@
-"""The Beam backfill: raw event files -> validated, deduplicated offline tables (docs/backfill.md)."""
+"""The backfill: raw event files -> validated, deduplicated offline tables, on local threads or Beam (docs/backfill.md)."""

@@ -1,4 +1,4 @@
-"""Beam backfill: raw event files (JSON lines, or Parquet) -> validated, deduplicated offline tables.
+"""The backfill: raw event files (JSON lines, or Parquet) -> validated, deduplicated offline tables.
 
 Writes under ``output`` (one folder of Parquet files per table, features.tables.TABLES):
   behavior_log/            every behavior once, the source of point-in-time sequences
@@ -15,31 +15,33 @@ Writes under ``output`` (one folder of Parquet files per table, features.tables.
 The job moves Arrow tables, not single events: files are read and validated in
 chunks (features.validate_arrow: blocks of JSON lines, or batches of a Parquet file's
 rows, under the same rules), events are grouped into user shards, and each
-shard's tables are built by features.offline and written by the worker that built them.
-Runner options pass through to Beam (DirectRunner by default;
-add --direct_num_workers=2 --direct_running_mode=multi_processing to use 2 cores).
+shard's tables are built by features.offline and written by the worker that built them
+(the stages: pipelines/batch/shards.py). Two engines run those stages and write the same tables:
+  local  (the default) ``workers`` threads on this machine (pipelines/batch/local.py)
+  beam   a Beam pipeline (build, below): runner options pass through (DirectRunner by default;
+         --runner=FlinkRunner ... for a cluster)
 """
 from __future__ import annotations
 
 import dataclasses
 import glob
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import apache_beam as beam
+from collections import Counter
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from features.errors import ConfigError, InputError, MissingInput
 from features.labels import LabelPolicy
 from features.negatives import ItemPool
 from features.sequence import SequencePolicy
 from features.tables import TABLES
-from pipelines.batch.adapters import (NAMESPACE, ItemShardFn, ReadValidateFn, ShardSettings, UserShardFn, is_parquet,
-                                      parquet_columns)
+from pipelines.batch.shards import ShardSettings, is_parquet, parquet_columns
 from pipelines.staged import staged
 from pipelines.config import as_folder, typed
 
@@ -65,10 +67,25 @@ class BackfillConfig:
                 raise ValueError(f"BackfillConfig.{name} must be >= 1, got {getattr(self, name)}")
 
 
-def build(p: beam.Pipeline, cfg: BackfillConfig, files: list[str]) -> None:
-    """Files -> validated event chunks by user shard -> per-shard tables (written by the shard's
-    worker) -> item events by item shard -> item statistics. Rejections are written as they are found."""
+ENGINES = ("local", "beam")
+
+
+def settings(cfg: BackfillConfig) -> ShardSettings:
     out = str(Path(cfg.output).resolve()) if "://" not in cfg.output else cfg.output
+    return ShardSettings(out, cfg.sequence, cfg.recent_len, cfg.category_len, cfg.labels, cfg.stats_as_of_ms,
+                         cfg.labels_until_ms, cfg.shards)
+
+
+def build(p, cfg: BackfillConfig, files: list[str]) -> None:
+    """The Beam pipeline: files -> validated event chunks by user shard -> per-shard tables (written
+    by the shard's worker) -> item events by item shard -> item statistics. Rejections are written
+    as they are found."""
+    import apache_beam as beam
+
+    from pipelines.batch.adapters import ItemShardFn, ReadValidateFn, UserShardFn
+
+    shard_settings = settings(cfg)
+    out = shard_settings.output
     events = (p | "Files" >> beam.Create(list(enumerate(files)))
               | "ReadValidate" >> beam.ParDo(ReadValidateFn(out, cfg.shards, cfg.now_ms)))
     pool = None
@@ -79,11 +96,9 @@ def build(p: beam.Pipeline, cfg: BackfillConfig, files: list[str]) -> None:
             | "PoolParts" >> beam.Map(lambda keyed: ItemPool.part(keyed[1]))
             | "PoolGather" >> beam.combiners.ToList()
             | "Pool" >> beam.Map(ItemPool.from_parts, catalog))
-    settings = ShardSettings(out, cfg.sequence, cfg.recent_len, cfg.category_len, cfg.labels, cfg.stats_as_of_ms,
-                             cfg.labels_until_ms, cfg.shards)
     item_events = (events
                    | "GroupUserShards" >> beam.GroupByKey()
-                   | "UserShards" >> beam.ParDo(UserShardFn(settings), pool=pool))
+                   | "UserShards" >> beam.ParDo(UserShardFn(shard_settings), pool=pool))
     if cfg.stats_as_of_ms is not None:
         (item_events
          | "GroupItemShards" >> beam.GroupByKey()
@@ -104,12 +119,18 @@ def _load_catalog(path: str) -> np.ndarray:
     return column.to_numpy().astype(np.int64)
 
 
-def run_backfill(cfg: BackfillConfig, pipeline_args: list[str] | None = None) -> dict:
-    """Run the job and return its counts (also written to counts.json).
+def run_backfill(cfg: BackfillConfig, pipeline_args: list[str] | None = None, engine: str = "local",
+                 workers: int | None = None) -> dict:
+    """Run the job and return its counts (also written to counts.json). Both engines write the same
+    tables and counts.
 
     Args:
         cfg: input globs, output folder, the sequence policies and labels.
-        pipeline_args: Beam pipeline options, passed through (e.g. ["--runner=PortableRunner", ...]).
+        pipeline_args: Beam pipeline options, passed through (e.g. ["--runner=PortableRunner", ...]);
+            engine "beam" only.
+        engine: "local" (threads on this machine, pipelines/batch/local.py) or "beam".
+        workers: the local engine's threads (1: the calling thread alone; None: one per core this
+            process may use). Not for Beam (a ConfigError), whose runner options set its workers.
 
     Returns:
         {"read", "accepted", "rejected": {reason: n}, "rejected_total", "duplicates", "examples", ...}
@@ -118,6 +139,17 @@ def run_backfill(cfg: BackfillConfig, pipeline_args: list[str] | None = None) ->
         >>> run_backfill(BackfillConfig(input="runs/x/raw/*.jsonl", output="runs/x/offline"))  # doctest: +SKIP
         {'read': 120340, 'accepted': 120220, ...}
     """
+    if engine not in ENGINES:
+        raise ConfigError("--engine", f"unknown engine {engine!r}", ENGINES)
+    if engine == "local" and pipeline_args:
+        raise ConfigError(f"unrecognized arguments: {' '.join(pipeline_args)} (the local engine takes none; "
+                          "Beam's options need --engine beam)")
+    if engine == "beam" and workers is not None:
+        raise ConfigError("--workers", "sets the local engine's threads; for Beam's DirectRunner give "
+                                       "--direct_num_workers=N --direct_running_mode=multi_processing")
+    workers = cores() if workers is None else workers
+    if workers < 1:
+        raise ConfigError("--workers", f"must be >= 1, got {workers}")
     files = _input_files(cfg.input)
     if cfg.catalog and "://" not in cfg.catalog and not Path(cfg.catalog).is_file():
         raise MissingInput(cfg.catalog, "give the item catalog's Parquet file (ingest writes WORKDIR/catalog.parquet)")
@@ -125,15 +157,27 @@ def run_backfill(cfg: BackfillConfig, pipeline_args: list[str] | None = None) ->
         as_folder(cfg.output, "output")
     # Written aside and swapped in at the end: a killed run leaves the previous run's outputs whole.
     with staged(Path(cfg.output), owned={*TABLES, "counts.json"}) as out:
-        with beam.Pipeline(options=PipelineOptions(pipeline_args or [])) as p:
-            build(p, dataclasses.replace(cfg, output=str(out)), files)
-        counts = _counts(p.result)
+        staged_cfg = dataclasses.replace(cfg, output=str(out))
+        if engine == "beam":
+            flat = _run_beam(staged_cfg, files, pipeline_args or [])
+        else:
+            from pipelines.batch.local import run_local
+
+            catalog = _load_catalog(cfg.catalog) if cfg.catalog and cfg.labels.kind == "next_item" else None
+            flat = run_local(files, settings(staged_cfg), cfg.now_ms, catalog, cfg.labels.kind == "next_item",
+                             workers)
+        counts = tally(flat)
         for name in TABLES:  # a table with no rows still gets a file, so readers find its schema
             if not list((out / name).glob("part-*.parquet")):
                 (out / name).mkdir(parents=True, exist_ok=True)
                 pq.write_table(TABLES[name].empty_table(), out / name / "empty.parquet")
         (out / "counts.json").write_text(json.dumps(counts, indent=2, sort_keys=True))
     return counts
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers narrow), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _input_files(spec: str) -> list[str]:
@@ -154,10 +198,25 @@ def _input_files(spec: str) -> list[str]:
     return files
 
 
-def _counts(result) -> dict:
+def _run_beam(cfg: BackfillConfig, files: list[str], pipeline_args: list[str]) -> Counter:
+    """The Beam pipeline's run; its counters by name."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.batch.adapters import NAMESPACE
+
+    with beam.Pipeline(options=PipelineOptions(pipeline_args)) as p:
+        build(p, cfg, files)
+    flat: Counter = Counter()
+    for c in p.result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        flat[c.key.metric.name] += c.committed if c.committed is not None else c.attempted
+    return flat
+
+
+def tally(flat: Counter) -> dict:
+    """Counts by name (pipelines.batch.shards.Count) -> counts.json's layout."""
     counts: dict = {"read": 0, "accepted": 0, "rejected": {}, "duplicates": 0, "examples": 0, "negatives": 0}
-    for c in result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]:
-        name, value = c.key.metric.name, c.committed if c.committed is not None else c.attempted
+    for name, value in flat.items():
         if name.startswith("rejected."):
             reason = name.split(".", 1)[1]
             counts["rejected"][reason] = counts["rejected"].get(reason, 0) + value

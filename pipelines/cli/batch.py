@@ -1,4 +1,4 @@
-"""`recstream ingest` and `recstream backfill`: a dataset as raw event files, then the Beam backfill."""
+"""`recstream ingest` and `recstream backfill`: a dataset as raw event files, then the backfill (local or Beam)."""
 from __future__ import annotations
 
 import json
@@ -18,7 +18,8 @@ def add(sub) -> None:
     flags.json_output(i)
     i.set_defaults(func=ingest)
 
-    b = sub.add_parser("backfill", help="Beam backfill; unknown flags go to Beam's PipelineOptions")
+    b = sub.add_parser("backfill", help="raw events -> offline tables, on this machine (default) or on Beam "
+                                        "(--engine beam; unknown flags go to Beam's PipelineOptions)")
     b.add_argument("--input", required=True, help="glob of raw event files: JSON lines, or Parquet (*.parquet, event "
                                                       "schema's column names); several: comma-separated")
     b.add_argument("--output", required=True, help="folder for the offline tables")
@@ -35,6 +36,10 @@ def add(sub) -> None:
     b.add_argument("--sampling", choices=["uniform", "popularity"], default="uniform",
                    help="next_item: negatives drawn among the items that exist at the example's time, "
                         "uniformly or by their popularity by then")
+    b.add_argument("--engine", choices=("local", "beam"), default="local",
+                   help="local: threads on this machine (default); beam: a Beam pipeline, for a cluster runner "
+                        "(e.g. --runner=FlinkRunner --flink_master=HOST:8081)")
+    b.add_argument("--workers", type=int, help="the local engine's threads (default: every core)")
     flags.json_output(b)
     b.set_defaults(func=backfill, beam_flags=True)
 
@@ -87,7 +92,7 @@ def backfill(args, extra) -> int:
         "sequence": {"max_len": args.max_len}, "recent_len": args.recent_len, "category_len": args.category_len,
         "stats_as_of_ms": stats_as_of, "labels_until_ms": labels_until,
         "labels": {"kind": labels, "negatives": args.negatives, "sampling": args.sampling}})
-    counts = run_backfill(cfg, extra)
+    counts = run_backfill(cfg, extra, engine=args.engine, workers=args.workers)
     if args.json:
         print(json.dumps(counts, indent=2))
     else:

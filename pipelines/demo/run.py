@@ -58,7 +58,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     for name in ("feast", "stream_rejected", "stream_examples", "stream_accepted", "retrain", "offline/user_interests"):
         # a rerun replaces them (the registry keeps every version)
         shutil.rmtree(work / name, ignore_errors=True)
-    steps = [("ingest events", ingest_stage), ("backfill (Beam)", backfill_stage),
+    steps = [("ingest events", ingest_stage), ("backfill", backfill_stage),
              ("item embeddings (Beam + encoders)", embed_stage),
              ("feature store (Feast): gate, apply, materialize", store_stage),
              ("train (TorchRec) and gate", train_stage),

@@ -59,7 +59,7 @@ def create_app(workdir: Path, online: OnlineStore | None = None, poll_s: float =
             raise HTTPException(503, f"no champion ranker in {workdir / 'registry'} yet; run `recstream retrain`")
         user = int(users.resolve([req.user_id])[0][0])
         candidates, _ = items.resolve(req.items, known_items)
-        history = read_rows(store, "user_sequence", [user])[0]
+        history = read_rows(store, "user_sequence", [user], arrays=True)[0]
         now = req.now_ms if req.now_ms is not None else int(time.time() * 1000)
         scores = ranker.score(history, candidates, champions.categories(candidates), now)
         order = np.argsort(-scores, kind="stable")

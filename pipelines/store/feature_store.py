@@ -15,13 +15,11 @@ from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
 from feature_repo.definitions import (
     ITEM_CONTENT,
     ITEM_CONTENT_FIELDS,
-    PACKED,
     USER_SEQUENCE,
     definitions,
     view_fields,
 )
 from feature_repo.online_stores import MonotonicRedisOnlineStoreConfig, MonotonicSqliteOnlineStoreConfig
-from features.packed import unpack
 from features.tables import PACKED_KIND
 from pipelines.config import typed
 from pipelines.store.online_rows import OnlineTable, join_keys
@@ -99,12 +97,14 @@ def materialize_user_sequences(store: FeatureStore, workdir: Path) -> int:
     return materialize(store, workdir, [USER_SEQUENCE])[USER_SEQUENCE]
 
 
-def read_rows(store: FeatureStore, view: str, keys: list, fields: list[str] | None = None) -> list[dict | None]:
+def read_rows(store: FeatureStore, view: str, keys: list, fields: list[str] | None = None,
+              arrays: bool = False) -> list[dict | None]:
     """A view's online rows for keys (an int per key, or a tuple for (user_id, category_id)), None
-    where the store holds none. fields: all of the view's (default) or these."""
+    where the store holds none. fields: all of the view's (default) or these. ``arrays``: a packed
+    view's lists as numpy arrays (what a model takes; no copy into Python lists)."""
     names = join_keys(view)
     entity_rows = [dict(zip(names, (k if isinstance(k, tuple) else (k,)))) for k in keys]
-    return read_online(store, view, list(fields or view_fields(view)), entity_rows)
+    return read_online(store, view, list(fields or view_fields(view)), entity_rows, arrays)
 
 
 def read_user_features(store: FeatureStore, user_ids: list[int], now_ms: int | None = None) -> dict[int, dict]:
@@ -131,23 +131,36 @@ def read_user_sequences(store: FeatureStore, user_ids: list[int]) -> dict[int, d
     return {int(u): row for u, row in zip(user_ids, read_rows(store, USER_SEQUENCE, [int(u) for u in user_ids]))}
 
 
-def read_online(store: FeatureStore, view: str, fields: list[str], entity_rows: list[dict]) -> list[dict | None]:
+def read_online(store: FeatureStore, view: str, fields: list[str], entity_rows: list[dict],
+                arrays: bool = False) -> list[dict | None]:
     """Any view's online features for entity rows (join keys -> values), None where absent, through
-    Feast's get_online_features. A view in PACKED_KIND is read as its one packed value and unpacked."""
+    Feast. A view in PACKED_KIND is read as its one packed value and unpacked, through Feast's online
+    store interface (the provider's online_read, as get_online_features reads it, without its
+    per-request response building: pipelines/store/online_rows.py); other views through
+    get_online_features."""
     if not entity_rows:
         return []
-    kind = PACKED_KIND.get(view)
-    wanted = [PACKED] if kind else fields
-    got = store.get_online_features(features=[f"{view}:{f}" for f in wanted], entity_rows=entity_rows).to_dict()
+    if view in PACKED_KIND:
+        names = join_keys(view)
+        keys = [tuple(r[n] for n in names) if len(names) > 1 else r[names[0]] for r in entity_rows]
+        return _packed_reader(store, view).read(keys, fields, arrays)
+    got = store.get_online_features(features=[f"{view}:{f}" for f in fields], entity_rows=entity_rows).to_dict()
     out = []
     for i in range(len(entity_rows)):
-        if kind:
-            row = unpack(kind, got[PACKED][i])
-            out.append(None if row is None else {f: row[f] for f in fields})
-            continue
         row = {f: got[f][i] for f in fields}
         out.append(None if all(v is None for v in row.values()) else row)
     return out
+
+
+def _packed_reader(store: FeatureStore, view: str) -> OnlineTable:
+    """The store's reader of a packed view, kept on the store (so it goes when the store goes); a
+    store's readers share one provider and its connections. The packed views' definitions never
+    change (feature_repo/definitions.py), so a reader stays valid as long as its store."""
+    readers = store.__dict__.setdefault("_recstream_readers", {})
+    if view not in readers:
+        provider = next(iter(readers.values())).provider if readers else None
+        readers[view] = OnlineTable(store, view, provider)
+    return readers[view]
 
 
 def write_rows(store: FeatureStore, view: str, rows: list[dict]) -> int:

@@ -34,10 +34,10 @@ def join_keys(view: str) -> list[str]:
 class OnlineTable:
     """Read and write one view's rows. Keys are ints, or (user_id, category_id) tuples."""
 
-    def __init__(self, store: FeatureStore, view: str):
+    def __init__(self, store: FeatureStore, view: str, provider=None):
         self.store, self.view = store, view
         self.feature_view = store.get_feature_view(view)
-        self.provider = get_provider(store.config)
+        self.provider = provider or get_provider(store.config)
         self.names = join_keys(view)
         self.fields = view_fields(view)
         self.types = {f.name: f.dtype.to_value_type() for f in self.feature_view.features}
@@ -51,8 +51,9 @@ class OnlineTable:
     def key_of(self, row: dict):
         return tuple(row[n] for n in self.names) if len(self.names) > 1 else row[self.names[0]]
 
-    def read(self, keys: list, fields: list[str] | None = None) -> list[dict | None]:
-        """The rows of keys (None where the store holds none), as plain Python values."""
+    def read(self, keys: list, fields: list[str] | None = None, arrays: bool = False) -> list[dict | None]:
+        """The rows of keys (None where the store holds none), as plain Python values; with
+        ``arrays``, a packed row's lists come as numpy arrays (no copy into Python lists)."""
         if not keys:
             return []
         wanted = list(fields or self.fields)
@@ -63,7 +64,7 @@ class OnlineTable:
             if not values:
                 out.append(None)
             elif self.packed:
-                row = unpack(self.packed, values[PACKED].bytes_val if PACKED in values else None)
+                row = unpack(self.packed, values[PACKED].bytes_val if PACKED in values else None, arrays)
                 out.append(None if row is None else {f: row[f] for f in wanted})
             else:
                 row = {f: feast_value_type_to_python_type(values[f]) if f in values else None for f in wanted}

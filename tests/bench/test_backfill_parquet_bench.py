@@ -1,6 +1,7 @@
-"""bench/backfill_bench.py --parquet at a small size: the backfill, the direct reference and DuckDB
-run on the same Parquet events (with redeliveries and altered copies), DuckDB's sequences and
-statistics are checked equal to the backfill's, and the speed fields are there; the check fails
+"""bench/backfill_bench.py --parquet at a small size: the backfill (local engine), its Beam engine,
+the direct reference and DuckDB run on the same Parquet events (with redeliveries and altered
+copies), DuckDB's sequences and statistics are checked equal to both engines', and the speed
+fields are there; the check fails
 loudly on a difference. The expected numbers of users, items and copies are computed here from
 the generated rows, not taken from the bench's own outputs."""
 from __future__ import annotations
@@ -45,35 +46,37 @@ def test_parquet_bench_checks_duckdb_against_the_backfill(tmp_path):
     make_parquet(tmp_path / "raw", EVENTS, user_factor=1, duplicates=DUPLICATES)  # what run_parquet generates
     data = pq.read_table(sorted((tmp_path / "raw").glob("*.parquet")))
     want = expected(data)
-    [row] = run_parquet(EVENTS, workers=1, user_factor=1, duplicates=DUPLICATES)
+    [row] = run_parquet(EVENTS, workers=2, user_factor=1, duplicates=DUPLICATES)
     assert row["events"] == data.num_rows
     assert row["equal_to_duckdb"] == {"user_sequence": want["sequence_users"], "user_stats": want["users"],
                                       "item_stats": want["items"]}
     assert row["users"] == want["users"] > 10
-    assert row["duplicates"] == want["duplicates"] > 100  # the dedup ran on both sides, and agreed
-    assert row["runner_args"] == ""  # `recstream backfill`'s default runner: one worker
-    assert row["duckdb_threads"] == 1  # so DuckDB gets one thread too
-    for name in ("beam_events_per_s", "direct_events_per_s", "duckdb_events_per_s", "beam_over_duckdb"):
-        assert row[name] > 0, name
-    # the backfill's speed as a fraction of DuckDB's, unrounded (a small run's may be under 0.005)
-    assert row["beam_over_duckdb"] == pytest.approx(row["beam_events_per_s"] / row["duckdb_events_per_s"], rel=0.02)
+    assert row["duplicates"] == want["duplicates"] > 100  # the dedup ran on every side, and agreed
+    assert row["beam_args"] == "--direct_num_workers=2 --direct_running_mode=multi_processing"
+    assert row["workers"] == row["duckdb_threads"] == 2  # DuckDB gets as many threads as the backfill
+    for engine in ("backfill", "beam", "direct", "duckdb"):
+        assert row[f"{engine}_events_per_s"] > 0 and row[f"{engine}_peak_mib"] > 0, engine
+    # speeds as fractions of DuckDB's, unrounded (a small run's may be under 0.005)
+    for engine in ("backfill", "beam"):
+        assert row[f"{engine}_over_duckdb"] == pytest.approx(
+            row[f"{engine}_events_per_s"] / row["duckdb_events_per_s"], rel=0.02)
     header, rule, line = parquet_table([row]).splitlines()
     printed = dict(zip(cells(header), cells(line)))
     assert len(cells(line)) == len(cells(header)) == rule.count("|") - 1
-    assert printed["events"] == f"{data.num_rows:,}" and printed["DuckDB threads"] == "1"
+    assert printed["events"] == f"{data.num_rows:,}" and printed["workers"] == "2"
+    assert float(printed["backfill/DuckDB speed"]) == pytest.approx(row["backfill_over_duckdb"], rel=0.05)
     assert float(printed["Beam/DuckDB speed"]) == pytest.approx(row["beam_over_duckdb"], rel=0.05)
     assert printed["equal (users, items)"] == f"{want['sequence_users']:,}, {want['items']:,}"
 
 
 def test_the_printed_speed_ratio_is_never_rounded_to_zero():
-    row = {"data": "d", "events": 5000, "users": 20, "beam_s": 9.0, "beam_events_per_s": 555,
-           "direct_events_per_s": 900, "duckdb_threads": 1, "duckdb_s": 0.0, "duckdb_events_per_s": 163_000,
-           "beam_over_duckdb": 0.0034049, "beam_peak_mib": 300, "direct_peak_mib": 200, "duckdb_peak_mib": 100,
-           "equal_to_duckdb": {"user_sequence": 20, "item_stats": 900}}
+    row = {"data": "d", "events": 5000, "users": 20, "workers": 1, "backfill_s": 0.2, "backfill_events_per_s": 25_000,
+           "beam_events_per_s": 555, "direct_events_per_s": 900, "duckdb_s": 0.0, "duckdb_events_per_s": 163_000,
+           "backfill_over_duckdb": 0.0034049, "beam_over_duckdb": 0.5671, "backfill_peak_mib": 200,
+           "beam_peak_mib": 300, "duckdb_peak_mib": 100, "equal_to_duckdb": {"user_sequence": 20, "item_stats": 900}}
     header, _, line = parquet_table([row]).splitlines()
-    speed = cells(header).index("Beam/DuckDB speed")
-    assert cells(line)[speed] == "0.0034"
-    assert cells(parquet_table([{**row, "beam_over_duckdb": 0.5671}]).splitlines()[2])[speed] == "0.57"
+    printed = dict(zip(cells(header), cells(line)))
+    assert printed["backfill/DuckDB speed"] == "0.0034" and printed["Beam/DuckDB speed"] == "0.57"
 
 
 def test_check_counts_raises_an_explicit_error_naming_the_counts():
@@ -120,3 +123,18 @@ def test_compare_names_the_user_whose_sequence_differs(tmp_path):
                    tmp_path / "duckdb" / "user_sequence.parquet")
     with pytest.raises(AssertionError, match="the backfill has 2 user_ids and DuckDB 1"):
         compare(tmp_path / "backfill", tmp_path / "duckdb")
+
+
+def test_the_step_timings_cover_every_table_the_backfill_writes(tmp_path):
+    from bench.backfill_steps import steps
+    from features.tables import TABLES
+
+    make_parquet(tmp_path / "raw", 3000)
+    got = steps(tmp_path / "raw", str(tmp_path / "out"), shards_n=4)
+    assert set(got) == {"read and validate", "dedup and behavior log", "sequences", "examples",
+                        "event log and user statistics", "schemas and packed online rows", "Parquet writes",
+                        "split by item", "item statistics"}
+    assert all(s >= 0 for s in got.values())
+    written = {p.name for p in (tmp_path / "out").iterdir()}
+    assert written == set(TABLES) - {"rejected"}  # synthetic events are all valid: nothing rejected
+    assert pq.read_table(tmp_path / "out" / "item_stats").num_rows > 0

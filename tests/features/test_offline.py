@@ -131,6 +131,40 @@ def test_latest_stats_equal_the_state_algebra(seed):
             assert {n: rows[k][n] for n in stats.feature_names()} == pytest.approx(stats.at(s, as_of))
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_latest_stats_as_of_a_time_inside_the_data_count_by_the_definition(seed):
+    """As of a time with events after it (and some on tile and window edges): a window w counts the
+    events before t whose one-minute tile starts at or after t - w; lifetime, every event before t."""
+    rng = random.Random(seed)
+    as_of = T0 + 8 * 86_400_000 + rng.randrange(stats.TILE_MS)
+    events = random_events(rng, 300, users=USERS, span_ms=9 * 86_400_000)
+    edges = [as_of - 1, as_of, as_of + 1] + [as_of - w + d for w in stats.WINDOWS.values() for d in (-61_000, 0, 1)]
+    events = naive_dedup(events + [Event(f"edge{i}", USERS[i % 4], 7, "click", t) for i, t in enumerate(edges)])
+    tile = lambda t: t - t % stats.TILE_MS  # noqa: E731
+    for key in ("user_id", "item_id"):
+        rows = {r[key]: r for r in offline.latest_stats(events_to_table(events), key, as_of).to_pylist()}
+        assert set(rows) == {getattr(e, key) for e in events}
+        for k, row in rows.items():
+            mine = [e for e in events if getattr(e, key) == k and e.timestamp < as_of]
+            for window, length in [*stats.WINDOWS.items(), (stats.LIFETIME, None)]:
+                inside = [e for e in mine if length is None or tile(e.timestamp) >= as_of - length]
+                assert row[f"impressions_{window}"] == sum(e.event_type == "impression" for e in inside)
+                assert row[f"clicks_{window}"] == sum(e.event_type == "click" for e in inside)
+                assert row[f"behaviors_{window}"] == sum(e.event_type in BEHAVIOR_TYPES for e in inside)
+
+
+def test_dedup_and_the_logs_do_not_depend_on_the_input_order():
+    """Row for row, not only as multisets: copies are told apart by the event_id's text."""
+    rng = random.Random(5)
+    events = random_events(rng, 400, users=USERS)
+    events += [e._replace(item_id=e.item_id + 1) for e in rng.sample(events, 40)]  # altered copies
+    shuffled = rng.sample(events, len(events))
+    for build in (lambda t: offline.dedup(t)[0], lambda t: offline.event_log(offline.dedup(t)[0]),
+                  lambda t: offline.behavior_log(t, SequencePolicy()),
+                  lambda t: offline.examples(offline.dedup(t)[0], LabelPolicy(window_ms=90_000))):
+        assert build(events_to_table(events)).to_pylist() == build(events_to_table(shuffled)).to_pylist()
+
+
 def test_empty_batches():
     empty = events_to_table([])
     assert offline.dedup(empty)[1] == 0

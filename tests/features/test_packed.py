@@ -58,3 +58,37 @@ def test_a_row_whose_lengths_disagree_is_refused_when_packed():
     stats_row = random_row("stats", random.Random(3))
     with pytest.raises(ValueError, match="3 per tile"):
         pack("stats", {**stats_row, "tile_counts": stats_row["tile_counts"] + [1]})
+
+
+@pytest.mark.parametrize("kind", ["sequence", "stats"])
+def test_the_column_packer_reads_chunked_and_sliced_columns_and_no_rows(kind):
+    rng = random.Random(11)
+    rows = [random_row(kind, rng) for _ in range(60)]
+    fields = SEQUENCE_FIELDS if kind == "sequence" else STATS_FIELDS
+    whole = pa.table({f: [row[f] for row in rows] for f in fields})
+    chunked = pa.concat_tables([whole.slice(0, 25), whole.slice(25)]).slice(7, 40)  # two chunks, offsets inside
+    assert pack_column(kind, chunked).to_pylist() == [pack(kind, row) for row in rows[7:47]]
+    assert pack_column(kind, whole.slice(0, 0)).to_pylist() == []
+
+
+@pytest.mark.parametrize("field,null", [("last_event_ms", None), ("seq_item_ids", None), ("seq_timestamps", [1, None])])
+def test_the_column_packer_refuses_nulls_as_the_row_packer_does(field, null):
+    rows = [random_row("sequence", random.Random(s)) for s in range(3)]
+    rows = [rows[0], {**rows[1], "seq_length": 2, "seq_item_ids": [1, 2], "seq_category_ids": [3, 4],
+                      "seq_event_types": [1, 1], "seq_timestamps": [5, 6]}, rows[2]]
+    rows[1][field] = null
+    with pytest.raises(TypeError):
+        pack("sequence", rows[1])
+    with pytest.raises(ValueError, match=f"cannot be packed: {field}"):
+        pack_column("sequence", pa.table({f: [row[f] for row in rows] for f in SEQUENCE_FIELDS}))
+
+
+def test_the_column_packer_refuses_rows_whose_lengths_disagree():
+    rows = [random_row("sequence", random.Random(s)) for s in range(4)]
+    rows[2] = {**rows[2], "seq_length": rows[2]["seq_length"] + 1}
+    with pytest.raises(ValueError, match="disagree"):
+        pack_column("sequence", pa.table({f: [row[f] for row in rows] for f in SEQUENCE_FIELDS}))
+    stats = [random_row("stats", random.Random(s)) for s in range(4)]
+    stats[1] = {**stats[1], "tile_counts": stats[1]["tile_counts"] + [1]}
+    with pytest.raises(ValueError, match="3 per tile"):
+        pack_column("stats", pa.table({f: [row[f] for row in stats] for f in STATS_FIELDS}))

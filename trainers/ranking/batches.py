@@ -76,10 +76,13 @@ def request_batch(history: dict | None, items: np.ndarray, categories: np.ndarra
     behaviors before now_ms, from the online lifelong sequence row (seq_item_ids,
     seq_category_ids, seq_timestamps, oldest first; None: no history), cut to spec.max_len as in training."""
     n = len(items)
-    times = np.asarray((history or {}).get("seq_timestamps") or [], np.int64)
+
+    def column(name: str) -> np.ndarray:  # lists or numpy arrays (read_rows(..., arrays=True))
+        values = None if history is None else history.get(name)
+        return np.asarray([] if values is None else values, np.int64)
+    times = column("seq_timestamps")
     keep = np.flatnonzero(times < now_ms)[-spec.max_len:]
-    seq = {name: np.asarray((history or {}).get(name) or [], np.int64)[keep]
-           for name in ("seq_item_ids", "seq_category_ids", "seq_timestamps")}
+    seq = {name: column(name)[keep] for name in ("seq_item_ids", "seq_category_ids", "seq_timestamps")}
     table = pa.table({name: pa.array([values] * n, pa.list_(pa.int64())) for name, values in seq.items()})
     table = table.append_column("seq_length", pa.array(np.full(n, len(keep), np.int32)))
     examples = pa.table({"item_id": np.asarray(items, np.int64), "category_id": np.asarray(categories, np.int64),

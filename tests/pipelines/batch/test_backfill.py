@@ -1,5 +1,6 @@
-"""The real Beam backfill on a tiny synthetic set, held to parse_event, the naive sequence oracle,
-labels.build_examples and the point-in-time slices."""
+"""The real backfill on a tiny synthetic set, on each engine (local on one thread and on three,
+and Beam), held to parse_event, the naive sequence oracle, labels.build_examples and the
+point-in-time slices."""
 from __future__ import annotations
 
 import json
@@ -48,8 +49,12 @@ def read_rows(folder):
     return pq.read_table(folder).to_pylist()
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
+ENGINES = [("local", 1), ("local", 3), ("beam", None)]
+
+
+@pytest.fixture(scope="module", params=ENGINES, ids=lambda e: f"{e[0]}-{e[1]}" if e[1] else e[0])
+def run(tmp_path_factory, request):
+    engine, workers = request.param
     tmp = tmp_path_factory.mktemp("backfill")
     lines = raw_lines(random.Random(0))
     (tmp / "raw").mkdir()
@@ -58,7 +63,7 @@ def run(tmp_path_factory):
     (tmp / "raw" / "events-00001.jsonl").write_bytes(b"\n".join(lines[half:]) + b"\n")
     cfg = BackfillConfig(input=str(tmp / "raw" / "*.jsonl"), output=str(tmp / "out"),
                          sequence=SequencePolicy(max_len=MAX_LEN), labels=LABELS, now_ms=NOW_MS)
-    counts = run_backfill(cfg)
+    counts = run_backfill(cfg, engine=engine, workers=workers)
     parsed = [parse_event(x, now_ms=NOW_MS) for x in lines]
     events = [e for e in parsed if isinstance(e, Event)]
     by_user = defaultdict(list)
@@ -135,7 +140,8 @@ def test_examples_equal_build_examples(run):
 
 
 @pytest.mark.parametrize("sampling", ["uniform", "popularity"])
-def test_next_item_examples_with_a_catalog(tmp_path, sampling):
+@pytest.mark.parametrize("engine", ["local", "beam"])
+def test_next_item_examples_with_a_catalog(tmp_path, sampling, engine):
     """The item pool side input: next_item examples equal build_examples with a pool of every
     user's behaviors, restricted to the catalog (half the items here), under either sampling."""
     stream = SyntheticStream(SyntheticConfig(users=6, items=50, categories=5, days=1, sessions_per_user=4, seed=2))
@@ -146,7 +152,8 @@ def test_next_item_examples_with_a_catalog(tmp_path, sampling):
     pq.write_table(pa.table({"item_id": items}), tmp_path / "catalog.parquet")
     policy = LabelPolicy(kind="next_item", negatives=2, min_history=1, seed=3, sampling=sampling)
     counts = run_backfill(BackfillConfig(input=str(tmp_path / "raw" / "*.jsonl"), output=str(tmp_path / "out"),
-                                         catalog=str(tmp_path / "catalog.parquet"), labels=policy, now_ms=NOW_MS))
+                                         catalog=str(tmp_path / "catalog.parquet"), labels=policy, now_ms=NOW_MS),
+                          engine=engine)
     by_user = defaultdict(list)
     for e in (parse_event(x, now_ms=NOW_MS) for x in lines):
         if isinstance(e, Event):

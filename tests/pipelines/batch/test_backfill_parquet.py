@@ -3,6 +3,7 @@ same tables, row for row, and the same counts; a bad Parquet row is rejected lik
 held to parse_event row by row; a Parquet file that cannot hold events is a one-line error."""
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -23,8 +24,8 @@ from features.schema import Event, events_to_table
 from features.tables import TABLES
 from features.validate import MAX_RECORD_BYTES, parse_event
 from features.validate_arrow import event_columns, parse_table
-from pipelines.batch import adapters
-from pipelines.batch.adapters import ReadValidateFn, parquet_batches
+from pipelines.batch import shards
+from pipelines.batch.shards import parquet_batches, read_file
 from pipelines.batch.backfill import BackfillConfig, run_backfill
 from pipelines.cli import main as cli
 from pipelines.sources.synthetic import SyntheticConfig, SyntheticStream
@@ -93,12 +94,14 @@ def write(folder, name: str, recs: list[dict], schema: pa.Schema | None) -> None
         pq.write_table(pa.Table.from_pylist(recs, schema=schema), folder / f"{name}.parquet", row_group_size=100)
 
 
-def backfill(tmp, name: str, files: list[tuple[str, list[dict], pa.Schema | None]]) -> tuple[dict, dict]:
+def backfill(tmp, name: str, files: list[tuple[str, list[dict], pa.Schema | None]],
+             engine: str = "local") -> tuple[dict, dict]:
     raw = tmp / name / "raw"
     for file, recs, schema in files:
         write(raw, file, recs, schema)
     counts = run_backfill(BackfillConfig(input=f"{raw}/*.jsonl,{raw}/*.parquet", output=str(tmp / name / "offline"),
-                                         now_ms=NOW_MS, stats_as_of_ms=AS_OF, labels_until_ms=AS_OF))
+                                         now_ms=NOW_MS, stats_as_of_ms=AS_OF, labels_until_ms=AS_OF),
+                          engine=engine)
     return counts, {t: pq.read_table(tmp / name / "offline" / t) for t in TABLES}
 
 
@@ -117,11 +120,13 @@ def runs(tmp_path_factory):
         "mixed": [("a0", a[:half], None), ("a1", a[half:], SCHEMA_A), ("b", b, SCHEMA_B)],
         "arrow_types": [("a0", a[:half], SCHEMA_A_ARROW), ("a1", a[half:], SCHEMA_A_ARROW), ("b", b, None)],
     }
-    return {name: backfill(tmp, name, files) for name, files in forms.items()}, a + b
+    got = {name: backfill(tmp, name, files) for name, files in forms.items()}
+    got["mixed on Beam"] = backfill(tmp, "mixed_beam", forms["mixed"], engine="beam")  # the engines agree
+    return got, a + b
 
 
 @pytest.mark.engine
-@pytest.mark.parametrize("form", ["parquet", "mixed", "arrow_types"])
+@pytest.mark.parametrize("form", ["parquet", "mixed", "arrow_types", "mixed on Beam"])
 def test_parquet_and_json_give_the_same_tables_and_counts(runs, form):
     got, _ = runs
     json_counts, json_tables = got["json"]
@@ -426,9 +431,11 @@ def test_arrow_errors_are_one_printable_line(tmp_path, monkeypatch):
     assert str(err.value) == "bad.parquet: cannot be read (Corrupt page: badheader); rewrite the file"
 
 
-def test_read_validate_opens_local_parquet_files_by_path(tmp_path, monkeypatch):
-    """Arrow reads a local file itself (not through a Python file object); other schemes go through
-    Beam's FileSystems."""
+def test_read_file_opens_local_parquet_files_by_path(tmp_path, monkeypatch):
+    """Arrow reads a local file itself (not through a Python file object); a remote path (a scheme)
+    goes through Beam's FileSystems."""
+    from apache_beam.io.filesystems import FileSystems
+
     write(tmp_path, "EVENTS", group_b(), SCHEMA_B)
     (tmp_path / "EVENTS.parquet").rename(tmp_path / "EVENTS.PARQUET")  # Parquet by its name, in any case
     path = str(tmp_path / "EVENTS.PARQUET")
@@ -438,17 +445,17 @@ def test_read_validate_opens_local_parquet_files_by_path(tmp_path, monkeypatch):
     def recording(source, *args, **kwargs):
         sources.append(source)
         return real(source, *args, **kwargs)
-    monkeypatch.setattr(adapters.pq, "ParquetFile", recording)
+    monkeypatch.setattr(shards.pq, "ParquetFile", recording)
 
     def no_open(*args, **kwargs):
         raise AssertionError("FileSystems.open used for a local Parquet file")
-    monkeypatch.setattr(adapters.FileSystems, "open", no_open)
-    fn = ReadValidateFn(str(tmp_path / "out"), shards=2, now_ms=NOW_MS)
-    local = list(fn.process((0, path)))
+    monkeypatch.setattr(FileSystems, "open", no_open)
+    read = functools.partial(read_file, 0, output=str(tmp_path / "out"), shards=2, now_ms=NOW_MS,
+                             count=lambda name, n: None)
+    local = list(read(path))
     assert sources == [path]
-    real_scheme = adapters.FileSystems.get_scheme
-    monkeypatch.setattr(adapters.FileSystems, "get_scheme", lambda p: "gs" if p == path else real_scheme(p))
-    monkeypatch.setattr(adapters.FileSystems, "open", lambda p: open(p, "rb"))
-    remote = list(fn.process((0, path)))
+    remote_path = "gs://bucket/EVENTS.PARQUET"
+    monkeypatch.setattr(FileSystems, "open", lambda p: open(path, "rb") if p == remote_path else no_open())
+    remote = list(read(remote_path))
     assert not isinstance(sources[1], str)  # a file object, from FileSystems.open
     assert sum(t.num_rows for _, t in local) == sum(t.num_rows for _, t in remote) > 0

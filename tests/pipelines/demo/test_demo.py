@@ -67,7 +67,7 @@ def test_demo_end_to_end_twice(tmp_path):
     assert (quarantined / "verdict.json").is_file() and (quarantined / "records.jsonl").stat().st_size > 0
 
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert set(summary["seconds"]) >= {"backfill (Beam)", "train (TorchRec) and gate"}
+    assert set(summary["seconds"]) >= {"backfill", "train (TorchRec) and gate"}
 
     second = run_demo(cfg)  # a rerun replaces the run's tables, embeds nothing new, adds a model version
     assert second["backfill"] == first["backfill"]

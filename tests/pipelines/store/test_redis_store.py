@@ -171,3 +171,40 @@ def test_redis_outage_raises_a_connection_error_then_recovers_after_restart(run,
         last = server.pid
         server.close()
     assert not pid_alive(last), f"redis-server pid {last} still running after stop"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_read_rows_equals_feasts_get_online_features_for_every_packed_view(run, stores, kind):
+    """read_rows reads packed views through Feast's online store interface (online_read); what it
+    returns equals what Feast's request API (get_online_features) returns for the same keys, the
+    stored value unpacked, for one-key and two-key views, with a key the store lacks; and its numpy
+    form (arrays=True) holds the same values."""
+    from features.packed import unpack
+    from features.tables import PACKED_KIND
+    from feature_repo.definitions import PACKED, view_fields
+    from pipelines.store.feature_store import read_rows, write_rows
+    from pipelines.store.online_rows import join_keys
+
+    store = stores[kind]
+    category_rows = [{**sequence_row(NEW_USER + u, [5 + u, 6], 1_700_000_000_000 + u), "category_id": 30 + u}
+                     for u in range(3)]
+    stats_rows = [{"item_id": NEW_USER + i, "newest_ms": 1_700_000_000_000 + i, "tile_starts": [1_699_999_980_000],
+                   "tile_counts": [i, 1, 2], "impressions_life": i, "clicks_life": 1, "behaviors_life": 2}
+                  for i in range(3)]
+    assert write_rows(store, "user_category_sequence", category_rows) == 3
+    assert write_rows(store, "item_stats", stats_rows) == 3
+    keys = {USER_SEQUENCE: [r["user_id"] for r in offline_rows(run)[:5]] + [123456789],
+            "user_category_sequence": [(r["user_id"], r["category_id"]) for r in category_rows] + [(NEW_USER, 99)],
+            "item_stats": [r["item_id"] for r in stats_rows] + [123456789]}
+    for view, view_keys in keys.items():
+        names = join_keys(view)
+        rows = [dict(zip(names, k if isinstance(k, tuple) else (k,))) for k in view_keys]
+        packed = store.get_online_features(features=[f"{view}:{PACKED}"], entity_rows=rows).to_dict()[PACKED]
+        fields = view_fields(view)
+        expected = [None if v is None else {f: unpack(PACKED_KIND[view], v)[f] for f in fields} for v in packed]
+        assert read_rows(store, view, view_keys) == expected, view
+        assert expected[-1] is None and all(e is not None for e in expected[:-1])
+        as_arrays = read_rows(store, view, view_keys, arrays=True)
+        assert [None if r is None else {f: (v.tolist() if hasattr(v, "tolist") else v) for f, v in r.items()}
+                for r in as_arrays] == expected, view
+        assert any(hasattr(v, "dtype") for v in as_arrays[0].values())  # numpy arrays, not lists
