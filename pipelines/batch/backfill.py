@@ -27,10 +27,9 @@ import dataclasses
 import glob
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from collections import Counter
 
 import numpy as np
 import pyarrow as pa

@@ -102,9 +102,11 @@ def read_rows(store: FeatureStore, view: str, keys: list, fields: list[str] | No
     """A view's online rows for keys (an int per key, or a tuple for (user_id, category_id)), None
     where the store holds none. fields: all of the view's (default) or these. ``arrays``: a packed
     view's lists as numpy arrays (what a model takes; no copy into Python lists)."""
+    fields = list(fields or view_fields(view))
+    if view in PACKED_KIND:
+        return _packed_reader(store, view).read(keys, fields, arrays) if keys else []
     names = join_keys(view)
-    entity_rows = [dict(zip(names, (k if isinstance(k, tuple) else (k,)))) for k in keys]
-    return read_online(store, view, list(fields or view_fields(view)), entity_rows, arrays)
+    return read_online(store, view, fields, [dict(zip(names, k if isinstance(k, tuple) else (k,))) for k in keys])
 
 
 def read_user_features(store: FeatureStore, user_ids: list[int], now_ms: int | None = None) -> dict[int, dict]:
@@ -143,7 +145,7 @@ def read_online(store: FeatureStore, view: str, fields: list[str], entity_rows: 
     if view in PACKED_KIND:
         names = join_keys(view)
         keys = [tuple(r[n] for n in names) if len(names) > 1 else r[names[0]] for r in entity_rows]
-        return _packed_reader(store, view).read(keys, fields, arrays)
+        return read_rows(store, view, keys, fields, arrays)
     got = store.get_online_features(features=[f"{view}:{f}" for f in fields], entity_rows=entity_rows).to_dict()
     out = []
     for i in range(len(entity_rows)):
