@@ -1,7 +1,7 @@
 """Where the stream job's time goes: per-thread CPU of the job's JVM and, with py-spy installed
 (`.venv/bin/pip install py-spy`), its Python samples by operator thread and function.
 
-    .venv/bin/python bench/stream_profile.py [--events 60000] [--seconds 15] [--python-mode thread]
+    .venv/bin/python bench/stream_profile.py [--events 60000] [--seconds 15] [--python-mode thread] [--raw FILE]
 
 The job follows a backlog of synthetic events on the embedded broker (SQLite online store),
 as bench/stream_bench.py runs it; once it has sent three count receipts, the JVM that runs
@@ -65,6 +65,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=15)
     p.add_argument("--python-mode", choices=("thread", "process"), default="thread")
     p.add_argument("--top", type=int, default=25, help="functions listed per thread")
+    p.add_argument("--raw", type=Path, help="also keep py-spy's raw stacks in this file")
     args = p.parse_args()
     py_spy = Path(sys.executable).parent / "py-spy"
     lines = synthetic_lines(args.events)
@@ -93,6 +94,8 @@ def main() -> None:
             print(f"  {seconds:6.2f}  {name}")
         if sampled.get("raw") and sampled["raw"].exists():
             python_summary(sampled["raw"], args.top)
+            if args.raw:
+                args.raw.write_text(sampled["raw"].read_text())
         elif not py_spy.exists():
             print("\n(no Python samples: install py-spy in the environment to get them)")
 

@@ -93,15 +93,27 @@ def at(state: StatsState, now_ms: int) -> dict[str, int | float]:
     """Feature values as of now_ms (now_ms must be after every event in the state)."""
     if now_ms <= state.newest_ms:
         raise ValueError(f"stats read at {now_ms} but the state holds an event at {state.newest_ms}")
+    # The windows nest: a tile is added to the shortest window holding it, then the sums accumulate.
+    lows = [now_ms - length for length in _LENGTHS]
+    levels = [[0] * len(KINDS) for _ in lows]
+    for start, counts in state.tiles.items():
+        for level, low in enumerate(lows):
+            if start >= low:
+                sums = levels[level]
+                for k, c in enumerate(counts):
+                    sums[k] += c
+                break
     out: dict[str, int | float] = {}
-    for name, length in WINDOWS.items():
-        sums = [0] * len(KINDS)
-        for start, counts in state.tiles.items():
-            if start >= now_ms - length:
-                sums = [a + b for a, b in zip(sums, counts)]
-        out.update(_named(sums, name))
-    out.update(_named(state.lifetime, LIFETIME))
+    running = [0] * len(KINDS)
+    for name, sums in zip(_NAMES, levels):
+        running = [a + b for a, b in zip(running, sums)]
+        _name_into(out, running, name)
+    _name_into(out, state.lifetime, LIFETIME)
     return out
+
+
+_NAMES = sorted(WINDOWS, key=WINDOWS.get)  # the windows, shortest first
+_LENGTHS = [WINDOWS[name] for name in _NAMES]
 
 
 def feature_names() -> list[str]:
@@ -156,10 +168,13 @@ def values_at(rows: dict[str, list], now_ms: list[int]) -> dict[str, list]:
     return out
 
 
-def _named(counts: list[int], window: str) -> dict[str, int | float]:
-    out: dict[str, int | float] = {f"{k}_{window}": c for k, c in zip(KINDS, counts)}
+def _name_into(out: dict, counts: list[int], window: str) -> None:
+    for name, c in zip(_COLUMNS[window], counts):
+        out[name] = c
     out[f"ctr_{window}"] = counts[1] / counts[0] if counts[0] else 0.0
-    return out
+
+
+_COLUMNS = {w: [f"{k}_{w}" for k in KINDS] for w in (*WINDOWS, LIFETIME)}
 
 
 def _prune(state: StatsState) -> None:

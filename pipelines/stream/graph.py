@@ -50,7 +50,8 @@ def build(env: StreamExecutionEnvironment, cfg: StreamConfig, ledger: str | None
     for tag, name, uid, topic, folder in output_routes(cfg):
         out = users.get_side_output(tag)
         sink = kafka_sink(cfg.kafka, topic, uid) if cfg.kafka is not None else file_sink(str(folder.resolve()), uid)
-        out.sink_to(sink).name(name).uid(uid)
+        # a sink of its own task: the Kafka writer's work leaves the Python functions' thread
+        out.sink_to(sink).name(name).uid(uid).disable_chaining()
     discard = Sink(get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink())
     if cfg.item_stats:
         item_settings = dataclasses.replace(settings, flush_ms=cfg.item_flush_ms)

@@ -1,0 +1,42 @@
+"""The stream job's graph as Flink schedules it: each output sink is a task of its own, so the
+sinks' work never runs on the thread of the Python functions (which hold the interpreter lock
+while it runs). Built in a child process: a PyFlink gateway per test process is enough."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.engine
+
+REPO = Path(__file__).resolve().parents[3]
+
+VERTICES = """
+import json, sys
+from pathlib import Path
+from pipelines.stream.config import StreamConfig
+from pipelines.stream.driver import environment
+from pipelines.stream.graph import build, make_output_dirs
+work = Path(sys.argv[1])
+cfg = StreamConfig(workdir=work, source=work / "in", accepted_log=True)
+make_output_dirs(cfg)
+env, _ = environment(cfg)
+build(env, cfg)
+graph = env._generate_stream_graph(False).getJobGraph()
+print(json.dumps([vertex.getName() for vertex in graph.getVerticesAsArray()]))
+"""
+
+
+def test_every_output_sink_is_a_task_of_its_own(tmp_path):
+    (tmp_path / "in").mkdir()
+    done = subprocess.run([sys.executable, "-c", VERTICES, str(tmp_path)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    names = json.loads(done.stdout.strip().splitlines()[-1])
+    (user,) = [name for name in names if name.startswith("user features")]
+    for sink in ("dead letters", "examples", "accepted records"):
+        assert sink not in user, names
+        assert f"{sink}: Writer" in names, names
