@@ -103,11 +103,12 @@ def at(state: StatsState, now_ms: int) -> dict[str, int | float]:
                 for k, c in enumerate(counts):
                     sums[k] += c
                 break
-    out: dict[str, int | float] = {}
-    running = [0] * len(KINDS)
+    totals, running = {}, [0] * len(KINDS)
     for name, sums in zip(_NAMES, levels):
-        running = [a + b for a, b in zip(running, sums)]
-        _name_into(out, running, name)
+        totals[name] = running = [a + b for a, b in zip(running, sums)]
+    out: dict[str, int | float] = {}
+    for name in WINDOWS:  # the columns in WINDOWS order, as feature_names() lists them
+        _name_into(out, totals[name], name)
     _name_into(out, state.lifetime, LIFETIME)
     return out
 
