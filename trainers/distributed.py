@@ -27,7 +27,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
-from torch.distributed.elastic.utils.distributed import get_free_port
 from torch.distributed.tensor import DTensor, distribute_tensor
 from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
@@ -112,7 +111,7 @@ def unsharded_state_dict(model: DistributedModelParallel) -> dict[str, torch.Ten
 def process_group(backend: str = "gloo") -> Iterator[dist.ProcessGroup]:
     """Reuse the initialized default group (torchrun's launcher, a test's spawn); else join the group
     that torchrun-style env vars describe (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE); else create a
-    group of size 1 on a free 127.0.0.1 port. A group made here is destroyed afterwards."""
+    group of size 1 (an in-process store, no port). A group made here is destroyed afterwards."""
     if dist.is_initialized():
         yield dist.group.WORLD
         return
@@ -121,7 +120,7 @@ def process_group(backend: str = "gloo") -> Iterator[dist.ProcessGroup]:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend, init_method="env://")
     else:
-        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{get_free_port()}", rank=0, world_size=1)
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)  # one rank: no port
     try:
         yield dist.group.WORLD
     finally:

@@ -14,8 +14,9 @@ into the unsharded model for serving). ``--checkpoint-dir`` / ``--resume-from`` 
 train()'s DCP checkpoints.
 
 ``spawn_local(world_size, fn, *args)`` runs ``fn(*args)`` on world_size local processes
-inside one initialized process group (the env vars torchrun would set) and returns each
-rank's result: what the --spawn flag and the 2-process tests use.
+inside one initialized process group (RANK, WORLD_SIZE, LOCAL_RANK set as torchrun would; the
+ranks meet through a file, not a port) and returns each rank's result: what the --spawn flag
+and the 2-process tests use.
 """
 from __future__ import annotations
 
@@ -35,7 +36,6 @@ import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch.distributed.elastic.utils.distributed import get_free_port
 
 from trainers.ranking.train import TrainConfig, TrainResult, train
 
@@ -50,7 +50,7 @@ def spawn_local(world_size: int, fn: Callable[..., Any], *args: Any, backend: st
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
     with tempfile.TemporaryDirectory(prefix="recstream-spawn-") as tmp:
-        mp.start_processes(_child, args=(world_size, get_free_port(), backend, timeout_s, tmp, fn, args),
+        mp.start_processes(_child, args=(world_size, backend, timeout_s, tmp, fn, args),
                            nprocs=world_size, start_method="spawn")
         out = []
         for rank in range(world_size):
@@ -59,13 +59,16 @@ def spawn_local(world_size: int, fn: Callable[..., Any], *args: Any, backend: st
         return out
 
 
-def _child(rank: int, world_size: int, port: int, backend: str, timeout_s: float, tmp: str,
+def _child(rank: int, world_size: int, backend: str, timeout_s: float, tmp: str,
            fn: Callable[..., Any], args: tuple) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world_size))
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      LOCAL_WORLD_SIZE=str(world_size))
     if backend == "nccl":
         torch.cuda.set_device(rank)
-    dist.init_process_group(backend, init_method="env://", timeout=timedelta(seconds=timeout_s))
+    # the ranks meet through a file in the call's own folder: no port to pick (and lose to another
+    # process between picking it and binding it)
+    dist.init_process_group(backend, init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world_size,
+                            timeout=timedelta(seconds=timeout_s))
     try:
         result = fn(*args)
     finally:

@@ -38,6 +38,7 @@ from pipelines.stream.lock import JobLock
 from pipelines.stream.receipts import ReceiptServer
 
 LEDGER = "bootstrap.sqlite"
+SINK_CHECKPOINTS = "sink-checkpoints"  # under the workdir: a following job's checkpoints when none are kept
 # The local mini-cluster listens on the loopback interface only, and its REST API takes no jobs.
 STOP_GRACE_S = 10.0  # after Ctrl-C, how long the parent waits for the job's final counts
 LOCAL_ONLY = {"rest.bind-address": "127.0.0.1", "rest.address": "127.0.0.1", "jobmanager.bind-host": "127.0.0.1",
@@ -224,6 +225,12 @@ def job_settings(cfg: StreamConfig, submitted: bool) -> dict[str, str]:
            "python.pythonpath": os.pathsep.join(python_path())}
     if not submitted:
         out.update({"restart-strategy.type": "none", **LOCAL_ONLY, "python.executable": sys.executable})
+        if cfg.follow and cfg.checkpoints is None:
+            # A following job checkpoints to commit its sinks even when no restore is wanted. Without a
+            # folder Flink keeps checkpoints in the JobManager's heap, at most 5 MiB a task, and the job
+            # fails once its keyed state outgrows that (about 2,000 busy users). Flink deletes these
+            # when the job ends.
+            out["state.checkpoints.dir"] = (cfg.workdir / SINK_CHECKPOINTS).resolve().as_uri()
     return out
 
 
