@@ -228,9 +228,9 @@ def job_settings(cfg: StreamConfig, submitted: bool) -> dict[str, str]:
         if cfg.follow and cfg.checkpoints is None:
             # A following job checkpoints to commit its sinks even when no restore is wanted. Without a
             # folder Flink keeps checkpoints in the JobManager's heap, at most 5 MiB a task, and the job
-            # fails once its keyed state outgrows that (about 2,000 busy users). Flink deletes these
+            # fails once its keyed state outgrows that (2,000 users with ~50 events each). Flink deletes these
             # when the job ends.
-            out["state.checkpoints.dir"] = (cfg.workdir / SINK_CHECKPOINTS).resolve().as_uri()
+            out["execution.checkpointing.dir"] = (cfg.workdir / SINK_CHECKPOINTS).resolve().as_uri()
     return out
 
 
@@ -245,7 +245,7 @@ def environment(cfg: StreamConfig) -> tuple[StreamExecutionEnvironment, str | No
     ledger = None
     if cfg.checkpoints is not None:
         cfg.checkpoints.mkdir(parents=True, exist_ok=True)
-        conf.set_string("state.checkpoints.dir", cfg.checkpoints.resolve().as_uri())
+        conf.set_string("execution.checkpointing.dir", cfg.checkpoints.resolve().as_uri())
         conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
         ledger = str(cfg.checkpoints.resolve() / LEDGER)
         if cfg.restore is None:  # a fresh start bootstraps from the online store as it is now

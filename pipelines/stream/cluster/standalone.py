@@ -83,6 +83,8 @@ class FlinkCluster:
             "taskmanager.host": "127.0.0.1", "taskmanager.bind-host": "127.0.0.1",
             "blob.server.port": "0", "taskmanager.rpc.port": "0", "taskmanager.data.port": "0",  # 0: the OS picks
             "taskmanager.numberOfTaskSlots": self.slots, "io.tmp.dirs": str(tmp), "web.tmpdir": str(tmp),
+            # checkpoints in files, not the JobManager's heap (5 MiB of state a task at most)
+            "execution.checkpointing.dir": (self.workdir / "checkpoints").resolve().as_uri(),
             "python.executable": sys.executable, "python.client.executable": sys.executable,
             **self.memory, **self.extra}
         write_conf(self.conf_dir, settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pipelines.stream.config import StreamConfig
 from pipelines.stream.driver import SINK_CHECKPOINTS, job_settings
 
-DIR = "state.checkpoints.dir"
+DIR = "execution.checkpointing.dir"
 
 
 def test_a_following_job_checkpoints_to_files_not_to_the_jobmanager_heap(tmp_path):
