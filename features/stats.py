@@ -170,12 +170,13 @@ def values_at(rows: dict[str, list], now_ms: list[int]) -> dict[str, list]:
 
 
 def _name_into(out: dict, counts: list[int], window: str) -> None:
-    for name, c in zip(_COLUMNS[window], counts):
+    names, ctr = _COLUMNS[window]
+    for name, c in zip(names, counts):
         out[name] = c
-    out[f"ctr_{window}"] = counts[1] / counts[0] if counts[0] else 0.0
+    out[ctr] = counts[1] / counts[0] if counts[0] else 0.0
 
 
-_COLUMNS = {w: [f"{k}_{w}" for k in KINDS] for w in (*WINDOWS, LIFETIME)}
+_COLUMNS = {w: ([f"{k}_{w}" for k in KINDS], f"ctr_{w}") for w in (*WINDOWS, LIFETIME)}  # window -> its column names
 
 
 def _prune(state: StatsState) -> None:
