@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = prepare(work, int(time.time() * 1000))
     print(f"prepared {work}; {len(lines):,} events to send", flush=True)
     with running_broker() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        kafka = broker.kafka()
         client = broker.client()
         client.create_topic(kafka.topic, partitions=2)
         create_stream_topics(client, kafka)

@@ -37,7 +37,7 @@ from features.validate import parse_event  # noqa: E402
 from pipelines.embedded.broker import create_stream_topics, event_records, running_broker  # noqa: E402
 from pipelines.sources.synthetic import DAY_MS, SyntheticConfig, SyntheticStream  # noqa: E402
 from pipelines.store.feature_store import apply, open_store, read_rows  # noqa: E402
-from pipelines.stream.config import KafkaSettings, StreamConfig  # noqa: E402
+from pipelines.stream.config import StreamConfig  # noqa: E402
 from pipelines.stream.driver import StreamJobError, StreamProcess, latest_checkpoint  # noqa: E402
 from tests.conftest import naive_views  # noqa: E402
 from tests.helpers import views_differences  # noqa: E402
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="stream-backlog-") as folder, running_broker() as broker, \
             online_stores(args.online) as (online, _), contextlib.closing(broker.client()) as client:
         work = Path(folder)
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, group_id="backlog")
+        kafka = broker.kafka(group_id="backlog")
         client.create_topic(kafka.topic, partitions=2)
         create_stream_topics(client, kafka)
         client.produce(kafka.topic, event_records(lines, now_ms))

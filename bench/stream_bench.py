@@ -12,7 +12,7 @@ Redis with --online redis):
 
     .venv/bin/python bench/stream_bench.py [--events 30000] [--seconds 40] [--online sqlite|redis] [--parallelism 1]
         [--flush-ms 100] [--item-flush-ms 250] [--bundle-ms 100] [--checkpoint-ms 10000] [--rate R] [--kafka-property K=V]
-        [--python-mode thread|process] [--samples FILE]
+        [--python-mode thread|process] [--no-item-stats] [--samples FILE]
 
 --samples FILE keeps every freshness and example-lag sample for `recstream report --bench FILE`.
 """
@@ -39,7 +39,7 @@ from features.validate import parse_event  # noqa: E402
 from pipelines.embedded.broker import create_stream_topics, event_records, running_broker  # noqa: E402
 from pipelines.store.feature_store import OnlineStore, apply, open_store, read_rows  # noqa: E402
 from pipelines.sources.synthetic import SyntheticConfig, SyntheticStream  # noqa: E402
-from pipelines.stream.config import KafkaSettings, StreamConfig  # noqa: E402
+from pipelines.stream.config import StreamConfig  # noqa: E402
 from pipelines.stream.driver import StreamProcess  # noqa: E402
 
 
@@ -62,19 +62,17 @@ def floor_rate(bootstrap: str, workdir: Path, mode: str) -> float:
     return got["n"] / got["seconds"]
 
 
-def sustained_rate(broker, lines: list[str], work: Path, flush_ms: int, bundle_ms: int, online: OnlineStore,
-                   parallelism: int, mode: str, item_flush_ms: int) -> dict:
+def sustained_rate(broker, lines: list[str], work: Path, online: OnlineStore, knobs: dict) -> dict:
     """The job following the topic (as in production, with its flush cadence) over a backlog of
     every line: events/s between the first and the last count receipt."""
-    kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, group_id="tput")
+    kafka = broker.kafka(group_id="tput")
     marks = []
 
     def progress(counts: dict) -> bool:
         marks.append((time.perf_counter(), counts["read"]))
         return counts["read"] >= len(lines)
     started = time.perf_counter()
-    cfg = StreamConfig(workdir=work, kafka=kafka, follow=True, flush_ms=flush_ms, bundle_ms=bundle_ms, online=online,
-                       parallelism=parallelism, python_mode=mode, item_flush_ms=item_flush_ms)
+    cfg = StreamConfig(workdir=work, kafka=kafka, follow=True, online=online, **knobs)
     counts = StreamProcess(cfg).start().wait(progress)
     (t0, r0), (t1, r1) = marks[0], marks[-1]
     return {"events": len(lines), "job_seconds_with_startup": round(time.perf_counter() - started, 1),
@@ -87,10 +85,11 @@ class Freshness:
 
     VIEWS = {"user_sequence": "last_event_ms", "user_stats": "newest_ms", "item_stats": "newest_ms"}
 
-    def __init__(self, work: Path, online: OnlineStore):
+    def __init__(self, work: Path, online: OnlineStore, item_stats: bool = True):
         self.store = open_store(work, online)
+        self.views = {v: f for v, f in self.VIEWS.items() if item_stats or v != "item_stats"}
         self.waiting: dict[tuple[str, int, int], float] = {}  # (view, key, event ms) -> produced at
-        self.samples: dict[str, list[float]] = {view: [] for view in self.VIEWS}
+        self.samples: dict[str, list[float]] = {view: [] for view in self.views}
         self.lock, self.stop = threading.Lock(), threading.Event()
         self.thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -99,13 +98,14 @@ class Freshness:
             if event.event_type != "impression":
                 self.waiting[("user_sequence", event.user_id, event.timestamp)] = sent
             self.waiting[("user_stats", event.user_id, event.timestamp)] = sent
-            self.waiting[("item_stats", event.item_id, event.timestamp)] = sent
+            if "item_stats" in self.views:
+                self.waiting[("item_stats", event.item_id, event.timestamp)] = sent
 
     def _poll(self) -> None:
         while not self.stop.is_set() or self.waiting:
             with self.lock:
                 pending = dict(self.waiting)
-            for view, field in self.VIEWS.items():
+            for view, field in self.views.items():
                 keys = sorted({k for v, k, _ in pending if v == view})
                 rows = dict(zip(keys, read_rows(self.store, view, keys, [field])))
                 now = time.perf_counter()
@@ -154,21 +154,19 @@ def ready(client, topic: str, live: list, read: list[int], first: int = 100, tim
     return time.perf_counter() - started, first
 
 
-def freshness_at(rate: float, seconds: float, flush_ms: int, bundle_ms: int, checkpoint_ms: int, properties: dict,
-                 online: OnlineStore, parallelism: int, mode: str, client, broker, lines: list[str], work: Path,
-                 item_flush_ms: int) -> dict:
-    kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic="live", group_id="fresh",
-                          dead_letter_topic="live-dead", examples_topic="live-examples", properties=properties)
+def freshness_at(rate: float, seconds: float, checkpoint_ms: int, properties: dict, online: OnlineStore, client,
+                 broker, lines: list[str], work: Path, knobs: dict) -> dict:
+    kafka = broker.kafka(topic="live", group_id="fresh", dead_letter_topic="live-dead", examples_topic="live-examples",
+                         properties=properties)
     client.create_topic(kafka.topic, partitions=2)
     create_stream_topics(client, kafka)
-    cfg = StreamConfig(workdir=work, kafka=kafka, follow=True, flush_ms=flush_ms, bundle_ms=bundle_ms, online=online,
-                       checkpoints=work / "chk", checkpoint_interval_ms=checkpoint_ms, parallelism=parallelism,
-                       python_mode=mode, item_flush_ms=item_flush_ms)
+    cfg = StreamConfig(workdir=work, kafka=kafka, follow=True, online=online, checkpoints=work / "chk",
+                       checkpoint_interval_ms=checkpoint_ms, **knobs)
     job = StreamProcess(cfg).start()
     read = [0]
     waiter = threading.Thread(target=job.wait, args=(lambda counts: read.__setitem__(0, counts["read"]),), daemon=True)
     waiter.start()
-    fresh = Freshness(work, online)
+    fresh = Freshness(work, online, knobs["item_stats"])
     lag = ExampleLag(broker.client("lag"), kafka.examples_topic, cfg.out_of_orderness_ms)
     live = [(line, e) for line in lines if isinstance(e := parse_event(line), Event)]
     warm, i = ready(client, kafka.topic, live, read)
@@ -197,9 +195,7 @@ def freshness_at(rate: float, seconds: float, flush_ms: int, bundle_ms: int, che
         ms = np.array(values) * 1000
         return {"samples": len(ms), "p50_ms": round(float(np.percentile(ms, 50))) if len(ms) else None,
                 "p99_ms": round(float(np.percentile(ms, 99))) if len(ms) else None}
-    return {"rate_events_per_s": round(rate), "sent": i, "flush_ms": flush_ms, "item_flush_ms": item_flush_ms,
-            "bundle_ms": bundle_ms,
-            "checkpoint_ms": checkpoint_ms,
+    return {"rate_events_per_s": round(rate), "sent": i, **knobs, "checkpoint_ms": checkpoint_ms,
             "unseen": len(fresh.waiting),
             **{f"freshness_{view}": pct(s) for view, s in fresh.samples.items()}, "example_lag": pct(lag.lags),
             "samples_ms": {**{f"freshness_{view}": [round(x * 1000, 1) for x in s] for view, s in fresh.samples.items()},
@@ -218,6 +214,7 @@ def main() -> None:
                    help="a consumer property of the freshness run, e.g. fetch.max.wait.ms=100")
     p.add_argument("--rate", type=float, help="measure freshness at this rate only (skip the sustained run)")
     p.add_argument("--parallelism", type=int, default=1, help="slots of the measured job")
+    p.add_argument("--no-item-stats", action="store_true", help="the job without its item_stats branch")
     p.add_argument("--python-mode", choices=("thread", "process"), default="thread",
                    help="PyFlink's Python execution mode, for the floor and the job alike")
     p.add_argument("--online", choices=("sqlite", "redis"), default="sqlite",
@@ -227,6 +224,8 @@ def main() -> None:
     args = p.parse_args()
     lines = synthetic_lines(args.events)
     properties = dict(item.split("=", 1) for item in args.kafka_property)
+    knobs = {"flush_ms": args.flush_ms, "item_flush_ms": args.item_flush_ms, "bundle_ms": args.bundle_ms,
+             "parallelism": args.parallelism, "python_mode": args.python_mode, "item_stats": not args.no_item_stats}
     with running_broker() as broker, online_stores(args.online) as (first, second):
         client = broker.client()
         rate = args.rate
@@ -234,20 +233,19 @@ def main() -> None:
             work = Path(tempfile.mkdtemp(prefix="stream-bench-"))
             apply(open_store(work, first), work)
             client.create_topic("events", partitions=2)
-            create_stream_topics(client, KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
+            create_stream_topics(client, broker.kafka())
             client.produce("events", event_records(lines))
             floor = floor_rate(broker.bootstrap_servers, work, args.python_mode)
-            job = sustained_rate(broker, lines, work, args.flush_ms, args.bundle_ms, first, args.parallelism,
-                                 args.python_mode, args.item_flush_ms)
-            print(json.dumps({"online": args.online, "python_mode": args.python_mode, "parallelism": args.parallelism,
+            job = sustained_rate(broker, lines, work, first, knobs)
+            print(json.dumps({"online": args.online, **knobs,
                               "floor_events_per_s": round(floor),
                               **{k: (round(v) if isinstance(v, float) else v) for k, v in job.items()},
                               "job_over_floor": round(job["events_per_s"] / floor, 3)}), flush=True)
             rate = job["events_per_s"] / 2
         work2 = Path(tempfile.mkdtemp(prefix="stream-fresh-"))
         apply(open_store(work2, second), work2)
-        fresh = freshness_at(rate, args.seconds, args.flush_ms, args.bundle_ms, args.checkpoint_ms, properties, second,
-                             args.parallelism, args.python_mode, client, broker, lines, work2, args.item_flush_ms)
+        fresh = freshness_at(rate, args.seconds, args.checkpoint_ms, properties, second, client, broker, lines, work2,
+                             knobs)
         samples = fresh.pop("samples_ms")
         print(json.dumps({"online": args.online, **fresh}), flush=True)
         if args.samples:

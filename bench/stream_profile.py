@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 from bench.stream_bench import synthetic_lines  # noqa: E402
 from pipelines.embedded.broker import create_stream_topics, event_records, running_broker  # noqa: E402
 from pipelines.store.feature_store import apply, open_store  # noqa: E402
-from pipelines.stream.config import KafkaSettings, StreamConfig  # noqa: E402
+from pipelines.stream.config import StreamConfig  # noqa: E402
 from pipelines.stream.driver import StreamProcess  # noqa: E402
 
 
@@ -71,7 +71,7 @@ def main() -> None:
     lines = synthetic_lines(args.events)
     with running_broker() as broker, tempfile.TemporaryDirectory(prefix="stream-profile-") as tmp:
         client = broker.client()
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, group_id="profile")
+        kafka = broker.kafka(group_id="profile")
         client.create_topic(kafka.topic, partitions=2)
         create_stream_topics(client, kafka)
         client.produce(kafka.topic, event_records(lines))

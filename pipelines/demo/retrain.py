@@ -18,7 +18,7 @@ def retrain_stage(run) -> None:
     from pipelines.cli.retrain import window_line
 
     topic_examples = run.labels.kind == "impression_click"
-    cfg = RetrainConfig(workdir=run.work, kafka=KafkaSettings(bootstrap_servers=run.broker.bootstrap_servers),
+    cfg = RetrainConfig(workdir=run.work, kafka=run.broker.kafka(),
                         examples="topic" if topic_examples else "next_item", window=run.cfg.retrain_window,
                         seed=run.cfg.synthetic.seed,
                         **({} if topic_examples else {"labels": run.labels}))  # the backfill's negatives policy

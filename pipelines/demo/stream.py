@@ -13,14 +13,14 @@ def stream_through_broker(cfg: DemoConfig, work: Path, labels: LabelPolicy, brok
     accepted-record topics are copied to work/stream_rejected, stream_examples and stream_accepted
     (JSON lines). The topics stay on the broker for the continuous-training stage."""
     from pipelines.embedded.broker import create_stream_topics, event_records
-    from pipelines.stream.config import KafkaSettings, StreamConfig
+    from pipelines.stream.config import StreamConfig
     from pipelines.stream.driver import run_stream
 
     lines = [line for path in sorted((work / "raw" / "stream").glob("*.jsonl"))
              for line in path.read_bytes().splitlines()]
     client = broker.client()
     try:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        kafka = broker.kafka()
         client.create_topic(kafka.topic, partitions=2)
         create_stream_topics(client, kafka)
         client.produce(kafka.topic, event_records(lines))

@@ -41,12 +41,25 @@ class KafkaSettings:
     # "${NAME}" is read from the environment variable NAME when the job is built (keep secrets there).
     properties: dict[str, str | int | float | bool] = field(default_factory=dict)
     delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"  # dead letters and examples
+    # The source's fetch.max.wait.ms (None: Kafka's 500). Kafka answers a waiting fetch as soon as a
+    # record arrives; Tansu (the embedded broker) only when this time is up, so every record waited
+    # 250 ms on average there: pipelines.embedded.broker sets 50. A `properties` entry wins.
+    fetch_max_wait_ms: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("bootstrap_servers", "topic", "group_id", "dead_letter_topic", "examples_topic",
                      "accepted_topic"):
             if not getattr(self, name).strip():
                 raise ConfigError(f"KafkaSettings.{name}", "must be a non-empty string")
+        if self.fetch_max_wait_ms is not None and self.fetch_max_wait_ms < 0:
+            raise ConfigError("KafkaSettings.fetch_max_wait_ms", f"must be ms >= 0, got {self.fetch_max_wait_ms}")
+
+    def source_properties(self) -> dict[str, str]:
+        """What the job's Kafka source is given on top of its bootstrap servers, topic and group."""
+        out = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}
+        if self.fetch_max_wait_ms is not None:
+            out["fetch.max.wait.ms"] = str(self.fetch_max_wait_ms)
+        return {**out, **self.client_properties()}
 
     def client_properties(self) -> dict[str, str]:
         """properties with ${NAME} values taken from the environment (an unset NAME is an error)."""

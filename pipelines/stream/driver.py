@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import shutil
 import signal
 import site
 import sys
@@ -34,7 +35,7 @@ from pipelines.stream.config import StreamConfig
 from pipelines.stream.connector import REPO
 from pipelines.stream.failures import check_kafka, explain
 from pipelines.stream.graph import build, make_output_dirs
-from pipelines.stream.lock import JobLock
+from pipelines.stream.lock import JobLock, job_digest
 from pipelines.stream.receipts import ReceiptServer
 
 LEDGER = "bootstrap.sqlite"
@@ -91,7 +92,7 @@ class StreamProcess:
 
     def start(self) -> "StreamProcess":
         """Start the job; a StateError if one runs on the same input and online store (lock.py)."""
-        self.lock.acquire()
+        claim(self.lock, self.cfg)
         # The child starts ignoring Ctrl-C (an ignored signal stays ignored across exec): the parent
         # takes it, sets the stop event and waits for the child's counts, and no half-started
         # child prints a traceback of its own.
@@ -214,6 +215,20 @@ def python_path() -> list[str]:
     return [str(REPO), *site.getsitepackages()]
 
 
+def claim(lock: JobLock, cfg: StreamConfig) -> None:
+    """Take the job's lock (a StateError if a job holds it), then clear what a killed run under the
+    same lock left in its sink checkpoints (a clean end leaves empty folders): nothing restores from them."""
+    lock.acquire()
+    stale = sink_checkpoints(cfg, is_submitted())
+    if stale is not None:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def is_submitted() -> bool:
+    """Whether a Flink client (`flink run`, the operator's PythonDriver) runs this program."""
+    return "PYFLINK_GATEWAY_PORT" in os.environ
+
+
 def job_settings(cfg: StreamConfig, submitted: bool) -> dict[str, str]:
     """The Flink settings the job sets itself. Run here (a mini-cluster in this process): fail fast
     (a restart is a restore from a checkpoint), listen on loopback only, run this interpreter.
@@ -225,19 +240,28 @@ def job_settings(cfg: StreamConfig, submitted: bool) -> dict[str, str]:
            "python.pythonpath": os.pathsep.join(python_path())}
     if not submitted:
         out.update({"restart-strategy.type": "none", **LOCAL_ONLY, "python.executable": sys.executable})
-        if cfg.follow and cfg.checkpoints is None:
-            # A following job checkpoints to commit its sinks even when no restore is wanted. Without a
-            # folder Flink keeps checkpoints in the JobManager's heap, at most 5 MiB a task, and the job
-            # fails once its keyed state outgrows that (2,000 users with ~50 events each). Flink deletes these
-            # when the job ends.
-            out["execution.checkpointing.dir"] = (cfg.workdir / SINK_CHECKPOINTS).resolve().as_uri()
+        folder = sink_checkpoints(cfg, submitted)
+        if folder is not None:
+            out["execution.checkpointing.dir"] = folder.resolve().as_uri()
     return out
+
+
+def sink_checkpoints(cfg: StreamConfig, submitted: bool) -> Path | None:
+    """Where a following job run here checkpoints when it keeps no checkpoints (None: not such a job).
+
+    Such a job still checkpoints, to commit its sinks. Without a folder Flink keeps checkpoints in
+    the JobManager's heap, at most 5 MiB a task, and the job fails once its keyed state outgrows
+    that (2,000 users with ~50 events each). One folder per job lock (pipelines.stream.lock): the
+    next start under the same lock clears what a killed run left, as nothing restores from it."""
+    if submitted or not cfg.follow or cfg.checkpoints is not None:
+        return None
+    return cfg.workdir / SINK_CHECKPOINTS / job_digest(cfg)
 
 
 def environment(cfg: StreamConfig) -> tuple[StreamExecutionEnvironment, str | None]:
     """The execution environment with checkpointing, restore and jars set; and the ledger path."""
     conf = Configuration()
-    for key, value in job_settings(cfg, submitted="PYFLINK_GATEWAY_PORT" in os.environ).items():
+    for key, value in job_settings(cfg, is_submitted()).items():
         conf.set_string(key, value)
     # No Beam worker pool in this process (PyFlink's "loopback" pool binds every interface): in
     # process mode the JVM starts the Python workers itself, with this interpreter.

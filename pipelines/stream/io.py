@@ -64,8 +64,7 @@ def kafka_lines(env, kafka: KafkaSettings, strategy: WatermarkStrategy, bounded:
     builder = (KafkaSource.builder().set_bootstrap_servers(kafka.bootstrap_servers).set_topics(kafka.topic)
                .set_group_id(kafka.group_id).set_starting_offsets(start)
                .set_value_only_deserializer(SimpleStringSchema("ISO-8859-1"))
-               .set_properties({"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000",
-                                **kafka.client_properties()}))
+               .set_properties(kafka.source_properties()))
     if bounded:
         builder = builder.set_bounded(_end_offsets(kafka))
     return env.from_source(builder.build(), strategy, f"kafka {kafka.topic}").uid("kafka-source")

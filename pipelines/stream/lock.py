@@ -25,12 +25,16 @@ def job_input(cfg: StreamConfig) -> str:
     return f"the folder {cfg.source.resolve()}"
 
 
+def job_digest(cfg: StreamConfig) -> str:
+    """A short name for the job's (online store, input): what the lock excludes twice of."""
+    store = f"redis {cfg.online.redis_url}" if cfg.online.kind == "redis" else "sqlite"
+    return hashlib.sha1(f"{store}|{job_input(cfg)}".encode()).hexdigest()[:16]
+
+
 class JobLock:
     def __init__(self, cfg: StreamConfig):
-        store = f"redis {cfg.online.redis_url}" if cfg.online.kind == "redis" else "sqlite"
         self.input = job_input(cfg)
-        digest = hashlib.sha1(f"{store}|{self.input}".encode()).hexdigest()[:16]
-        self.path = cfg.workdir / "feast" / f"stream-{digest}.lock"
+        self.path = cfg.workdir / "feast" / f"stream-{job_digest(cfg)}.lock"
         self.workdir = cfg.workdir
         self.file = None
 

@@ -20,7 +20,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from pyflink.common import Types
-from pyflink.datastream import KeyedProcessFunction, OutputTag, TimeDomain
+from pyflink.datastream import KeyedProcessFunction, OutputTag
 
 from features.schema import Event, Rejection
 from features.validate import parse_event

@@ -25,7 +25,7 @@ SECURED = {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
 def kafka(monkeypatch) -> KafkaSettings:
     monkeypatch.setenv("K_USER", "svc-recstream")
     monkeypatch.setenv("K_PASSWORD", "s3cret=with;odd")
-    return KafkaSettings(bootstrap_servers="broker-1:9093", properties=SECURED)
+    return KafkaSettings(bootstrap_servers="broker-1:9093", properties=SECURED, fetch_max_wait_ms=50)
 
 
 def _java_props(obj, field: str) -> dict[str, str]:
@@ -61,6 +61,7 @@ def test_flink_source_and_sink_get_the_settings_with_secrets_resolved(kafka, tmp
     assert source["ssl.truststore.location"] == "/etc/kafka/truststore.jks"
     assert source["bootstrap.servers"] == "broker-1:9093"
     assert sink["sasl.jaas.config"] == expected_jaas and sink["security.protocol"] == "SASL_SSL"
+    assert source["fetch.max.wait.ms"] == "50" and "fetch.max.wait.ms" not in sink  # a consumer's setting
 
 
 def test_librdkafka_gets_the_settings_it_understands(kafka):

@@ -80,6 +80,16 @@ def test_config_needs_one_source_and_reads_secrets_from_the_environment(tmp_path
     assert kafka.client_properties() == {"sasl.jaas.config": "user=svc pw=s3cret", "security.protocol": "SASL_SSL"}
 
 
+def test_the_source_fetch_wait_is_kafkas_unless_set_and_a_property_wins():
+    """Tansu answers an empty fetch only when its wait is up: the embedded broker's settings shorten it."""
+    assert "fetch.max.wait.ms" not in KafkaSettings(bootstrap_servers="h:9092").source_properties()
+    assert KafkaSettings(bootstrap_servers="h:9092", fetch_max_wait_ms=50).source_properties()["fetch.max.wait.ms"] == "50"
+    explicit = KafkaSettings(bootstrap_servers="h:9092", fetch_max_wait_ms=50, properties={"fetch.max.wait.ms": 500})
+    assert explicit.source_properties()["fetch.max.wait.ms"] == "500"
+    with pytest.raises(ConfigError, match="fetch_max_wait_ms"):
+        KafkaSettings(bootstrap_servers="h:9092", fetch_max_wait_ms=-1)
+
+
 def test_cli_flags_and_config_file_build_one_stream_config(tmp_path):
     toml = tmp_path / "stream.toml"
     toml.write_text('workdir = "w"\nfollow = true\n[kafka]\nbootstrap_servers = "a:1"\ntopic = "t"\n'
