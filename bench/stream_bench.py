@@ -196,6 +196,7 @@ def freshness_at(rate: float, seconds: float, checkpoint_ms: int, properties: di
         return {"samples": len(ms), "p50_ms": round(float(np.percentile(ms, 50))) if len(ms) else None,
                 "p99_ms": round(float(np.percentile(ms, 99))) if len(ms) else None}
     return {"rate_events_per_s": round(rate), "sent": i, **knobs, "checkpoint_ms": checkpoint_ms,
+            "fetch_max_wait_ms": kafka.source_properties().get("fetch.max.wait.ms"),
             "unseen": len(fresh.waiting),
             **{f"freshness_{view}": pct(s) for view, s in fresh.samples.items()}, "example_lag": pct(lag.lags),
             "samples_ms": {**{f"freshness_{view}": [round(x * 1000, 1) for x in s] for view, s in fresh.samples.items()},

@@ -27,6 +27,8 @@ def add(sub) -> None:
     s.add_argument("--examples-topic", help="labeled examples (default training-examples)")
     s.add_argument("--accepted-topic", help="every accepted record as it came (default events-accepted)")
     s.add_argument("--starting-offsets", choices=("committed", "earliest", "latest"))
+    s.add_argument("--fetch-max-wait-ms", type=int, help="the source's fetch.max.wait.ms (default Kafka's 500; "
+                   "give the embedded broker 50: it answers a fetch only when this wait is up)")
     s.add_argument("--kafka-property", action="append", metavar="KEY=VALUE",
                    help="more client properties, repeatable; VALUE may be ${ENV_VAR} (keep secrets there)")
     s.add_argument("--dead-letter", help="files source: folder for dead letters (default WORKDIR/stream_rejected)")
@@ -112,7 +114,7 @@ def stream_settings(args) -> dict:
     kafka = {"bootstrap_servers": args.kafka, "topic": args.topic, "group_id": args.group_id,
              "dead_letter_topic": args.dead_letter_topic, "examples_topic": args.examples_topic,
              "accepted_topic": args.accepted_topic,
-             "starting_offsets": args.starting_offsets}
+             "starting_offsets": args.starting_offsets, "fetch_max_wait_ms": args.fetch_max_wait_ms}
     kafka = {k: v for k, v in kafka.items() if v is not None}
     for prop in args.kafka_property or []:
         key, eq, value = prop.partition("=")

@@ -18,15 +18,16 @@ import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from features.errors import MissingInput
 from features.schema import Event
 from features.validate import parse_event
 from pipelines.embedded.kafka import KafkaClient, Record
 from pipelines.processes import port_answers, start_on_free_port, stop_process
-from pipelines.stream.config import KafkaSettings
 from pipelines.stream.connector import FETCH_HINT, stream_deps
+if TYPE_CHECKING:
+    from pipelines.stream.config import KafkaSettings
 
 # Tansu answers a fetch that finds no record when the fetch's max wait is up, not when a record
 # arrives (Kafka's default wait, 500 ms, made the stream job's views 130 ms staler at p50).
@@ -79,8 +80,10 @@ class Broker:
         proc, self.proc = self.proc, None
         stop_process(proc, grace_s)
 
-    def kafka(self, **settings) -> KafkaSettings:
+    def kafka(self, **settings) -> "KafkaSettings":
         """KafkaSettings for this broker: its address and a short fetch wait (FETCH_MAX_WAIT_MS)."""
+        from pipelines.stream.config import KafkaSettings  # here: `recstream broker start` needs no Feast
+
         return KafkaSettings(**{"bootstrap_servers": self.bootstrap_servers, "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
                                 **settings})
 

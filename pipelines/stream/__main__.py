@@ -19,7 +19,8 @@ from pipelines.config import load_toml
 from pipelines.progress import quiet_libraries
 from pipelines.stream.config import StreamConfig
 from pipelines.stream.graph import build, make_output_dirs
-from pipelines.stream.driver import environment, run_here
+from pipelines.stream.driver import claim, environment, is_submitted, run_here
+from pipelines.stream.lock import JobLock
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     cfg = load_toml(StreamConfig, Path(args.config))
     if not args.detach:
-        print(json.dumps(run_here(cfg), indent=2), flush=True)
+        lock = None if is_submitted() else JobLock(cfg)  # run here: one job per input and store
+        if lock is not None:
+            claim(lock, cfg)
+        try:
+            print(json.dumps(run_here(cfg), indent=2), flush=True)
+        finally:
+            if lock is not None:
+                lock.release()
         return 0
     make_output_dirs(cfg)
     env, ledger = environment(cfg)

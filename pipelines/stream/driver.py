@@ -35,7 +35,7 @@ from pipelines.stream.config import StreamConfig
 from pipelines.stream.connector import REPO
 from pipelines.stream.failures import check_kafka, explain
 from pipelines.stream.graph import build, make_output_dirs
-from pipelines.stream.lock import JobLock, job_digest
+from pipelines.stream.lock import DIGEST, JobLock, job_digest, while_free
 from pipelines.stream.receipts import ReceiptServer
 
 LEDGER = "bootstrap.sqlite"
@@ -216,12 +216,21 @@ def python_path() -> list[str]:
 
 
 def claim(lock: JobLock, cfg: StreamConfig) -> None:
-    """Take the job's lock (a StateError if a job holds it), then clear what a killed run under the
-    same lock left in its sink checkpoints (a clean end leaves empty folders): nothing restores from them."""
+    """Take the job's lock (a StateError if a job holds it), then clear the sink checkpoints of
+    every job of this workdir not running now (its lock is free): what killed runs left, which
+    nothing restores from (a clean end leaves empty folders). Not when this job restores: its
+    checkpoint may be one of them."""
     lock.acquire()
-    stale = sink_checkpoints(cfg, is_submitted())
-    if stale is not None:
-        shutil.rmtree(stale, ignore_errors=True)
+    if cfg.restore is not None or sink_checkpoints(cfg, is_submitted()) is None:
+        return
+    own = job_digest(cfg)
+    for folder in sorted((cfg.workdir / SINK_CHECKPOINTS).glob("*")):
+        if folder.name == own:
+            shutil.rmtree(folder, ignore_errors=True)
+        elif DIGEST.fullmatch(folder.name):
+            with while_free(cfg.workdir, folder.name) as free:
+                if free:
+                    shutil.rmtree(folder, ignore_errors=True)
 
 
 def is_submitted() -> bool:

@@ -12,7 +12,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
 
 from features.errors import StateError
 from pipelines.stream.config import StreamConfig
@@ -25,16 +29,38 @@ def job_input(cfg: StreamConfig) -> str:
     return f"the folder {cfg.source.resolve()}"
 
 
+DIGEST = re.compile(r"[0-9a-f]{16}")
+
+
 def job_digest(cfg: StreamConfig) -> str:
     """A short name for the job's (online store, input): what the lock excludes twice of."""
     store = f"redis {cfg.online.redis_url}" if cfg.online.kind == "redis" else "sqlite"
     return hashlib.sha1(f"{store}|{job_input(cfg)}".encode()).hexdigest()[:16]
 
 
+def lock_file(workdir: Path, digest: str) -> Path:
+    return workdir / "feast" / f"stream-{digest}.lock"
+
+
+@contextmanager
+def while_free(workdir: Path, digest: str) -> Iterator[bool]:
+    """True, holding digest's lock meanwhile, if no job holds it now; else False. (A process
+    holding it itself gets False too: flock locks are per open file.)"""
+    path = lock_file(workdir, digest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
 class JobLock:
     def __init__(self, cfg: StreamConfig):
         self.input = job_input(cfg)
-        self.path = cfg.workdir / "feast" / f"stream-{job_digest(cfg)}.lock"
+        self.path = lock_file(cfg.workdir, job_digest(cfg))
         self.workdir = cfg.workdir
         self.file = None
 

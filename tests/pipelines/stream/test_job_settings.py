@@ -21,23 +21,28 @@ def test_a_following_job_checkpoints_to_files_not_to_the_jobmanager_heap(tmp_pat
     assert job_settings(cfg, submitted=False)[DIR] == folder.resolve().as_uri()
 
 
-def test_jobs_on_other_inputs_checkpoint_apart_and_a_start_clears_only_its_own(tmp_path):
+def test_a_start_clears_what_killed_jobs_left_and_never_a_running_jobs_checkpoints(tmp_path):
     """A SIGKILLed job leaves its last checkpoint behind (Flink deletes them only when a job
-    ends); the next start under the same lock removes it, and never a running job's folder."""
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    a = StreamConfig(workdir=tmp_path, source=tmp_path / "a", follow=True)
-    b = StreamConfig(workdir=tmp_path, source=tmp_path / "b", follow=True)
-    assert sink_checkpoints(a, submitted=False) != sink_checkpoints(b, submitted=False)
-    stale, running = sink_checkpoints(a, submitted=False) / "job-1" / "chk-3", sink_checkpoints(b, False) / "job-2"
-    stale.mkdir(parents=True)
-    running.mkdir(parents=True)
+    ends). A start removes its own job's and those of every job whose lock is free (the
+    embedded broker's port, part of the job's identity, changes from run to run); never a
+    running job's folder, nor anything when it restores (its checkpoint may be there)."""
+    for name in "abc":
+        (tmp_path / name).mkdir()
+    a, b, c = (StreamConfig(workdir=tmp_path, source=tmp_path / n, follow=True) for n in "abc")
+    assert len({sink_checkpoints(cfg, submitted=False) for cfg in (a, b, c)}) == 3
+    own, running, killed = (sink_checkpoints(cfg, False) / "job" / "chk-3" for cfg in (a, b, c))
+    for folder in (own, running, killed):
+        folder.mkdir(parents=True)
+    restoring = StreamConfig(workdir=tmp_path, source=tmp_path / "a", follow=True, restore=str(own))
     held_b = JobLock(b).acquire()
     try:
         held_a = JobLock(a)
+        claim(held_a, restoring)
+        held_a.release()
+        assert own.is_dir() and killed.is_dir()
         claim(held_a, a)
         held_a.release()
-        assert not stale.exists() and running.is_dir()
+        assert not own.exists() and not killed.exists() and running.is_dir()
         with pytest.raises(StateError, match="already runs"):
             claim(JobLock(b), b)
         assert running.is_dir()  # the lock is checked before anything is removed

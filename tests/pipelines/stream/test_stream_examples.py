@@ -96,9 +96,10 @@ def test_cli_flags_and_config_file_build_one_stream_config(tmp_path):
                     '[sequence]\nmax_len = 7\n')
     args = parser().parse_args(["stream", "--config", str(toml), "--group-id", "g", "--max-len", "9",
                                 "--kafka-property", "security.protocol=SSL", "--checkpoints", "c",
-                                "--allowed-lateness-ms", "5", "--no-examples"])
+                                "--allowed-lateness-ms", "5", "--no-examples", "--fetch-max-wait-ms", "50"])
     cfg = from_dict(StreamConfig, stream_settings(args))
     assert (cfg.kafka.bootstrap_servers, cfg.kafka.topic, cfg.kafka.group_id) == ("a:1", "t", "g")
+    assert cfg.kafka.fetch_max_wait_ms == 50
     assert cfg.kafka.properties == {"security.protocol": "SSL"} and cfg.sequence.max_len == 9
     assert cfg.follow and not cfg.examples and cfg.allowed_lateness_ms == 5 and str(cfg.checkpoints) == "c"
     with pytest.raises(ConfigError, match="KEY=VALUE"):

@@ -79,9 +79,8 @@ def _fresh_store(work: Path):
 
 
 def _kafka(broker, group: str) -> KafkaSettings:
-    return KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic="events", group_id=group,
-                         dead_letter_topic=f"dead-{group}", examples_topic=f"examples-{group}",
-                         accepted_topic=f"accepted-{group}")
+    return broker.kafka(topic="events", group_id=group, dead_letter_topic=f"dead-{group}",
+                        examples_topic=f"examples-{group}", accepted_topic=f"accepted-{group}")
 
 
 def _examples(client, topic: str, count: int) -> list[tuple]:
