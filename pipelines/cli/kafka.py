@@ -87,7 +87,8 @@ def _start(folder: Path, port: int | None):
     folder.mkdir(parents=True, exist_ok=True)
     b = Broker(port, log=(folder / "tansu.log").resolve(), detached=True).start()
     print(f"broker up at {b.bootstrap_servers} (pid {b.pid}; in memory: its topics go when it stops)\n"
-          f"  use it: --kafka {b.bootstrap_servers} --fetch-max-wait-ms {FETCH_MAX_WAIT_MS}   stop it: recstream broker stop --workdir {folder}")
+          f"  use it: --kafka {b.bootstrap_servers} --fetch-max-wait-ms {FETCH_MAX_WAIT_MS}\n"
+          f"  stop it: recstream broker stop --workdir {folder}")
     return Daemon("broker", {"tansu": b.pid}, b.bootstrap_servers, str(b.log), "tansu")
 
 

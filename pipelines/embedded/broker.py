@@ -26,6 +26,7 @@ from features.validate import parse_event
 from pipelines.embedded.kafka import KafkaClient, Record
 from pipelines.processes import port_answers, start_on_free_port, stop_process
 from pipelines.stream.connector import FETCH_HINT, stream_deps
+
 if TYPE_CHECKING:
     from pipelines.stream.config import KafkaSettings
 

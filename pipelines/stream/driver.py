@@ -260,8 +260,8 @@ def sink_checkpoints(cfg: StreamConfig, submitted: bool) -> Path | None:
 
     Such a job still checkpoints, to commit its sinks. Without a folder Flink keeps checkpoints in
     the JobManager's heap, at most 5 MiB a task, and the job fails once its keyed state outgrows
-    that (2,000 users with ~50 events each). One folder per job lock (pipelines.stream.lock): the
-    next start under the same lock clears what a killed run left, as nothing restores from it."""
+    that (2,000 users with ~50 events each). One folder per job lock (pipelines.stream.lock), so
+    that a start can tell a running job's folder from what a killed run left (``claim``)."""
     if submitted or not cfg.follow or cfg.checkpoints is not None:
         return None
     return cfg.workdir / SINK_CHECKPOINTS / job_digest(cfg)
