@@ -39,7 +39,7 @@ from features.validate import parse_event  # noqa: E402
 from pipelines.embedded.broker import create_stream_topics, event_records, running_broker  # noqa: E402
 from pipelines.store.feature_store import OnlineStore, apply, open_store, read_rows  # noqa: E402
 from pipelines.sources.synthetic import SyntheticConfig, SyntheticStream  # noqa: E402
-from pipelines.stream.config import StreamConfig  # noqa: E402
+from pipelines.stream.config import KafkaSettings, StreamConfig  # noqa: E402
 from pipelines.stream.driver import StreamProcess  # noqa: E402
 
 
@@ -48,12 +48,12 @@ def synthetic_lines(n_events: int) -> list[str]:
     return [line for lines, _ in SyntheticStream(syn).windows() for line in lines][:n_events]
 
 
-def floor_rate(bootstrap: str, workdir: Path, mode: str) -> float:
+def floor_rate(kafka: KafkaSettings, workdir: Path, mode: str) -> float:
     """PyFlink's per-record floor on this topic: records/s into a keyed function doing nothing
     (in a child process, as the job's driver runs; the job's Python execution mode)."""
     out = workdir / "floor.json"
     child = multiprocessing.get_context("spawn").Process(target=floor_job,
-                                                         args=(bootstrap, str(workdir), str(out), mode))
+                                                         args=(kafka, str(workdir), str(out), mode))
     child.start()
     child.join()
     if child.exitcode != 0 or not out.exists():
@@ -236,7 +236,7 @@ def main() -> None:
             client.create_topic("events", partitions=2)
             create_stream_topics(client, broker.kafka())
             client.produce("events", event_records(lines))
-            floor = floor_rate(broker.bootstrap_servers, work, args.python_mode)
+            floor = floor_rate(broker.kafka(group_id="floor"), work, args.python_mode)
             job = sustained_rate(broker, lines, work, first, knobs)
             print(json.dumps({"online": args.online, **knobs,
                               "floor_events_per_s": round(floor),

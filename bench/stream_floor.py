@@ -30,22 +30,19 @@ class Floor(KeyedProcessFunction):
         Path(self.out).write_text(json.dumps({"n": self.n, "seconds": (self.last or 0) - (self.first or 0)}))
 
 
-def floor_job(bootstrap: str, workdir: str, out: str, mode: str) -> None:
+def floor_job(kafka: KafkaSettings, workdir: str, out: str, mode: str) -> None:
     import functools
 
     from pyflink.common import Types
     from pyflink.datastream.connectors.base import Sink
     from pyflink.java_gateway import get_gateway
 
-    from pipelines.embedded.broker import FETCH_MAX_WAIT_MS
     from pipelines.stream.driver import bind_to_parent, environment
     from pipelines.stream.io import kafka_lines, watermarks
     from pipelines.stream.runtime import parse_line, route_key
 
     bind_to_parent()
-    kafka = KafkaSettings(bootstrap_servers=bootstrap, group_id="floor", fetch_max_wait_ms=FETCH_MAX_WAIT_MS)  # the job's
-    cfg = StreamConfig(workdir=Path(workdir), kafka=kafka,
-                       python_mode=mode)
+    cfg = StreamConfig(workdir=Path(workdir), kafka=kafka, python_mode=mode)
     env, _ = environment(cfg)
     parsed = kafka_lines(env, cfg.kafka, watermarks(300_000, 30_000), bounded=True).map(
         functools.partial(parse_line, now_ms=None))
