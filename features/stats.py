@@ -131,11 +131,20 @@ def horizon(newest_ms: int) -> int:
 
 
 def to_row(state: StatsState, as_of_ms: int) -> dict:
-    """The values as of as_of_ms and the state (STATE_FIELDS), with only the live tiles, in
-    start order: the same row whatever order the events came in."""
-    live = sorted(start for start, counts in state.tiles.items() if start >= horizon(state.newest_ms) and any(counts))
-    return {**at(state, as_of_ms), "newest_ms": state.newest_ms, "tile_starts": live,
-            "tile_counts": [c for start in live for c in state.tiles[start]]}
+    """The values as of as_of_ms and the state (state_row)."""
+    return {**at(state, as_of_ms), **state_row(state)}
+
+
+def state_row(state: StatsState) -> dict:
+    """The state alone (STATE_FIELDS), with only the live tiles, in start order: the same row
+    whatever order the events came in. The online views hold this; serving reads it (read_at)."""
+    low = horizon(state.newest_ms)
+    live = sorted(start for start, counts in state.tiles.items() if start >= low and any(counts))
+    row = {"newest_ms": state.newest_ms, "tile_starts": live,
+           "tile_counts": [c for start in live for c in state.tiles[start]]}
+    for k, kind in enumerate(KINDS):
+        row[f"{kind}_{LIFETIME}"] = state.lifetime[k]
+    return row
 
 
 def from_row(row: dict) -> StatsState:

@@ -151,7 +151,7 @@ def rows(state: UserState, user_id: int, views: set, policy: FeaturePolicy) -> d
     out: dict[str, list[dict]] = {}
     for view in views:
         if view == STATS:
-            row = {"user_id": user_id, **stats.to_row(state.stats, state.stats.newest_ms + 1)}
+            row = {"user_id": user_id, **stats.state_row(state.stats)}
         elif view == LIFELONG:
             row = {"user_id": user_id, **sequence.finalize(state.lifelong, policy.sequence)}
         elif view == RECENT:

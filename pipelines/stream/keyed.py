@@ -122,6 +122,9 @@ class _Keyed(Reporting):
                 yield from self.recover(key)
         elif timestamp == END_OF_INPUT:
             yield from self.flush_batch(self.pending.take())
+        else:  # an example's timer (one per impression): its counts go with the next report, not a receipt each
+            self.arm(ctx)
+            return
         self.report()
 
     def flush_batch(self, batch: dict):
@@ -313,4 +316,4 @@ class ItemStatsFn(_Keyed):
 
 
 def _item_row(item: int, state: stats.StatsState) -> dict:
-    return {"item_id": item, **stats.to_row(state, state.newest_ms + 1)}
+    return {"item_id": item, **stats.state_row(state)}

@@ -106,8 +106,11 @@ def test_a_row_reads_exactly_at_any_later_time_and_continues_as_the_state(seed):
     row = stats.to_row(state_of(first), newest + 1)
     assert row == stats.to_row(state_of(list(reversed(first))), newest + 1)  # the same row in any order
     assert {k: row[k] for k in stats.feature_names()} == pytest.approx(oracle(first, newest + 1))
+    state = stats.state_row(state_of(first))  # what the online views hold: the state, no values
+    assert set(state) == set(stats.STATE_FIELDS) and state == {k: row[k] for k in stats.STATE_FIELDS}
     for later in (newest + 1, newest + HOUR, newest + 3 * DAY, newest + 8 * DAY):
         assert stats.read_at(row, later) == pytest.approx(oracle(first, later))
+        assert stats.read_at(state, later) == pytest.approx(oracle(first, later))
     continued = stats.from_row(row)
     for ts, kind in rest:
         stats.add(continued, ts, stats.kind_index(kind, BEHAVIORS))

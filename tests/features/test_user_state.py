@@ -53,7 +53,7 @@ def oracle_rows(evs: list[Event]) -> dict:
     return {LIFELONG: naive_sequence(behaviors, POLICY.sequence.max_len),
             RECENT: naive_sequence(behaviors, POLICY.recent_len),
             CATEGORY: {c: naive_sequence(es, POLICY.category_len) for c, es in by_cat.items()},
-            STATS: stats.to_row(counted, counted.newest_ms + 1),
+            STATS: stats.state_row(counted),  # the online row holds the state (read_at gives its values)
             "items": {i: stats.to_row(s, s.newest_ms + 1) for i, s in items.items()}}
 
 
