@@ -20,6 +20,7 @@ than what the store holds). Named by ``type`` in a RepoConfig or feature_store.y
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 from datetime import datetime
 from typing import Any, Callable, Literal, Optional
@@ -55,11 +56,22 @@ class MonotonicSqliteOnlineStore(SqliteOnlineStore):
     def _get_conn(self, config: RepoConfig):
         """Feast's connection, with the database in WAL mode: readers (serving, a second job's
         bootstrap) never block a write, and a commit syncs one file instead of three."""
-        fresh = not self._conn
         conn = super()._get_conn(config)
-        if fresh:
+        if self.__dict__.get("_wal_conn") is not conn:  # until the switch succeeds (a lock makes it raise: retried)
             conn.execute("PRAGMA journal_mode=WAL")
+            self._wal_conn = conn
         return conn
+
+    def teardown(self, config: RepoConfig, tables, entities) -> None:
+        """Feast's teardown deletes the database file; its WAL files go with it, so that a new
+        database in the same place never meets them."""
+        super().teardown(config, tables, entities)
+        db_path = self._get_db_path(config)
+        for suffix in ("-wal", "-shm"):
+            try:
+                os.unlink(db_path + suffix)
+            except FileNotFoundError:
+                pass
 
     def online_write_batch(self, config: RepoConfig, table: FeatureView, data: list[Row],
                            progress: Optional[Callable[[int], Any]]) -> None:

@@ -84,3 +84,22 @@ def test_a_sqlite_reader_mid_transaction_does_not_block_a_writer(tmp_path):
         reader.close()
     assert read_rows(open_store(tmp_path), "item_stats", [1], ["newest_ms", "clicks_life"]) == [
         {"newest_ms": NEW_MS, "clicks_life": 2}]
+
+
+def test_teardown_removes_the_sqlite_wal_files_too(tmp_path):
+    """A database deleted while another connection holds it open leaves its WAL files behind
+    unless teardown removes them; a new database in the same place must never meet them."""
+    import sqlite3
+
+    apply(open_store(tmp_path), tmp_path)
+    table = OnlineTable(open_store(tmp_path), "item_stats")
+    table.write([item_row(1, OLD_MS, 1)])
+    db = tmp_path / "feast" / "online.db"
+    other = sqlite3.connect(str(db))  # another process's connection: the WAL files stay while it is open
+    try:
+        other.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        assert Path(f"{db}-wal").exists() and Path(f"{db}-shm").exists()
+        table.provider.online_store.teardown(table.store.config, [table.feature_view], [])
+        assert not [p.name for p in db.parent.glob("online.db*")]
+    finally:
+        other.close()
