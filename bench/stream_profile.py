@@ -2,6 +2,7 @@
 (`.venv/bin/pip install py-spy`), its Python samples by operator thread and function.
 
     .venv/bin/python bench/stream_profile.py [--events 60000] [--seconds 15] [--python-mode thread] [--raw FILE]
+    .venv/bin/python bench/stream_profile.py --rate-only [--events 150000]   # the job's rate, nothing sampled
 
 The job follows a backlog of synthetic events on the embedded broker (SQLite online store),
 as bench/stream_bench.py runs it; once it has sent three count receipts, the JVM that runs
@@ -66,6 +67,7 @@ def main() -> None:
     p.add_argument("--python-mode", choices=("thread", "process"), default="thread")
     p.add_argument("--top", type=int, default=25, help="functions listed per thread")
     p.add_argument("--raw", type=Path, help="also keep py-spy's raw stacks in this file")
+    p.add_argument("--rate-only", action="store_true", help="only the job's rate over the backlog (no sampling)")
     args = p.parse_args()
     py_spy = Path(sys.executable).parent / "py-spy"
     lines = synthetic_lines(args.events)
@@ -82,12 +84,14 @@ def main() -> None:
 
         def progress(counts: dict) -> bool:
             receipts.append((time.perf_counter(), counts["read"]))
-            if len(receipts) == 3:
+            if len(receipts) == 3 and not args.rate_only:
                 sampled.update(sample(job.pid, args, py_spy, Path(tmp)))
-            return counts["read"] >= len(lines) and bool(sampled)
+            return counts["read"] >= len(lines) and (bool(sampled) or args.rate_only)
         job.wait(progress)
         (t0, r0), (t1, r1) = receipts[0], receipts[-1]
         print(f"job: {(r1 - r0) / (t1 - t0):,.0f} events/s over the backlog of {len(lines):,} ({args.python_mode} mode)")
+        if args.rate_only:
+            return
         cpu = sampled["cpu"]
         print(f"\nCPU seconds by JVM thread over {args.seconds:g} s (all threads: {sum(cpu.values()):.1f}):")
         for name, seconds in cpu.most_common(10):
