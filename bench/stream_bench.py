@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import multiprocessing
 import sys
 import tempfile
 import threading
@@ -33,33 +32,19 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.stream_floor import floor_job  # noqa: E402
+from bench.stream_floor import floor_rate  # noqa: E402
 from features.schema import Event  # noqa: E402
 from features.validate import parse_event  # noqa: E402
 from pipelines.embedded.broker import create_stream_topics, event_records, running_broker  # noqa: E402
 from pipelines.store.feature_store import OnlineStore, apply, open_store, read_rows  # noqa: E402
 from pipelines.sources.synthetic import SyntheticConfig, SyntheticStream  # noqa: E402
-from pipelines.stream.config import KafkaSettings, StreamConfig  # noqa: E402
+from pipelines.stream.config import StreamConfig  # noqa: E402
 from pipelines.stream.driver import StreamProcess  # noqa: E402
 
 
 def synthetic_lines(n_events: int) -> list[str]:
     syn = SyntheticConfig(users=2000, items=5000, days=30, sessions_per_user=n_events / 2000 / 9, seed=3)
     return [line for lines, _ in SyntheticStream(syn).windows() for line in lines][:n_events]
-
-
-def floor_rate(kafka: KafkaSettings, workdir: Path, mode: str) -> float:
-    """PyFlink's per-record floor on this topic: records/s into a keyed function doing nothing
-    (in a child process, as the job's driver runs; the job's Python execution mode)."""
-    out = workdir / "floor.json"
-    child = multiprocessing.get_context("spawn").Process(target=floor_job,
-                                                         args=(kafka, str(workdir), str(out), mode))
-    child.start()
-    child.join()
-    if child.exitcode != 0 or not out.exists():
-        raise SystemExit(f"the floor job failed (exit code {child.exitcode}); its log is above")
-    got = json.loads(out.read_text())
-    return got["n"] / got["seconds"]
 
 
 def sustained_rate(broker, lines: list[str], work: Path, online: OnlineStore, knobs: dict) -> dict:
