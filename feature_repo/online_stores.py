@@ -4,9 +4,10 @@ Every write into these stores, whoever makes it (the stream job, `recstream mate
 plain `feast materialize` in this folder), keeps a key's row only if its event time is at least
 the stored one, in one atomic step inside the store:
 
-- SQLite (in WAL mode, so reads and writes never wait for each other): one transaction per batch of ``INSERT ... ON CONFLICT DO UPDATE ... WHERE
-  excluded.version_ms >= version_ms`` (rows with an equal time are written: a late event that
-  does not move the newest time still changes the row), with no read before the write. Feast
+- SQLite, in WAL mode (reads and writes never wait for each other): one transaction per batch
+  of ``INSERT ... ON CONFLICT DO UPDATE ... WHERE excluded.version_ms >= version_ms`` (rows
+  with an equal time are written: a late event that does not move the newest time still
+  changes the row), with no read before the write. Feast
   keeps ``event_ts`` in whole seconds, so the event time in ms goes to a column of its own,
   ``version_ms``, which this store adds to each view's table (Feast's reads ignore it);
 - Redis: a Lua script per key (run with EVALSHA, pipelined) that compares the new event time
@@ -57,7 +58,7 @@ class MonotonicSqliteOnlineStore(SqliteOnlineStore):
         """Feast's connection, with the database in WAL mode: readers (serving, a second job's
         bootstrap) never block a write, and a commit syncs one file instead of three."""
         conn = super()._get_conn(config)
-        if self.__dict__.get("_wal_conn") is not conn:  # until the switch succeeds (a lock makes it raise: retried)
+        if getattr(self, "_wal_conn", None) is not conn:  # until the switch succeeds (a lock raises: retried)
             conn.execute("PRAGMA journal_mode=WAL")
             self._wal_conn = conn
         return conn
