@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from feature_repo.definitions import (
 )
 from feature_repo.online_stores import MonotonicRedisOnlineStoreConfig, MonotonicSqliteOnlineStoreConfig
 from features.tables import PACKED_KIND
-from pipelines.config import typed
+from pipelines.store.online_config import OnlineStore
 from pipelines.store.online_rows import OnlineTable, join_keys
 from pipelines.store.outages import with_timeouts
 from features.item_vectors import (
@@ -30,25 +29,6 @@ from features.item_vectors import (
     serving_version,
     version_dir,
 )
-
-
-@typed
-@dataclass(frozen=True)
-class OnlineStore:
-    """Where online features live: SQLite in the run folder (default) or Redis."""
-
-    kind: str = "sqlite"
-    redis_url: str | None = None  # host:port[,db=N]; defaults to $RECSTREAM_REDIS_URL
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("sqlite", "redis"):
-            raise ValueError(f"online store kind must be 'sqlite' or 'redis', got {self.kind!r}")
-        if self.kind == "redis" and not (self.redis_url or os.environ.get("RECSTREAM_REDIS_URL")):
-            raise ValueError("online store 'redis' needs redis_url or $RECSTREAM_REDIS_URL (host:port)")
-
-    def connection_string(self) -> str | None:
-        """Redis: the address and its options (None for SQLite)."""
-        return (self.redis_url or os.environ["RECSTREAM_REDIS_URL"]) if self.kind == "redis" else None
 
 
 def open_store(workdir: Path, online: OnlineStore = OnlineStore()) -> FeatureStore:

@@ -17,7 +17,7 @@ from features.labels import LabelPolicy
 from features.sequence import SequencePolicy
 from features.user_state import FeaturePolicy
 from pipelines.config import as_folder, typed
-from pipelines.store.feature_store import OnlineStore
+from pipelines.store.online_config import OnlineStore
 
 STARTING_OFFSETS = ("committed", "earliest", "latest")
 _SECRET = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -106,6 +106,7 @@ class StreamConfig:
     item_stats: bool = True  # keep item_stats fresh too (a second keyed operator, by item)
     online: OnlineStore = field(default_factory=OnlineStore)  # kind = "sqlite" (the run folder's) or "redis"
     online_patience_s: float = 300.0  # how long an unreachable online store is waited for before the job fails
+    start_timeout_s: float = 600.0  # embedded runs: how long the keyed functions may take to open before the job fails
     state_cache: int = 100_000  # keys whose decoded state each keyed function keeps in memory
     labels: LabelPolicy = field(default_factory=LabelPolicy)  # the example stream's attribution window
     examples: bool = True  # emit the training-example stream
@@ -141,8 +142,9 @@ class StreamConfig:
                 raise ConfigError(f"StreamConfig.{name}", f"must be an integer >= 1, got {getattr(self, name)!r}")
         if self.allowed_lateness_ms < 0:
             raise ConfigError("StreamConfig.allowed_lateness_ms", f"must be >= 0, got {self.allowed_lateness_ms}")
-        if self.online_patience_s < 0:
-            raise ConfigError("StreamConfig.online_patience_s", f"must be seconds >= 0, got {self.online_patience_s}")
+        for name in ("online_patience_s", "start_timeout_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"StreamConfig.{name}", f"must be seconds >= 0, got {getattr(self, name)}")
         if self.examples and self.labels.kind != "impression_click":
             raise ConfigError("StreamConfig.labels.kind", f"the example stream builds impression_click labels, not "
                               f"{self.labels.kind!r}; set examples = false or labels.kind = 'impression_click'")

@@ -37,6 +37,7 @@ from pipelines.stream.failures import check_kafka, explain
 from pipelines.stream.graph import build, make_output_dirs
 from pipelines.stream.lock import DIGEST, JobLock, job_digest, while_free
 from pipelines.stream.receipts import ReceiptServer
+from pipelines.stream.runtime import OPENED
 
 LEDGER = "bootstrap.sqlite"
 SINK_CHECKPOINTS = "sink-checkpoints"  # under the workdir: a following job's checkpoints when none are kept
@@ -319,7 +320,13 @@ def run_here(cfg: StreamConfig, progress: Callable[[dict], bool | None] | None =
         client = env.execute_async("recstream stream")
         result = client.get_job_execution_result()  # done when the job ends (the mini-cluster then stops)
         stopping, ended = False, 0.0
+        opening = None if is_submitted() else (time.monotonic() + cfg.start_timeout_s, keyed_functions(cfg))
         while True:
+            if opening is not None and totals[OPENED] < opening[1] and time.monotonic() >= opening[0]:
+                client.cancel()
+                raise StreamJobError(f"the stream job's functions did not open within {cfg.start_timeout_s:.0f} s "
+                                     f"({totals[OPENED]} of {opening[1]} open); run it again, and if it hangs again, "
+                                     "report it with `py-spy dump` of this process")
             receipt = server.get(timeout=0.5)
             if receipt is not None:
                 totals.update(receipt)
@@ -343,6 +350,11 @@ def run_here(cfg: StreamConfig, progress: Callable[[dict], bool | None] | None =
     finally:
         server.close()
     return _shape(totals)
+
+
+def keyed_functions(cfg: StreamConfig) -> int:
+    """How many keyed function instances the job opens: users, and items unless item_stats is off."""
+    return cfg.parallelism * (2 if cfg.item_stats else 1)
 
 
 def _shape(totals: Counter) -> dict:

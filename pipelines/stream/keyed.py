@@ -20,6 +20,7 @@ rule), which makes the events replayed after a restore harmless.
 """
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -31,12 +32,10 @@ from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 from features import stats, user_state
 from features.schema import Event, Rejection
 from features.user_state import CATEGORY, LIFELONG, RECENT, STATS, FeaturePolicy
-from pipelines.store.feature_store import open_store
-from pipelines.store.online_rows import OnlineTable
 from pipelines.stream.examples import ClickJoin, example_json
 from pipelines.stream.pending import Pending
-from pipelines.stream.runtime import (ACCEPTED, DEAD_LETTERS, END_OF_INPUT, EXAMPLES, BootstrapLedger, FnSettings,
-                                      OnlineWriter, Reporting, StateCache, dead_letter, retrying)
+from pipelines.stream.runtime import (ACCEPTED, DEAD_LETTERS, END_OF_INPUT, EXAMPLES, OPENED, BootstrapLedger,
+                                      FnSettings, OnlineWriter, Reporting, StateCache, dead_letter, retrying)
 
 ITEM_STATS = "item_stats"
 # (item_id, its deltas as little-endian int64 pairs: timestamp, signed kinds mask). The mask has bit
@@ -72,6 +71,21 @@ def split(packed: bytes) -> list[int]:
     return np.frombuffer(packed, "<i8").tolist()
 
 
+FEAST_OPEN = threading.Lock()
+
+
+def open_tables(workdir: Path, online, views) -> dict:
+    """The online tables of views, one operator at a time: in thread mode every operator opens in
+    one interpreter at once, and Feast's first import (torch, dask under it) from several threads
+    together has hung the job's start. So this module imports no Feast at its top either."""
+    with FEAST_OPEN:
+        from pipelines.store.feature_store import open_store
+        from pipelines.store.online_rows import OnlineTable
+
+        store = open_store(workdir, online)
+        return {view: OnlineTable(store, view) for view in views}
+
+
 class _Keyed(Reporting):
     """The store, the ledger, the state cache and the pending keys every keyed function here uses."""
 
@@ -81,13 +95,13 @@ class _Keyed(Reporting):
     def open(self, runtime_context) -> None:
         super().open(runtime_context)
         s = self.settings
-        store = open_store(Path(s.workdir), s.online)
-        self.tables = {view: OnlineTable(store, view) for view in self.views}
+        self.tables = open_tables(Path(s.workdir), s.online, self.views)
         self.writer = OnlineWriter(self.tables, self.views, s.patience_s, self.count)
         self.ledger = BootstrapLedger(s.ledger) if s.ledger else None
         descriptor = ValueStateDescriptor(self.state_name, Types.PICKLED_BYTE_ARRAY())
         self.cache = StateCache(runtime_context.get_state(descriptor), s.cache_size, fresh=not s.restored)
         self.pending = Pending(s.flush_ms, start_ms=int(time.time() * 1000))
+        self.sender.send({OPENED: 1})  # the driver's start deadline (driver.run_here)
 
     def boot_rows(self, key: str, read):
         """The online rows key's state starts from: the ledger's (a restored job) or read now."""

@@ -24,13 +24,14 @@ from pyflink.datastream import KeyedProcessFunction, OutputTag
 
 from features.schema import Event, Rejection
 from features.validate import parse_event
-from pipelines.store.feature_store import OnlineStore
+from pipelines.store.online_config import OnlineStore
 from pipelines.stream.receipts import ReceiptSender
 
 DEAD_LETTERS = OutputTag("dead_letters", Types.STRING())  # JSON lines: reason, field, detail, raw
 EXAMPLES = OutputTag("examples", Types.STRING())  # JSON lines: stream_examples.EXAMPLE_FIELDS
 ACCEPTED = OutputTag("accepted", Types.STRING())  # every accepted record, as it came
 END_OF_INPUT = 2**63 - 1  # the watermark a bounded source sends when it is done
+OPENED = "opened"  # the receipt of a keyed function whose store is open (the driver's start deadline)
 REJECT_KEYS = 16  # rejections spread over this many negative keys (user ids are >= 0)
 
 

@@ -5,12 +5,14 @@ import json
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from features.errors import ConfigError
 from pipelines.stream.cluster.distribution import FlinkJobError
 
 TERMINAL = ("FINISHED", "FAILED", "CANCELED")
+PYTHON_ERROR = "Traceback (most recent call last)"
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -48,6 +50,8 @@ def job_failure(address: str, job_id: str) -> str:
     except (OSError, ValueError) as err:
         return f"(no exception history: {err})"
     trace = failure_trace(got)
+    if PYTHON_ERROR not in trace:  # the task's own failure can lose the race to a secondary one
+        trace = taskmanager_failure(address, job_id, failed_on(got)) or trace
     if not trace:
         return "(no exception recorded)"
     lines = trace.splitlines()
@@ -66,7 +70,65 @@ def failure_trace(exceptions: dict) -> str:
         traces.append(entry.get("stacktrace") or "")
         traces += [c.get("stacktrace") or "" for c in entry.get("concurrentExceptions") or []]
     traces.append(exceptions.get("root-exception") or "")
-    return next((t for t in traces if "Traceback (most recent call last)" in t), next((t for t in traces if t), ""))
+    return next((t for t in traces if PYTHON_ERROR in t), next((t for t in traces if t), ""))
+
+
+def failed_on(exceptions: dict) -> list[str]:
+    """The ids of the TaskManagers that /jobs/<id>/exceptions names."""
+    found = []
+    for entry in exceptions.get("exceptionHistory", {}).get("entries") or []:
+        for e in [entry, *(entry.get("concurrentExceptions") or [])]:
+            found.append(e.get("taskManagerId"))
+    return list(dict.fromkeys(t for t in found if t))
+
+
+def taskmanager_failure(address: str, job_id: str, first: list[str] | tuple[str, ...] = ()) -> str:
+    """The last "switched from ... to FAILED with failure cause" entry with a Python error of one of
+    the job's tasks in a TaskManager's log (GET /taskmanagers/<id>/log), or "": the TaskManagers
+    in ``first`` (those the exception history names) are read first, then the others. Flink keeps
+    one failure per task: when a secondary one (a coordinator's event to the failed task,
+    TaskNotRunningException) is handled first, only the log holds the cause."""
+    try:
+        vertices = {v["id"] for v in rest(address, f"/jobs/{job_id}").get("vertices", [])}
+        running = [t["id"] for t in rest(address, "/taskmanagers").get("taskmanagers", [])]
+    except (OSError, ValueError):
+        return ""
+    host, port = parse_address(address)
+    for tm in dict.fromkeys([*first, *running]):
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/taskmanagers/{urllib.parse.quote(tm)}/log",
+                                        timeout=30) as log:
+                found = last_failure((line.decode(errors="replace") for line in log), vertices)
+        except OSError:
+            continue  # no log file (logging to the console only) or the TaskManager is gone
+        if found:
+            return found
+    return ""
+
+
+FAILED_TASK = re.compile(r" - .* \((\w+)\) switched from \w+ to FAILED with failure cause:")
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+
+
+def attempt_vertex(attempt: str) -> str:
+    """The job vertex of an execution attempt id, <graph>_<vertex>_<subtask>_<attempt> (Flink 1.17+)."""
+    parts = attempt.split("_")
+    return parts[1] if len(parts) == 4 else ""
+
+
+def last_failure(lines, vertices: set[str]) -> str:
+    """In a TaskManager log's lines, the stack trace of the last FAILED task of one of these job
+    vertices (an attempt id is <graph>_<vertex>_<subtask>_<attempt>) that holds a Python error."""
+    blocks, block = [], None
+    for line in lines:
+        if LOG_LINE.match(line):
+            head = FAILED_TASK.search(line)
+            block = [] if head and attempt_vertex(head.group(1)) in vertices else None
+            if block is not None:
+                blocks.append(block)
+        elif block is not None:
+            block.append(line)
+    return next((t for t in map("".join, reversed(blocks)) if PYTHON_ERROR in t), "")
 
 
 def wait_for_job(address: str, job_id: str, state: str = "RUNNING", timeout_s: float = 120.0) -> dict:

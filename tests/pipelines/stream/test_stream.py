@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 
 import pytest
 
@@ -29,6 +29,8 @@ POLICY = SequencePolicy(max_len=50)
 def test_config_rejects_bad_values(tmp_path):
     with pytest.raises(ValueError, match="report_every"):
         StreamConfig(source=tmp_path, workdir=tmp_path, dead_letter=tmp_path, report_every=0)
+    with pytest.raises(ValueError, match="start_timeout_s"):
+        StreamConfig(source=tmp_path, workdir=tmp_path, start_timeout_s=-1)
     with pytest.raises(ValueError, match="source"):
         StreamConfig(source="", workdir=tmp_path, dead_letter=tmp_path)
     with pytest.raises(TypeError):
@@ -139,3 +141,17 @@ def test_a_failing_job_reports_its_traceback(tmp_path):
     (tmp_path / "feast" / "registry.db").write_bytes(b"not a feast registry")
     with pytest.raises(StreamJobError, match="Traceback"):
         run_stream(StreamConfig(source=tmp_path / "stream", workdir=tmp_path, dead_letter=tmp_path / "dead"))
+
+
+@pytest.mark.engine
+def test_functions_that_do_not_open_in_time_stop_the_job_with_one_line(tmp_path):
+    """A start that hangs (e.g. an import deadlock in the Python operators) fails instead of waiting forever."""
+    (tmp_path / "stream").mkdir()
+    (tmp_path / "stream" / "e.jsonl").write_text("{}\n")
+    (tmp_path / "feast").mkdir()
+    (tmp_path / "feast" / "registry.db").write_bytes(b"never read: the deadline comes first")
+    cfg = StreamConfig(source=tmp_path / "stream", workdir=tmp_path, start_timeout_s=0)
+    with pytest.raises(StreamJobError) as failed:
+        run_stream(cfg)
+    assert str(failed.value).startswith("the stream job's functions did not open within 0 s (0 of 2 open)")
+    assert "\n" not in str(failed.value)

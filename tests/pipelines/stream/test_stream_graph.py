@@ -40,3 +40,13 @@ def test_every_output_sink_is_a_task_of_its_own(tmp_path):
     for sink in ("dead letters", "examples", "accepted records"):
         assert sink not in user, names
         assert f"{sink}: Writer" in names, names
+
+
+def test_the_operators_modules_import_without_feast_or_torch():
+    """In thread mode the operators unpickle their functions in one interpreter at once; Feast's
+    first import (torch under it) from several threads together has hung the job's start. The
+    functions' modules stay light, and the store opens under a lock (keyed.open_tables)."""
+    probe = ("import sys, pipelines.stream.keyed, pipelines.stream.runtime, pipelines.stream.examples\n"
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'feast', 'torch', 'dask', 'pandas'}))")
+    got = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert got.stdout.strip() == "[]", got.stdout

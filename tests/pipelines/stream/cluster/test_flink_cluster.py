@@ -17,7 +17,8 @@ import pytest
 from features.schema import Event
 from features.validate import parse_event
 from pipelines.stream.cluster.distribution import FlinkClusterError, FlinkJobError, flink_version, java_home
-from pipelines.stream.cluster.rest import cancel_job, failure_trace, parse_address, rest
+from pipelines.stream.cluster.rest import (cancel_job, failed_on, failure_trace, last_failure, parse_address, rest,
+                                          taskmanager_failure)
 from pipelines.stream.cluster.standalone import FlinkCluster, process_group
 from pipelines.stream.cluster.submit import attach_python, package_project, submit_python, submit_stream, write_stream_config
 from pipelines.stream.connector import REPO
@@ -68,6 +69,28 @@ def test_the_python_error_is_reported_whichever_failure_flink_lists_first():
     assert failure_trace({"exceptionHistory": {"entries": [{"stacktrace": cancelled}, {"stacktrace": python}]}}) == python
     assert failure_trace({"exceptionHistory": {"entries": [{"stacktrace": cancelled}]}}) == cancelled
     assert failure_trace({"root-exception": python}) == python and failure_trace({}) == ""
+
+
+def test_the_taskmanager_log_gives_the_last_python_failure_of_the_job_s_own_tasks():
+    def failed(at, attempt, *trace):
+        head = f"2026-12-06 {at},423 WARN  org.apache.flink.runtime.taskmanager.Task [] - validate (1/1)#0 " \
+               f"({attempt}) switched from RUNNING to FAILED with failure cause:\n"
+        return [head, *(line + "\n" for line in trace)]
+
+    python = ("java.lang.RuntimeException: Error received from SDK harness", "Traceback (most recent call last):",
+              "  File x", "ValueError: planted")
+    log = [*failed("20:00:01", "g1_v1_0_0", *python[:3], "ValueError: first"),
+           "2026-12-06 20:00:02,000 INFO  org.apache.flink.runtime.taskmanager.Task [] - Freeing task resources\n",
+           *failed("20:00:03", "g2_v2_0_0", *python[:3], "ValueError: another job's"),
+           *failed("20:00:04", "g1_v1_0_1", *python),
+           *failed("20:00:05", "g1_v1_0_2", "org.apache.flink.runtime.operators.coordination.TaskNotRunningException"),
+           "2026-12-06 20:00:06,000 INFO  org.apache.flink.runtime.taskmanager.Task [] - Freeing task resources\n"]
+    assert last_failure(log, {"v1"}) == "\n".join(python) + "\n"  # the last one with a Python error
+    assert last_failure(log, {"v2"}).endswith("ValueError: another job's\n")
+    assert last_failure(log, {"v3"}) == "" and last_failure(log[:-1], {"v1"}).endswith("planted\n")
+    assert failed_on({"exceptionHistory": {"entries": [
+        {"taskManagerId": "tm-1", "concurrentExceptions": [{"taskManagerId": "tm-2"}, {}]}, {"taskManagerId": "tm-1"}]}}) \
+        == ["tm-1", "tm-2"]
 
 
 def test_package_project_ships_importable_packages(tmp_path):
@@ -157,6 +180,8 @@ def test_failed_job_reports_the_python_error_and_the_log(cluster, shipped, tmp_p
     error = re.search(r"ValueError: planted failure on a record containing 'not json' \(features from (\S+)\)", message)
     assert error, message[:3000]
     assert "JobManager log:" in message and "standalonesession" in message
+    # Where Flink's exception history lost the task's own failure, the TaskManager's log has it.
+    assert error.group(0) in taskmanager_failure(cluster.address, job)
     # The worker imported the copy shipped with --pyFiles, not the checkout's (installed editable here).
     assert "python-files" in error.group(1) and not error.group(1).startswith(str(REPO / "features"))
 
