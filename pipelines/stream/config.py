@@ -142,9 +142,10 @@ class StreamConfig:
                 raise ConfigError(f"StreamConfig.{name}", f"must be an integer >= 1, got {getattr(self, name)!r}")
         if self.allowed_lateness_ms < 0:
             raise ConfigError("StreamConfig.allowed_lateness_ms", f"must be >= 0, got {self.allowed_lateness_ms}")
-        for name in ("online_patience_s", "start_timeout_s"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"StreamConfig.{name}", f"must be seconds >= 0, got {getattr(self, name)}")
+        if self.online_patience_s < 0:
+            raise ConfigError("StreamConfig.online_patience_s", f"must be seconds >= 0, got {self.online_patience_s}")
+        if self.start_timeout_s <= 0:
+            raise ConfigError("StreamConfig.start_timeout_s", f"must be seconds > 0, got {self.start_timeout_s}")
         if self.examples and self.labels.kind != "impression_click":
             raise ConfigError("StreamConfig.labels.kind", f"the example stream builds impression_click labels, not "
                               f"{self.labels.kind!r}; set examples = false or labels.kind = 'impression_click'")

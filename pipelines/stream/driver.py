@@ -310,6 +310,8 @@ def run_here(cfg: StreamConfig, progress: Callable[[dict], bool | None] | None =
     """The job in this process (see run_stream for why callers want a child); returns its counts
     when it finishes, or once progress(counts) or should_stop() (polled twice a second) returns
     True, which cancels it."""
+    # The keyed functions' start deadline; not on a cluster, whose functions may not reach this driver.
+    deadline, opening = time.monotonic() + cfg.start_timeout_s, None if is_submitted() else keyed_functions(cfg)
     make_output_dirs(cfg)
     env, ledger = environment(cfg)
     server = ReceiptServer()
@@ -320,16 +322,18 @@ def run_here(cfg: StreamConfig, progress: Callable[[dict], bool | None] | None =
         client = env.execute_async("recstream stream")
         result = client.get_job_execution_result()  # done when the job ends (the mini-cluster then stops)
         stopping, ended = False, 0.0
-        opening = None if is_submitted() else (time.monotonic() + cfg.start_timeout_s, keyed_functions(cfg))
         while True:
-            if opening is not None and totals[OPENED] < opening[1] and time.monotonic() >= opening[0]:
+            if opening is not None and totals[OPENED] < opening and time.monotonic() >= deadline \
+                    and not stopping and not result.done():
                 client.cancel()
-                raise StreamJobError(f"the stream job's functions did not open within {cfg.start_timeout_s:.0f} s "
-                                     f"({totals[OPENED]} of {opening[1]} open); run it again, and if it hangs again, "
-                                     "report it with `py-spy dump` of this process")
+                raise StreamJobError(f"the stream job's functions did not open within {cfg.start_timeout_s:g} s "
+                                     f"({totals[OPENED]} of {opening} open); run it again, and report it if it "
+                                     "happens again (a jstack of the Flink JVM shows where they wait)")
             receipt = server.get(timeout=0.5)
             if receipt is not None:
                 totals.update(receipt)
+                if OPENED in receipt:  # sent alone, when a function's store is open: no progress to report
+                    continue
                 if not stopping and progress is not None and progress(_shape(totals)):
                     stopping = True
                     client.cancel()
@@ -360,7 +364,7 @@ def keyed_functions(cfg: StreamConfig) -> int:
 def _shape(totals: Counter) -> dict:
     rejected = {k.split(".", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("rejected.")}
     names = ("read", "accepted", "applied", "users_updated", "examples", "item_deltas", "item_deltas_skipped",
-             "online_retries", "recovered")
+             "online_retries", "recovered", OPENED)
     out = {name: totals.get(name, 0) for name in names}
     by_view = {k.split(".", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("rows_written.")}
     return {**out, "rows_written": sum(by_view.values()), "rows_by_view": by_view, "rejected": rejected,

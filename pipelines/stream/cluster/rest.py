@@ -1,6 +1,7 @@
 """The JobManager's REST API: one call, a setting, a job's failure, waiting for a state, cancel, stop with a savepoint."""
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import time
@@ -51,7 +52,7 @@ def job_failure(address: str, job_id: str) -> str:
         return f"(no exception history: {err})"
     trace = failure_trace(got)
     if PYTHON_ERROR not in trace:  # the task's own failure can lose the race to a secondary one
-        trace = taskmanager_failure(address, job_id, failed_on(got)) or trace
+        trace = "\n".join(t for t in (trace, taskmanager_failure(address, job_id, failed_on(got))) if t)
     if not trace:
         return "(no exception recorded)"
     lines = trace.splitlines()
@@ -87,9 +88,9 @@ def taskmanager_failure(address: str, job_id: str, first: list[str] | tuple[str,
     the job's tasks in a TaskManager's log (GET /taskmanagers/<id>/log), or "": the TaskManagers
     in ``first`` (those the exception history names) are read first, then the others. Flink keeps
     one failure per task: when a secondary one (a coordinator's event to the failed task,
-    TaskNotRunningException) is handled first, only the log holds the cause."""
+    TaskNotRunningException) is handled first, only the log holds the cause. Reads whole logs
+    (Flink rolls them at 100 MB by default), and only for a failure without a Python error."""
     try:
-        vertices = {v["id"] for v in rest(address, f"/jobs/{job_id}").get("vertices", [])}
         running = [t["id"] for t in rest(address, "/taskmanagers").get("taskmanagers", [])]
     except (OSError, ValueError):
         return ""
@@ -98,36 +99,37 @@ def taskmanager_failure(address: str, job_id: str, first: list[str] | tuple[str,
         try:
             with urllib.request.urlopen(f"http://{host}:{port}/taskmanagers/{urllib.parse.quote(tm)}/log",
                                         timeout=30) as log:
-                found = last_failure((line.decode(errors="replace") for line in log), vertices)
-        except OSError:
-            continue  # no log file (logging to the console only) or the TaskManager is gone
+                found = last_failure((line.decode(errors="replace") for line in log), job_id)
+        except (OSError, http.client.HTTPException):
+            continue  # no log file (logging to the console only), or the TaskManager went
         if found:
             return found
     return ""
 
 
-FAILED_TASK = re.compile(r" - .* \((\w+)\) switched from \w+ to FAILED with failure cause:")
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+SLOT = re.compile(r" - Receive slot request (\w+) for job (\w+)")
+TASK = re.compile(r" - Received task .* \((\w+)\), deploy into slot with allocation id (\w+)")
+FAILED_TASK = re.compile(r" - .* \((\w+)\) switched from \w+ to FAILED with failure cause:")
 
 
-def attempt_vertex(attempt: str) -> str:
-    """The job vertex of an execution attempt id, <graph>_<vertex>_<subtask>_<attempt> (Flink 1.17+)."""
-    parts = attempt.split("_")
-    return parts[1] if len(parts) == 4 else ""
-
-
-def last_failure(lines, vertices: set[str]) -> str:
-    """In a TaskManager log's lines, the stack trace of the last FAILED task of one of these job
-    vertices (an attempt id is <graph>_<vertex>_<subtask>_<attempt>) that holds a Python error."""
-    blocks, block = [], None
+def last_failure(lines, job_id: str) -> str:
+    """In a TaskManager log's lines, the stack trace of the job's last FAILED task that holds a
+    Python error. A task is the job's when the slot it was deployed into was requested for the job
+    (job id -> allocation ids -> attempt ids): one job's resubmission shares its vertex ids."""
+    slots, attempts, blocks, block = set(), set(), [], None
     for line in lines:
-        if LOG_LINE.match(line):
-            head = FAILED_TASK.search(line)
-            block = [] if head and attempt_vertex(head.group(1)) in vertices else None
+        if not LOG_LINE.match(line):
             if block is not None:
-                blocks.append(block)
-        elif block is not None:
-            block.append(line)
+                block.append(line)
+            continue
+        block = None
+        if (slot := SLOT.search(line)) and slot.group(2) == job_id:
+            slots.add(slot.group(1))
+        elif (task := TASK.search(line)) and task.group(2) in slots:
+            attempts.add(task.group(1))
+        elif (failed := FAILED_TASK.search(line)) and failed.group(1) in attempts:
+            blocks.append(block := [])
     return next((t for t in map("".join, reversed(blocks)) if PYTHON_ERROR in t), "")
 
 

@@ -17,7 +17,7 @@ from pipelines.store.publish import publish
 from pipelines.sources.raw_files import write_json_lines
 from pipelines.sources.synthetic import DAY_MS, SyntheticConfig, SyntheticStream
 from pipelines.stream.config import StreamConfig
-from pipelines.stream.driver import StreamJobError, run_stream
+from pipelines.stream.driver import StreamJobError, keyed_functions, run_stream
 from tests.helpers import online_views, views_differences
 
 SYN = SyntheticConfig(users=30, items=300, categories=10, days=3, sessions_per_user=8, bad_fraction=0.01, seed=7)
@@ -30,7 +30,7 @@ def test_config_rejects_bad_values(tmp_path):
     with pytest.raises(ValueError, match="report_every"):
         StreamConfig(source=tmp_path, workdir=tmp_path, dead_letter=tmp_path, report_every=0)
     with pytest.raises(ValueError, match="start_timeout_s"):
-        StreamConfig(source=tmp_path, workdir=tmp_path, start_timeout_s=-1)
+        StreamConfig(source=tmp_path, workdir=tmp_path, start_timeout_s=0)
     with pytest.raises(ValueError, match="source"):
         StreamConfig(source="", workdir=tmp_path, dead_letter=tmp_path)
     with pytest.raises(TypeError):
@@ -104,6 +104,7 @@ def test_backfill_plus_stream_equals_oracle_and_replay_changes_nothing(tmp_path,
     assert counts["applied"] == len(seq_events) - 3
     assert counts["users_updated"] == len({e.user_id for e in valid}) and counts["item_deltas_skipped"] == 0
     assert counts["item_deltas"] == len(valid) - 3  # no copies with new content here: one delta per new event
+    assert counts["opened"] == keyed_functions(cfg) == 2 * parallelism  # what the start deadline waits for
     assert set(counts["rows_by_view"]) == set(expected) and counts["rows_written"] <= 5 * len(valid)
     dead = _dead_letters(tmp_path / "dead1")
     assert Counter(d["reason"] for d in dead) == Counter(counts["rejected"])
@@ -149,9 +150,10 @@ def test_functions_that_do_not_open_in_time_stop_the_job_with_one_line(tmp_path)
     (tmp_path / "stream").mkdir()
     (tmp_path / "stream" / "e.jsonl").write_text("{}\n")
     (tmp_path / "feast").mkdir()
-    (tmp_path / "feast" / "registry.db").write_bytes(b"never read: the deadline comes first")
-    cfg = StreamConfig(source=tmp_path / "stream", workdir=tmp_path, start_timeout_s=0)
+    (tmp_path / "feast" / "registry.db").write_bytes(b"not a registry: no function opens before the deadline")
+    # The clock starts before the job is even built: no function can open within 1 ms.
+    cfg = StreamConfig(source=tmp_path / "stream", workdir=tmp_path, start_timeout_s=0.001)
     with pytest.raises(StreamJobError) as failed:
         run_stream(cfg)
-    assert str(failed.value).startswith("the stream job's functions did not open within 0 s (0 of 2 open)")
+    assert str(failed.value).startswith("the stream job's functions did not open within 0.001 s (0 of 2 open)")
     assert "\n" not in str(failed.value)

@@ -72,22 +72,33 @@ def test_the_python_error_is_reported_whichever_failure_flink_lists_first():
 
 
 def test_the_taskmanager_log_gives_the_last_python_failure_of_the_job_s_own_tasks():
+    def log(at, text):
+        return f"2026-12-06 {at},423 INFO  org.apache.flink.runtime.taskexecutor.TaskExecutor [] - {text}\n"
+
+    def deployed(at, job, slot, attempt):
+        return [log(at, f"Receive slot request {slot} for job {job} from resource manager with leader id 0."),
+                log(at, f"Received task validate (1/1)#0 ({attempt}), deploy into slot with allocation id {slot}.")]
+
     def failed(at, attempt, *trace):
-        head = f"2026-12-06 {at},423 WARN  org.apache.flink.runtime.taskmanager.Task [] - validate (1/1)#0 " \
-               f"({attempt}) switched from RUNNING to FAILED with failure cause:\n"
-        return [head, *(line + "\n" for line in trace)]
+        return [log(at, f"validate (1/1)#0 ({attempt}) switched from RUNNING to FAILED with failure cause:"),
+                *(line + "\n" for line in trace)]
 
     python = ("java.lang.RuntimeException: Error received from SDK harness", "Traceback (most recent call last):",
               "  File x", "ValueError: planted")
-    log = [*failed("20:00:01", "g1_v1_0_0", *python[:3], "ValueError: first"),
-           "2026-12-06 20:00:02,000 INFO  org.apache.flink.runtime.taskmanager.Task [] - Freeing task resources\n",
-           *failed("20:00:03", "g2_v2_0_0", *python[:3], "ValueError: another job's"),
-           *failed("20:00:04", "g1_v1_0_1", *python),
-           *failed("20:00:05", "g1_v1_0_2", "org.apache.flink.runtime.operators.coordination.TaskNotRunningException"),
-           "2026-12-06 20:00:06,000 INFO  org.apache.flink.runtime.taskmanager.Task [] - Freeing task resources\n"]
-    assert last_failure(log, {"v1"}) == "\n".join(python) + "\n"  # the last one with a Python error
-    assert last_failure(log, {"v2"}).endswith("ValueError: another job's\n")
-    assert last_failure(log, {"v3"}) == "" and last_failure(log[:-1], {"v1"}).endswith("planted\n")
+    # job1 and its resubmission job2 share vertex v1; job2's slot s2 is reused by its restart (attempt _0_1)
+    lines = [*deployed("20:00:00", "job1", "s1", "g1_v1_0_0"),
+             *failed("20:00:01", "g1_v1_0_0", *python[:3], "ValueError: job1's"),
+             *deployed("20:00:02", "job2", "s2", "g2_v1_0_0"),
+             *failed("20:00:03", "g2_v1_0_0", *python[:3], "ValueError: first"),
+             log("20:00:03", "Freeing task resources"),
+             log("20:00:04", "Received task validate (1/1)#1 (g2_v1_0_1), deploy into slot with allocation id s2."),
+             *failed("20:00:05", "g2_v1_0_1", *python),
+             *failed("20:00:06", "g9_v1_0_0", *python[:3], "ValueError: a task of no slot of job2"),
+             *failed("20:00:07", "g2_v1_0_1", "org.apache.flink.runtime.operators.coordination.TaskNotRunningException"),
+             log("20:00:08", "Freeing task resources")]
+    assert last_failure(lines, "job2") == "\n".join(python) + "\n"  # the last one of its own with a Python error
+    assert last_failure(lines, "job1").endswith("ValueError: job1's\n")
+    assert last_failure(lines, "job3") == "" and last_failure(lines[:-1], "job2").endswith("planted\n")
     assert failed_on({"exceptionHistory": {"entries": [
         {"taskManagerId": "tm-1", "concurrentExceptions": [{"taskManagerId": "tm-2"}, {}]}, {"taskManagerId": "tm-1"}]}}) \
         == ["tm-1", "tm-2"]
