@@ -21,7 +21,6 @@ rule), which makes the events replayed after a restore harmless.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -72,22 +71,19 @@ def split(packed: bytes) -> list[int]:
     return np.frombuffer(packed, "<i8").tolist()
 
 
-FEAST_OPEN = threading.Lock()
-
-
 def open_tables(workdir: Path, online, views) -> dict:
-    """The online tables of views, one operator at a time, and without torch. In thread mode the
-    operators open in one interpreter inside the TaskManager's JVM, and Feast imports torch where
-    it can (feast.torch_wrapper; Feast goes on without it): loading torch's native libraries
-    there has hung the job's start for good (twice in CI). The stream needs no torch, so the
-    operators' interpreter is told it has none; and this module imports no Feast at its top."""
-    with FEAST_OPEN:
-        sys.modules.setdefault("torch", None)  # an import of torch now fails at once
-        from pipelines.store.feature_store import open_store
-        from pipelines.store.online_rows import OnlineTable
+    """The online tables of views, without torch. In thread mode the operators open in one
+    interpreter inside the TaskManager's JVM, and Feast imports torch where it can
+    (feast.torch_wrapper; Feast goes on without it): loading torch's native libraries there has
+    hung the job's start for good. The stream needs no torch, so the operators' interpreter is
+    told it has none; and this module imports no Feast at its top. (A lock making the operators
+    open one at a time hung the start itself in this embedded interpreter: none.)"""
+    sys.modules.setdefault("torch", None)  # an import of torch now fails at once
+    from pipelines.store.feature_store import open_store
+    from pipelines.store.online_rows import OnlineTable
 
-        store = open_store(workdir, online)
-        return {view: OnlineTable(store, view) for view in views}
+    store = open_store(workdir, online)
+    return {view: OnlineTable(store, view) for view in views}
 
 
 class _Keyed(Reporting):
