@@ -76,8 +76,8 @@ def open_tables(workdir: Path, online, views) -> dict:
     interpreter inside the TaskManager's JVM, and Feast imports torch where it can
     (feast.torch_wrapper; Feast goes on without it): loading torch's native libraries there has
     hung the job's start for good. The stream needs no torch, so the operators' interpreter is
-    told it has none; and this module imports no Feast at its top. (A lock making the operators
-    open one at a time hung the start itself in this embedded interpreter: none.)"""
+    told it has none; and this module imports no Feast at its top. No lock around the opening:
+    with one, starts hung twice (suspected, not proven, to be the lock in this interpreter)."""
     sys.modules.setdefault("torch", None)  # an import of torch now fails at once
     from pipelines.store.feature_store import open_store
     from pipelines.store.online_rows import OnlineTable
