@@ -9,7 +9,6 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from feast import FeatureStore, RepoConfig
-from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
 
 from feature_repo.definitions import (
     ITEM_CONTENT,
@@ -45,7 +44,10 @@ def open_store(workdir: Path, online: OnlineStore = OnlineStore()) -> FeatureSto
         provider="local",
         registry=str(workdir / "feast" / "registry.db"),
         online_store=online_cfg,
-        offline_store=DaskOfflineStoreConfig(),
+        # by name: Feast imports Dask (and with it SciPy) only when the offline store is used.
+        # The stream's operators use the online store only, inside the TaskManager's JVM, where
+        # loading SciPy's native FFT module has hung the job's start (docs/reliability.md).
+        offline_store="dask",
         entity_key_serialization_version=3,
         repo_path=workdir,
     )

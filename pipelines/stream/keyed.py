@@ -44,6 +44,8 @@ DELTA_TYPE = Types.TUPLE([Types.LONG(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 # The order of the writes of one flush: the views the bootstrap floors come from go last, so a
 # crash between writes leaves those floors at or below what the other views hold.
 USER_WRITE_ORDER = (CATEGORY, RECENT, STATS, LIFELONG)
+# Modules whose native libraries have hung a start when loaded inside the TaskManager's JVM (open_tables).
+UNSAFE_IN_THE_JVM = ("torch", "scipy")
 
 
 def kinds_mask(kinds: tuple[int, ...]) -> int:
@@ -72,13 +74,15 @@ def split(packed: bytes) -> list[int]:
 
 
 def open_tables(workdir: Path, online, views) -> dict:
-    """The online tables of views, without torch. In thread mode the operators open in one
-    interpreter inside the TaskManager's JVM, and Feast imports torch where it can
-    (feast.torch_wrapper; Feast goes on without it): loading torch's native libraries there has
-    hung the job's start for good. The stream needs no torch, so the operators' interpreter is
-    told it has none; and this module imports no Feast at its top. No lock around the opening:
-    with one, starts hung twice (suspected, not proven, to be the lock in this interpreter)."""
-    sys.modules.setdefault("torch", None)  # an import of torch now fails at once
+    """The online tables of views, with no native module the stream does not need. In thread mode
+    the operators open in one interpreter inside the TaskManager's JVM, and loading torch's or
+    SciPy's native modules there has hung the job's start for good (py-spy showed the start stuck
+    in SciPy's FFT module's load, imported by Feast's Dask offline store, which the operators
+    never use). So the store is opened with the offline store unloaded (open_store), and the
+    operators' interpreter is told torch and SciPy do not exist: an import of either fails at
+    once instead of hanging. This module imports no Feast at its top."""
+    for name in UNSAFE_IN_THE_JVM:
+        sys.modules.setdefault(name, None)
     from pipelines.store.feature_store import open_store
     from pipelines.store.online_rows import OnlineTable
 
