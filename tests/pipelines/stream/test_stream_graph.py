@@ -43,11 +43,11 @@ def test_every_output_sink_is_a_task_of_its_own(tmp_path):
 
 
 def test_the_operators_modules_import_without_feast_or_torch():
-    """In thread mode the operators unpickle their functions in one interpreter at once; Feast's
-    first import (torch under it) from several threads together has hung the job's start. The
-    functions' modules stay light, and the store opens under a lock (keyed.open_tables)."""
+    """In thread mode the operators unpickle their functions in the interpreter inside the
+    TaskManager's JVM, where loading torch's or SciPy's native modules has hung the job's start:
+    the functions' modules stay light, and only keyed.open_tables opens Feast, without them."""
     probe = ("import sys, pipelines.stream.keyed, pipelines.stream.runtime, pipelines.stream.examples\n"
-             "print(sorted({m.split('.')[0] for m in sys.modules} & {'feast', 'torch', 'dask', 'pandas'}))")
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'feast', 'torch', 'dask', 'pandas', 'scipy'}))")
     got = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert got.stdout.strip() == "[]", got.stdout
 
