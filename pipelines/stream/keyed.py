@@ -44,7 +44,8 @@ DELTA_TYPE = Types.TUPLE([Types.LONG(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 # The order of the writes of one flush: the views the bootstrap floors come from go last, so a
 # crash between writes leaves those floors at or below what the other views hold.
 USER_WRITE_ORDER = (CATEGORY, RECENT, STATS, LIFELONG)
-# Modules whose native libraries have hung a start when loaded inside the TaskManager's JVM (open_tables).
+# Native modules kept out of the TaskManager's JVM (open_tables): SciPy's hung a start there; torch,
+# which Feast also tries to import, is kept out as a precaution (the stream uses neither).
 UNSAFE_IN_THE_JVM = ("torch", "scipy")
 
 
@@ -75,11 +76,11 @@ def split(packed: bytes) -> list[int]:
 
 def open_tables(workdir: Path, online, views) -> dict:
     """The online tables of views, with no native module the stream does not need. In thread mode
-    the operators open in one interpreter inside the TaskManager's JVM, and loading torch's or
-    SciPy's native modules there has hung the job's start for good (py-spy showed the start stuck
-    in SciPy's FFT module's load, imported by Feast's Dask offline store, which the operators
-    never use). So the store is opened with the offline store unloaded (open_store), and the
-    operators' interpreter is told torch and SciPy do not exist: an import of either fails at
+    the operators open in one interpreter inside the TaskManager's JVM, and loading SciPy's native
+    FFT module there has hung the job's start for good (py-spy showed it stuck in that load,
+    imported by Feast's Dask offline store, which the operators never use). So the store is
+    opened with the offline store unloaded (open_store), and the operators' interpreter is told
+    that torch and SciPy do not exist (unless already loaded): an import of either then fails at
     once instead of hanging. This module imports no Feast at its top."""
     for name in UNSAFE_IN_THE_JVM:
         sys.modules.setdefault(name, None)

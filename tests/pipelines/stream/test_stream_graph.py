@@ -44,7 +44,7 @@ def test_every_output_sink_is_a_task_of_its_own(tmp_path):
 
 def test_the_operators_modules_import_without_feast_or_torch():
     """In thread mode the operators unpickle their functions in the interpreter inside the
-    TaskManager's JVM, where loading torch's or SciPy's native modules has hung the job's start:
+    TaskManager's JVM, where loading SciPy's native FFT module has hung the job's start:
     the functions' modules stay light, and only keyed.open_tables opens Feast, without them."""
     probe = ("import sys, pipelines.stream.keyed, pipelines.stream.runtime, pipelines.stream.examples\n"
              "print(sorted({m.split('.')[0] for m in sys.modules} & {'feast', 'torch', 'dask', 'pandas', 'scipy'}))")
@@ -53,9 +53,9 @@ def test_the_operators_modules_import_without_feast_or_torch():
 
 
 def test_the_operators_open_the_store_without_torch_scipy_or_dask(tmp_path):
-    """Loading torch's or SciPy's native libraries inside the TaskManager's JVM has hung the
-    job's start: the operators open Feast with neither available and without Dask (which loads
-    SciPy), and their tables still read and write."""
+    """Loading SciPy's native FFT module (under Dask) inside the TaskManager's JVM has hung the
+    job's start: the operators open Feast with torch and SciPy unavailable and without Dask (which loads
+    SciPy), and their tables still read through Feast."""
     from pipelines.store.feature_store import apply, open_store
 
     apply(open_store(tmp_path), tmp_path)
