@@ -328,7 +328,7 @@ def run_here(cfg: StreamConfig, progress: Callable[[dict], bool | None] | None =
                 client.cancel()
                 raise StreamJobError(f"the stream job's functions did not open within {cfg.start_timeout_s:g} s "
                                      f"({totals[OPENED]} of {opening} open); run it again, and report it if it "
-                                     "happens again (a jstack of the Flink JVM shows where they wait)")
+                                     "happens again (`py-spy dump --pid <the Flink JVM>` shows where they wait)")
             receipt = server.get(timeout=0.5)
             if receipt is not None:
                 totals.update(receipt)
