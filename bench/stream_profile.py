@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/stream_profile.py [--events 60000] [--seconds 15] [--python-mode thread] [--raw FILE]
     .venv/bin/python bench/stream_profile.py --rate-only [--events 150000]   # the job's rate, nothing sampled
+    ... [--set FIELD=JSON ...]   # a StreamConfig field changed, e.g. --set item_stats=false
 
 The job follows a backlog of synthetic events on the embedded broker (SQLite online store),
 as bench/stream_bench.py runs it; once it has sent three count receipts, the JVM that runs
@@ -12,6 +13,7 @@ JVM; in process mode they run in Python workers, which py-spy is pointed at inst
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -68,7 +70,10 @@ def main() -> None:
     p.add_argument("--top", type=int, default=25, help="functions listed per thread")
     p.add_argument("--raw", type=Path, help="also keep py-spy's raw stacks in this file")
     p.add_argument("--rate-only", action="store_true", help="only the job's rate over the backlog (no sampling)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                   help="a StreamConfig field for the job, e.g. --set item_stats=false --set hold_ms=20")
     args = p.parse_args()
+    knobs = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     py_spy = Path(sys.executable).parent / "py-spy"
     lines = synthetic_lines(args.events)
     with running_broker() as broker, tempfile.TemporaryDirectory(prefix="stream-profile-") as tmp:
@@ -79,7 +84,8 @@ def main() -> None:
         client.produce(kafka.topic, event_records(lines))
         work = Path(tmp)
         apply(open_store(work), work)
-        job = StreamProcess(StreamConfig(workdir=work, kafka=kafka, follow=True, python_mode=args.python_mode)).start()
+        job = StreamProcess(StreamConfig(workdir=work, kafka=kafka, follow=True, python_mode=args.python_mode,
+                                         **knobs)).start()
         receipts, sampled = [], {}
 
         def progress(counts: dict) -> bool:

@@ -60,6 +60,7 @@ class MonotonicSqliteOnlineStore(SqliteOnlineStore):
         conn = super()._get_conn(config)
         if getattr(self, "_wal_conn", None) is not conn:  # until the switch succeeds (a lock raises: retried)
             conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
             self._wal_conn = conn
         return conn
 

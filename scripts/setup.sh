@@ -10,9 +10,10 @@ say() { printf 'setup: %s\n' "$*"; }
 # pip on these machines warns "Location ... is ignored" for every package: keep real errors visible.
 pip_quiet() { "$@" 2> >(grep -v "is ignored" >&2); }
 
-# 1. System packages: Java 17 (PyFlink), redis-server (online store tests), chromium (the report test).
+# 1. System packages: Java 17 with its compiler (PyFlink; the stream job's JVM operators),
+# redis-server (online store tests), chromium (the report test).
 need_apt=()
-java -version 2>&1 | grep -q 'version "17' || need_apt+=(openjdk-17-jre-headless)
+{ java -version 2>&1 | grep -q 'version "17' && javac -version 2>&1 | grep -q ' 17'; } || need_apt+=(openjdk-17-jdk-headless)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v chromium >/dev/null || need_apt+=(chromium)  # the report test looks at the page in a real browser
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -51,5 +52,6 @@ fi
 "$VENV/bin/python" -c 'import torchrec, pyflink, apache_beam, feast, great_expectations' 2>/dev/null || {
   say "the environment does not import cleanly; remove $VENV and rerun"; exit 1; }
 PYTHON="$VENV/bin/python" bash scripts/fetch_stream_deps.sh  # Kafka broker + connector jars (docs/streaming.md)
+PYTHON="$VENV/bin/python" bash scripts/build_stream_ops.sh  # the stream job's JVM operators (pipelines/stream/jvm)
 bash scripts/setup_airflow.sh  # the separate environment the Airflow DAG test loads the DAG in
 say "ready ($VENV)"

@@ -122,6 +122,9 @@ class StreamConfig:
     item_flush_ms: int = 250  # following: the same for item_stats rows (hot items change all the time)
     bundle_ms: int = 100  # process mode only: python.fn-execution.bundle.time, how often the Python workers
     # hand their results on (thread mode has no bundles)
+    hold_ms: int = 50  # the longest the JVM holds an event before handing its batch to Python (pipelines.stream.batches)
+    batch_lines: int = 2048  # ... or until it holds this many
+    key_buckets: int = 128  # users, and items, are batched and keyed by bucket (fixed for the life of the checkpoints)
     parallelism: int = 1
     # PyFlink runs the Python functions in the TaskManager's JVM ("thread", the default: no
     # serialization between Java and Python) or in separate worker processes ("process")
@@ -136,10 +139,14 @@ class StreamConfig:
         for name, folder in (("dead_letter", "rejected"), ("examples_dir", "examples"), ("accepted_dir", "accepted")):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, self.workdir / f"stream_{folder}")
-        for name in ("report_every", "flush_ms", "item_flush_ms", "bundle_ms", "parallelism", "out_of_orderness_ms",
+        for name in ("report_every", "flush_ms", "item_flush_ms", "bundle_ms", "hold_ms", "batch_lines", "key_buckets",
+                     "parallelism", "out_of_orderness_ms",
                      "idleness_ms", "checkpoint_interval_ms", "recent_len", "category_len", "state_cache"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"StreamConfig.{name}", f"must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.key_buckets < self.parallelism:
+            raise ConfigError("StreamConfig.key_buckets", f"{self.key_buckets} buckets leave subtasks of parallelism "
+                                                          f"{self.parallelism} idle; set key_buckets >= parallelism")
         if self.allowed_lateness_ms < 0:
             raise ConfigError("StreamConfig.allowed_lateness_ms", f"must be >= 0, got {self.allowed_lateness_ms}")
         if self.online_patience_s < 0:

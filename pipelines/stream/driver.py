@@ -296,10 +296,14 @@ def environment(cfg: StreamConfig) -> tuple[StreamExecutionEnvironment, str | No
     env.set_runtime_mode(RuntimeExecutionMode.STREAMING)
     env.set_parallelism(cfg.parallelism)
     env.set_python_executable(sys.executable)
+    from pipelines.stream.batches import ops_jar
+
+    jars = [ops_jar()]
     if cfg.kafka is not None:
         from pipelines.stream.connector import kafka_jars
 
-        env.add_jars(*[p.resolve().as_uri() for p in kafka_jars()])
+        jars += kafka_jars()
+    env.add_jars(*[p.resolve().as_uri() for p in jars])
     if cfg.checkpoints is not None or cfg.follow:  # follow: dead-letter files are committed per checkpoint
         env.enable_checkpointing(cfg.checkpoint_interval_ms)
     return env, ledger

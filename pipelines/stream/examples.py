@@ -61,6 +61,11 @@ class ClickJoin:
         return out
 
 
+    def waiting(self) -> list[int]:
+        """The timestamps of the impressions not emitted yet (each is due once its window ends)."""
+        return [c[0] for e, c in self.copies.items() if c[4] == IMPRESSION and e not in self.emitted]
+
+
 # event_id: the impression's, which tells two otherwise equal examples apart (and a repeat from a new one)
 EXAMPLE_FIELDS = ("user_id", "item_id", "category_id", "timestamp", "label", "label_ms", "event_id")
 

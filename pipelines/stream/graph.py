@@ -1,30 +1,34 @@
-"""The stream job's graph: source -> validate -> event time -> keyed functions -> sinks.
+"""The stream job's graph: source -> batches by user -> keyed functions -> sinks.
 
-    Kafka topic | folder of JSON-lines files -> validate (features.validate.parse_event)
-      -> event time (watermarks: bounded out-of-orderness, idleness) -> key by user
-      -> UserFeaturesFn (keyed state: features.user_state, bootstrapped from the online store;
+    Kafka topic | folder of JSON-lines files (event time from the parsed lines)
+      -> event time (watermarks: bounded out-of-orderness, idleness)
+      -> batch by user (JVM, pipelines.stream.batches: one record per user bucket, before each
+         watermark and checkpoint barrier) -> key by bucket
+      -> UserFeaturesFn (validates every line with features.validate.parse_event; keyed state:
+                         features.user_state per user, bootstrapped from the online store;
                          the click join of pipelines.stream.examples, fired by event-time timers)
            |-> user_sequence, user_recent, user_category_sequence, user_stats online (micro-batched)
            |-> dead letters (reason, field, detail, raw): Kafka topic | JSON-lines files
-           |-> training examples (impression + click within the window): Kafka topic | files
-           |-> accepted records, as they came (the log the examples point into): Kafka topic | files
-           '-> item statistics deltas -> key by item -> ItemStatsFn -> item_stats online
+           |-> training examples (impression + click within the window), a batch each: Kafka topic | files
+           |-> accepted records, as they came, a batch each: Kafka topic | files
+           '-> item statistics deltas, a record per item bucket -> key by bucket -> ItemStatsFn -> item_stats online
+    (batches of examples and accepted records are unbatched in the JVM, before their sinks)
     receipts (counts) of both keyed functions -> a local socket -> summed by the driver
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 from pyflink.common import Types
 from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.datastream.connectors.base import Sink
 from pyflink.java_gateway import get_gateway
 
+from pipelines.stream.batches import batch_by_user, bucket_of, unbatch
 from pipelines.stream.config import StreamConfig
 from pipelines.stream.io import file_lines, file_sink, kafka_lines, kafka_sink, stamp_files, watermarks
 from pipelines.stream.keyed import DELTA_TYPE, ItemStatsFn, UserFeaturesFn, item_key
-from pipelines.stream.runtime import ACCEPTED, DEAD_LETTERS, EXAMPLES, FnSettings, parse_line, route_key
+from pipelines.stream.runtime import ACCEPTED, DEAD_LETTERS, EXAMPLES, FnSettings
 
 
 def build(env: StreamExecutionEnvironment, cfg: StreamConfig, ledger: str | None = None,
@@ -32,30 +36,32 @@ def build(env: StreamExecutionEnvironment, cfg: StreamConfig, ledger: str | None
     """Add the job to env. ledger: the bootstrap ledger's path; receipts: the driver's
     host:port for count receipts (None: Flink metrics only)."""
     strategy = watermarks(cfg.out_of_orderness_ms, cfg.idleness_ms)
-    parse = functools.partial(parse_line, now_ms=cfg.now_ms)
     if cfg.kafka is not None:
-        parsed = kafka_lines(env, cfg.kafka, strategy, bounded=not cfg.follow).map(parse).name("validate").uid("validate")
+        lines = kafka_lines(env, cfg.kafka, strategy, bounded=not cfg.follow)
     else:
-        lines = file_lines(env, str(cfg.source.resolve()), cfg.follow)
-        parsed = stamp_files(lines.map(parse).name("validate").uid("validate"), strategy).uid("event-time")
+        lines = stamp_files(file_lines(env, str(cfg.source.resolve()), cfg.follow), strategy, cfg.now_ms)
+    batches = batch_by_user(lines, cfg.key_buckets, cfg.hold_ms, cfg.batch_lines).uid("batch-by-user")
     window = cfg.labels.window_ms if cfg.examples else None
     settings = FnSettings(workdir=str(cfg.workdir.resolve()), online=cfg.online, every=cfg.report_every,
                           flush_ms=cfg.flush_ms,
                           ledger=ledger, receipts=receipts, cache_size=cfg.state_cache, restored=cfg.restore is not None,
                           patience_s=float(cfg.online_patience_s))
-    users = (parsed.key_by(route_key, key_type=Types.LONG())
-             .process(UserFeaturesFn(settings, cfg.features(), cfg.allowed_lateness_ms, window, cfg.accepted_log),
+    users = (batches.key_by(bucket_of, key_type=Types.INT())
+             .process(UserFeaturesFn(settings, cfg.features(), cfg.allowed_lateness_ms, window, cfg.accepted_log,
+                                     cfg.now_ms, cfg.key_buckets),
                       output_type=DELTA_TYPE)
              .name("user features").uid("user-features"))
     for tag, name, uid, topic, folder in output_routes(cfg):
         out = users.get_side_output(tag)
+        if tag is not DEAD_LETTERS:  # records in batches
+            out = unbatch(out).uid(f"unbatch-{uid}")
         sink = kafka_sink(cfg.kafka, topic, uid) if cfg.kafka is not None else file_sink(str(folder.resolve()), uid)
         # a sink of its own task: the Kafka writer's work leaves the Python functions' thread
         out.sink_to(sink).name(name).uid(uid).disable_chaining()
     discard = Sink(get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink())
     if cfg.item_stats:
         item_settings = dataclasses.replace(settings, flush_ms=cfg.item_flush_ms)
-        items = (users.key_by(item_key, key_type=Types.LONG()).process(ItemStatsFn(item_settings))
+        items = (users.key_by(item_key, key_type=Types.INT()).process(ItemStatsFn(item_settings))
                  .name("item stats").uid("item-stats"))
         items.sink_to(discard).name("end").uid("end")  # the functions' effect is the store; they emit nothing
     else:

@@ -7,7 +7,7 @@ examples. Event time differs by source:
   does by default with CreateTime); watermarks are made per partition inside the source,
   so a partition that is behind holds the watermark back and an idle one (no record for
   ``idleness_ms``) does not.
-- files: the validated event's timestamp, assigned after parsing (rejections move nothing).
+- files: the validated event's timestamp, parsed from each line (rejections move nothing).
 """
 from __future__ import annotations
 
@@ -22,14 +22,17 @@ from pyflink.datastream.connectors.kafka import (DeliveryGuarantee, KafkaOffsets
 from pyflink.java_gateway import get_gateway
 
 from pipelines.stream.config import KafkaSettings
-from pipelines.stream.runtime import event_time
+from pipelines.stream.runtime import event_time, parse_line
 
 MONITOR_MS = 1000  # files, follow mode: how often the folder is listed for new files
 
 
-class _ParsedTime(TimestampAssigner):
+class _LineTime(TimestampAssigner):
+    def __init__(self, now_ms: int | None):
+        self.now_ms = now_ms
+
     def extract_timestamp(self, value, record_timestamp: int) -> int:
-        return event_time(value, record_timestamp)
+        return event_time(parse_line(value, self.now_ms), record_timestamp)
 
 
 def watermarks(out_of_orderness_ms: int, idleness_ms: int) -> WatermarkStrategy:
@@ -45,9 +48,10 @@ def file_lines(env, folder: str, follow: bool):
     return env.from_source(files.build(), WatermarkStrategy.no_watermarks(), "event files").uid("file-source")
 
 
-def stamp_files(parsed, strategy: WatermarkStrategy):
-    """Event time from the parsed events (files carry no record timestamps)."""
-    return parsed.assign_timestamps_and_watermarks(strategy.with_timestamp_assigner(_ParsedTime()))
+def stamp_files(lines, strategy: WatermarkStrategy, now_ms: int | None):
+    """Event time from the lines' events (files carry no record timestamps): each line is parsed
+    here for its time, and again by the user function, which keeps the lines batched."""
+    return lines.assign_timestamps_and_watermarks(strategy.with_timestamp_assigner(_LineTime(now_ms))).uid("event-time")
 
 
 def kafka_lines(env, kafka: KafkaSettings, strategy: WatermarkStrategy, bounded: bool):

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from pyflink.common import Types
 from pyflink.datastream import TimeDomain
-from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
+from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
 from features import stats, user_state
 from features.schema import Event, Rejection
@@ -35,12 +35,14 @@ from features.user_state import CATEGORY, LIFELONG, RECENT, STATS, FeaturePolicy
 from pipelines.stream.examples import ClickJoin, example_json
 from pipelines.stream.pending import Pending
 from pipelines.stream.runtime import (ACCEPTED, DEAD_LETTERS, END_OF_INPUT, EXAMPLES, OPENED, BootstrapLedger,
-                                      FnSettings, OnlineWriter, Reporting, StateCache, dead_letter, retrying)
+                                      BucketCache, FnSettings, OnlineWriter, Reporting, StateCache, dead_letter,
+                                      parse_line, retrying)
 
 ITEM_STATS = "item_stats"
-# (item_id, its deltas as little-endian int64 pairs: timestamp, signed kinds mask). The mask has bit
-# k for stats.KINDS[k]; its sign is the delta's: +1 counts, -1 takes a replaced copy back.
-DELTA_TYPE = Types.TUPLE([Types.LONG(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
+# (item bucket, its items' deltas as little-endian int64 triples: item_id, timestamp, signed kinds
+# mask). The mask has bit k for stats.KINDS[k]; its sign is the delta's: +1 counts, -1 takes a
+# replaced copy back. An item's bucket is item_id % buckets.
+DELTA_TYPE = Types.TUPLE([Types.INT(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 # The order of the writes of one flush: the views the bootstrap floors come from go last, so a
 # crash between writes leaves those floors at or below what the other views hold.
 USER_WRITE_ORDER = (CATEGORY, RECENT, STATS, LIFELONG)
@@ -61,17 +63,17 @@ def item_key(record: tuple) -> int:
     return record[0]
 
 
-def combine(deltas) -> list[tuple[int, bytes]]:
-    """Deltas (item, timestamp, signed mask) as one record per item (DELTA_TYPE), in their order."""
+def combine(deltas, buckets: int) -> list[tuple[int, bytes]]:
+    """Deltas (item, timestamp, signed mask) as one record per item bucket (DELTA_TYPE), in their order."""
     out: dict[int, list[int]] = {}
-    for item, ts, signed in deltas:
-        out.setdefault(item, []).extend((ts, signed))
-    return [(item, np.asarray(flat, "<i8").tobytes()) for item, flat in out.items()]
+    for delta in deltas:
+        out.setdefault(delta[0] % buckets, []).extend(delta)
+    return [(bucket, np.asarray(flat, "<i8").tobytes()) for bucket, flat in out.items()]
 
 
-def split(packed: bytes) -> list[int]:
-    """combine's bytes back as [timestamp, signed mask, timestamp, ...]."""
-    return np.frombuffer(packed, "<i8").tolist()
+def split(packed: bytes) -> list[list[int]]:
+    """combine's bytes back as [[item, timestamp, signed mask], ...]."""
+    return np.frombuffer(packed, "<i8").reshape(-1, 3).tolist()
 
 
 def open_tables(workdir: Path, online, views) -> dict:
@@ -103,10 +105,14 @@ class _Keyed(Reporting):
         self.tables = open_tables(Path(s.workdir), s.online, self.views)
         self.writer = OnlineWriter(self.tables, self.views, s.patience_s, self.count)
         self.ledger = BootstrapLedger(s.ledger) if s.ledger else None
-        descriptor = ValueStateDescriptor(self.state_name, Types.PICKLED_BYTE_ARRAY())
-        self.cache = StateCache(runtime_context.get_state(descriptor), s.cache_size, fresh=not s.restored)
+        self.cache = self.make_cache(runtime_context)
         self.pending = Pending(s.flush_ms, start_ms=int(time.time() * 1000))
         self.sender.send({OPENED: 1})  # the driver's start deadline (driver.run_here)
+
+    def make_cache(self, runtime_context) -> StateCache:
+        """Each key's state: one ValueState, read through a write-through cache."""
+        descriptor = ValueStateDescriptor(self.state_name, Types.PICKLED_BYTE_ARRAY())
+        return StateCache(runtime_context.get_state(descriptor), self.settings.cache_size, fresh=not self.settings.restored)
 
     def boot_rows(self, key: str, read):
         """The online rows key's state starts from: the ledger's (a restored job) or read now."""
@@ -164,46 +170,96 @@ class _Keyed(Reporting):
 
 
 class UserFeaturesFn(_Keyed):
-    """Every per-user view, from the same algebra as the backfill (features.user_state).
+    """Every per-user view, from the same algebra as the backfill (features.user_state), over
+    batches of event lines keyed by user bucket (pipelines.stream.batches).
+
+    Each user's state lives in the bucket's MapState. A bucket with changed users is pending
+    (one timer per bucket and flush); its payload holds the changed users' states and views, and
+    a ValueState names them, so a timer restored from a checkpoint writes them (``recover``).
 
     An event is late (dead-lettered with reason 'late') when its timestamp is below the
     watermark minus the allowed lateness, or when it is at or below every floor of the views it
-    feeds (it was online when the user's state was bootstrapped). The click join (labels:
-    window_ms, or None for no examples) sees every accepted impression and click."""
+    feeds (it was online when the user's state was bootstrapped). A batch comes before the next
+    watermark, so every line of it meets the watermark it would have met alone. The click join
+    (labels: window_ms, or None for no examples) sees every accepted impression and click; its
+    event-time timers fire per bucket, for the users a MapState index names."""
 
-    state_name = "user"
+    state_name = "users"
     views = USER_WRITE_ORDER
 
     def __init__(self, settings: FnSettings, policy: FeaturePolicy, lateness_ms: int, window_ms: int | None,
-                 log_accepted: bool = False):
+                 log_accepted: bool = False, now_ms: int | None = None, buckets: int = 128):
         super().__init__(settings)
+        self.buckets = buckets  # of the items its deltas go to (DELTA_TYPE)
         self.policy, self.lateness_ms, self.window_ms = policy, lateness_ms, window_ms
         self.log_accepted = log_accepted  # every accepted record to the ACCEPTED side output
+        self.now_ms = now_ms  # the validation clock (None: the wall clock)
+
+    def make_cache(self, runtime_context) -> BucketCache:
+        descriptor = MapStateDescriptor(self.state_name, Types.LONG(), Types.PICKLED_BYTE_ARRAY())
+        return BucketCache(runtime_context.get_map_state(descriptor), self.settings.cache_size,
+                           fresh=not self.settings.restored)
 
     def open(self, runtime_context) -> None:
         super().open(runtime_context)
-        # the item deltas of a pending user, kept until sent (they survive a crash with the timer)
+        # the item deltas of a pending bucket, kept until sent (they survive a crash with the timer)
         self.unsent = runtime_context.get_list_state(ListStateDescriptor("unsent", Types.PICKLED_BYTE_ARRAY()))
+        # the users of a pending bucket (a restored timer writes them)
+        self.changed = runtime_context.get_state(ValueStateDescriptor("changed", Types.PICKLED_BYTE_ARRAY()))
+        # the users of the bucket with a click join open
+        self.joins = runtime_context.get_map_state(MapStateDescriptor("joins", Types.LONG(), Types.BOOLEAN()))
+        self.due: dict[int, ExampleTimers] = {}  # bucket -> its users by due time (rebuilt after a restore)
 
-    def process_element(self, parsed, ctx):
+    def process_element(self, batch, ctx):
         self.arm(ctx)
-        self.count("read")
-        line, event = parsed
+        bucket, lines = batch
         watermark = ctx.timer_service().current_watermark()
-        if isinstance(event, Rejection):
-            self.count(f"rejected.{event.reason}")
-            yield DEAD_LETTERS, dead_letter(event)
-        elif event.timestamp < watermark - self.lateness_ms:
-            self.count("rejected.late")
-            yield DEAD_LETTERS, dead_letter(Rejection(
-                "late", "timestamp", f"{event.timestamp} < watermark {watermark} - allowed lateness "
-                                     f"{self.lateness_ms}", line))
-        else:
-            yield from self._apply(line, event, ctx, watermark - self.lateness_ms)
+        changed: dict[int, list] = {}  # user -> [its state, the views it changed]
+        deltas: list = []
+        accepted: list[str] = []
+        for raw in lines:
+            line, event = parse_line(raw, self.now_ms)
+            self.count("read")
+            if isinstance(event, Rejection):
+                self.count(f"rejected.{event.reason}")
+                yield DEAD_LETTERS, dead_letter(event)
+            elif event.timestamp < watermark - self.lateness_ms:
+                self.count("rejected.late")
+                yield DEAD_LETTERS, dead_letter(Rejection(
+                    "late", "timestamp", f"{event.timestamp} < watermark {watermark} - allowed lateness "
+                                         f"{self.lateness_ms}", line))
+            else:
+                late = self._apply(bucket, line, event, ctx, watermark - self.lateness_ms, changed, deltas)
+                if late is not None:
+                    yield DEAD_LETTERS, late
+                elif self.log_accepted:
+                    accepted.append(raw)
+        if accepted:
+            yield ACCEPTED, accepted
+        timers = self.due.get(bucket)
+        if timers is not None and timers.to_register is not None:
+            ctx.timer_service().register_event_time_timer(timers.to_register)
+            timers.to_register = None
+        if changed:
+            payload = self.mark(bucket, ctx)
+            users = payload["users"]
+            for user, (state, views) in changed.items():
+                if user in users:  # the newest state object: a cache miss reads a copy from Flink
+                    users[user][0] = state
+                    users[user][1].update(views)
+                else:
+                    users[user] = [state, views]
+            self.changed.update(list(payload["users"]))
+            if deltas:
+                payload["deltas"].extend(deltas)
+                self.unsent.add_all(deltas)
+        self.cache.commit()
         if self.counts["read"] >= self.settings.every:
             self.report()
 
-    def _apply(self, line: str, event: Event, ctx, settled_ms: int):
+    def _apply(self, bucket: int, line: str, event: Event, ctx, settled_ms: int, changed: dict,
+               deltas: list) -> str | None:
+        """Apply an event to its user's state; the dead letter of a late one, else None."""
         user = event.user_id
         held = self.cache.get(user) or [self._bootstrap(user), None, False]  # state, click join, changed
         state = held[0]
@@ -215,35 +271,30 @@ class UserFeaturesFn(_Keyed):
         if applied is None:
             self.cache.put(user, held)
             self.count("rejected.late")
-            yield DEAD_LETTERS, dead_letter(Rejection(
+            return dead_letter(Rejection(
                 "late", "timestamp", f"{event.timestamp} is at or below what the online store held for user "
                                      f"{user} when the stream met it", line))
-            return
         self.count("accepted")
-        if self.log_accepted:
-            yield ACCEPTED, line
         if LIFELONG in applied.views:
             self.count("applied")
         if not held[2]:
             self.count("users_updated")
             held[2] = True
-        payload = self.mark(user, ctx)
-        payload["state"] = state
-        payload["views"].update(applied.views)
-        if applied.item_deltas:
-            deltas = [(item, ts, kinds_mask(kinds) * sign) for item, ts, kinds, sign in applied.item_deltas]
-            payload["deltas"].extend(deltas)
-            self.unsent.add_all(deltas)
+        changed.setdefault(user, [state, set()])[1].update(applied.views)
+        deltas.extend((item, ts, kinds_mask(kinds) * sign) for item, ts, kinds, sign in applied.item_deltas)
         if self.window_ms is not None and event.event_type in ("impression", "click"):
-            held[1] = held[1] or ClickJoin()
+            if held[1] is None:
+                held[1] = ClickJoin()
+                self.joins.put(user, True)
             impression_ms = held[1].add(event)
             if impression_ms is not None:
-                ctx.timer_service().register_event_time_timer(impression_ms + self.window_ms + self.lateness_ms)
+                self._timers(bucket).add(impression_ms + self.window_ms + self.lateness_ms, user)
         self.cache.put(user, held)
+        return None
 
     def started(self, payload: dict) -> None:
-        payload["views"] = set()
-        # a restored job may find deltas a crashed run kept for this user: they go with this batch
+        payload["users"] = {}
+        # a restored job may find deltas a crashed run kept for this bucket: they go with this batch
         payload["deltas"] = list(self.unsent.get() or ()) if self.settings.restored else []
 
     def _bootstrap(self, user: int) -> user_state.UserState:
@@ -255,83 +306,163 @@ class UserFeaturesFn(_Keyed):
             return
         rows: dict[str, list[dict]] = {}
         deltas = []
-        for user, payload in batch.items():
-            for view, view_rows in user_state.rows(payload["state"], user, payload["views"], self.policy).items():
-                rows.setdefault(view, []).extend(view_rows)
+        for payload in batch.values():
+            for user, (state, views) in payload["users"].items():
+                self._rows(rows, state, user, views)
             deltas.extend(payload["deltas"])
         self.writer.write(rows)
-        yield from combine(deltas)
+        yield from combine(deltas, self.buckets)
+
+    def _rows(self, rows: dict, state, user: int, views) -> None:
+        for view, view_rows in user_state.rows(state, user, views, self.policy).items():
+            rows.setdefault(view, []).extend(view_rows)
 
     def settled(self, key) -> None:
         self.unsent.clear()
+        self.changed.clear()
 
     def recover(self, key):
         self.count("recovered")
-        held = self.cache.get(key)
-        if held is not None:
-            state = held[0]
-            views = {LIFELONG, RECENT, STATS, *((CATEGORY, c) for c in state.categories)}
-            self.writer.write(user_state.rows(state, key, views, self.policy))
-        yield from combine(self.unsent.get() or ())
-        self.unsent.clear()
+        rows: dict[str, list[dict]] = {}
+        for user in self.changed.value() or ():
+            held = self.cache.get(user)
+            if held is not None:
+                state = held[0]
+                self._rows(rows, state, user, {LIFELONG, RECENT, STATS, *((CATEGORY, c) for c in state.categories)})
+        self.writer.write(rows)
+        yield from combine(self.unsent.get() or (), self.buckets)
+        self.settled(key)
+
+    def _timers(self, bucket: int) -> ExampleTimers:
+        timers = self.due.get(bucket)
+        if timers is None:
+            timers = self.due[bucket] = ExampleTimers()
+            if self.settings.restored:  # the bucket's joins from the checkpoint
+                for user in self.joins.keys():
+                    held = self.cache.get(user)
+                    for ts in held[1].waiting() if held is not None and held[1] is not None else ():
+                        timers.add(ts + self.window_ms + self.lateness_ms, user)
+        return timers
 
     def on_timer(self, timestamp: int, ctx):
-        key = ctx.get_current_key()
-        if ctx.time_domain() == TimeDomain.EVENT_TIME and self.window_ms is not None and key >= 0:
-            held = self.cache.get(key)
-            if held is not None and held[1] is not None:
-                settled = ctx.timer_service().current_watermark() - self.lateness_ms
-                for example in held[1].due(key, settled, self.window_ms):
-                    self.count("examples")
-                    yield EXAMPLES, example_json(example)
+        if ctx.time_domain() == TimeDomain.EVENT_TIME and self.window_ms is not None:
+            bucket = ctx.get_current_key()
+            watermark = ctx.timer_service().current_watermark()
+            timers = self._timers(bucket)
+            examples = []
+            for user in timers.take(watermark):
+                held = self.cache.get(user)
+                if held is None or held[1] is None:
+                    continue
+                examples.extend(example_json(e) for e in held[1].due(user, watermark - self.lateness_ms, self.window_ms))
                 if not held[1].copies:
                     held[1] = None
-                self.cache.put(key, held)
+                    self.joins.remove(user)
+                self.cache.put(user, held)
+            if timers.to_register is not None:
+                ctx.timer_service().register_event_time_timer(timers.to_register)
+                timers.to_register = None
+            self.cache.commit()
+            if examples:
+                self.count("examples", len(examples))
+                yield EXAMPLES, examples
         yield from super().on_timer(timestamp, ctx)
 
 
 class ItemStatsFn(_Keyed):
-    """Item statistics from the users' deltas: each item's stats state, started from its online
-    row; a delta at or below that row's newest event is already in it and skipped (counted)."""
+    """Item statistics from the users' deltas, a record per item bucket: each item's stats state
+    (in the bucket's MapState), started from its online row; a delta at or below that row's
+    newest event is already in it and skipped (counted). A pending bucket's changed items are
+    named in a ValueState, so a timer restored from a checkpoint writes them (``recover``)."""
 
-    state_name = "item"
+    state_name = "items"
     views = (ITEM_STATS,)
+
+    def make_cache(self, runtime_context) -> BucketCache:
+        descriptor = MapStateDescriptor(self.state_name, Types.LONG(), Types.PICKLED_BYTE_ARRAY())
+        return BucketCache(runtime_context.get_map_state(descriptor), self.settings.cache_size,
+                           fresh=not self.settings.restored)
+
+    def open(self, runtime_context) -> None:
+        super().open(runtime_context)
+        self.changed = runtime_context.get_state(ValueStateDescriptor("changed", Types.PICKLED_BYTE_ARRAY()))
 
     def process_element(self, record, ctx):
         self.arm(ctx)
-        item, flat = record[0], split(record[1])
-        held = self.cache.get(item) or self._bootstrap(item)  # [stats state, floor]
-        applied = 0
-        for i in range(0, len(flat), 2):
-            ts, signed = flat[i], flat[i + 1]
+        changed: dict[int, list] = {}  # item -> [stats state, floor]
+        applied = skipped = 0
+        for item, ts, signed in split(record[1]):
+            held = changed.get(item) or self.cache.get(item) or self._bootstrap(item)
+            changed[item] = held
             if ts <= held[1]:
-                self.count("item_deltas_skipped")
+                skipped += 1
             else:
                 applied += 1
                 stats.add(held[0], ts, mask_kinds(abs(signed)), 1 if signed > 0 else -1)
+        for item, held in changed.items():
+            self.cache.put(item, held)
+        self.count("item_deltas_skipped", skipped)
         if applied:
             self.count("item_deltas", applied)
-            self.mark(item, ctx)["state"] = held[0]
-        self.cache.put(item, held)
+            items = self.mark(record[0], ctx)["items"]
+            items.update((item, held[0]) for item, held in changed.items())
+            self.changed.update(list(items))
+        self.cache.commit()
         if self.counts["item_deltas"] >= self.settings.every:
             self.report()
         return iter(())
+
+    def started(self, payload: dict) -> None:
+        payload["items"] = {}
 
     def _bootstrap(self, item: int) -> list:
         row = self.boot_rows(f"item:{item}", lambda: self.tables[ITEM_STATS].read([item])[0])
         return [stats.empty(), -1] if row is None else [stats.from_row(row), int(row["newest_ms"])]
 
     def flush_batch(self, batch: dict):
-        if batch:
-            self.writer.write({ITEM_STATS: [_item_row(item, p["state"]) for item, p in batch.items()]})
+        rows = [_item_row(item, state) for payload in batch.values() for item, state in payload["items"].items()]
+        if rows:
+            self.writer.write({ITEM_STATS: rows})
         return iter(())
+
+    def settled(self, key) -> None:
+        self.changed.clear()
 
     def recover(self, key):
         self.count("recovered")
-        held = self.cache.get(key)
-        if held is not None:
-            self.writer.write({ITEM_STATS: [_item_row(key, held[0])]})
+        rows = []
+        for item in self.changed.value() or ():
+            held = self.cache.get(item)
+            if held is not None:
+                rows.append(_item_row(item, held[0]))
+        if rows:
+            self.writer.write({ITEM_STATS: rows})
+        self.changed.clear()
         return iter(())
+
+
+class ExampleTimers:
+    """A bucket's users by the event time their click joins are due, with one Flink timer at the
+    earliest (``to_register``, for the caller to register): a watermark that passes many due
+    times fires one timer, which takes them all."""
+
+    def __init__(self):
+        self.by_time: dict[int, set[int]] = {}
+        self.timer: int | None = None  # the earliest registered timer still to fire
+        self.to_register: int | None = None
+
+    def add(self, at: int, user: int) -> None:
+        self.by_time.setdefault(at, set()).add(user)
+        if self.timer is None or at < self.timer:
+            self.timer = self.to_register = at
+
+    def take(self, watermark: int) -> set[int]:
+        """The users due at or before watermark; the next timer is set to the earliest left."""
+        out: set[int] = set()
+        for at in [t for t in self.by_time if t <= watermark]:
+            out |= self.by_time.pop(at)
+        self.timer = self.to_register = min(self.by_time) if self.by_time else None
+        return out
 
 
 def _item_row(item: int, state: stats.StatsState) -> dict:

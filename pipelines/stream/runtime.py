@@ -28,8 +28,8 @@ from pipelines.store.online_config import OnlineStore
 from pipelines.stream.receipts import ReceiptSender
 
 DEAD_LETTERS = OutputTag("dead_letters", Types.STRING())  # JSON lines: reason, field, detail, raw
-EXAMPLES = OutputTag("examples", Types.STRING())  # JSON lines: stream_examples.EXAMPLE_FIELDS
-ACCEPTED = OutputTag("accepted", Types.STRING())  # every accepted record, as it came
+EXAMPLES = OutputTag("examples", Types.BASIC_ARRAY(Types.STRING()))  # JSON lines: stream_examples.EXAMPLE_FIELDS
+ACCEPTED = OutputTag("accepted", Types.BASIC_ARRAY(Types.STRING()))  # every accepted record, as it came (a batch each)
 END_OF_INPUT = 2**63 - 1  # the watermark a bounded source sends when it is done
 OPENED = "opened"  # the receipt of a keyed function whose store is open (the driver's start deadline)
 REJECT_KEYS = 16  # rejections spread over this many negative keys (user ids are >= 0)
@@ -171,23 +171,58 @@ class StateCache:
             return self.values[key]
         if self.seen is not None and key not in self.seen:
             return None  # never written: a fresh job's state starts empty
-        value = self.state.value()
+        value = self._read(key)
         self._keep(key, value)
         return value
 
     def put(self, key, value) -> None:
-        self.state.update(value)
+        self._write(key, value)
         self._keep(key, value)
         if self.seen is not None:
             self.seen.add(key)
             if len(self.seen) > self.max_seen:
                 self.seen = None  # too many to remember: read every key not in the cache
 
+    def _read(self, key):
+        return self.state.value()
+
+    def _write(self, key, value) -> None:
+        self.state.update(value)
+
     def _keep(self, key, value) -> None:
         self.values[key] = value
         self.values.move_to_end(key)
         while len(self.values) > self.size:
             self.values.popitem(last=False)
+
+
+class BucketCache(StateCache):
+    """StateCache over a MapState of many keys under one Flink key (a bucket of users): ``put``
+    writes behind, and ``commit`` writes every key put since the last commit in one call. Commit
+    before the bucket stops being the current key (the end of process_element / on_timer)."""
+
+    def __init__(self, state, size: int, fresh: bool, max_seen: int = 10_000_000):
+        super().__init__(state, size, fresh, max_seen)
+        self.dirty: dict = {}
+
+    def _read(self, key):
+        return self.state.get(key)
+
+    def _write(self, key, value) -> None:
+        self.dirty[key] = value
+
+    def commit(self) -> None:
+        if self.dirty:
+            self.state.put_all(_Pairs(self.dirty))
+            self.dirty = {}
+
+
+class _Pairs(dict):
+    """A dict that iterates as (key, value) pairs: PyFlink's MapState.put_all takes ``.items()`` of
+    a dict in thread mode but iterates it in process mode (2.3)."""
+
+    def __iter__(self):
+        return iter(self.items())
 
 
 def retrying(call, patience_s: float, count):
