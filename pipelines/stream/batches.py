@@ -23,6 +23,8 @@ OPS_JAR = "recstream-stream-ops.jar"
 # (bucket, the batch's lines in arrival order)
 BATCH_TYPE = Types.TUPLE([Types.INT(), Types.BASIC_ARRAY(Types.STRING())])
 LINES_TYPE = Types.BASIC_ARRAY(Types.STRING())
+# (times, lines): a batch of lines, each with its time, the times as little-endian int64s (in_time_order)
+TIMED_LINES_TYPE = Types.TUPLE([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.BASIC_ARRAY(Types.STRING())])
 
 
 def ops_jar() -> Path:
@@ -43,6 +45,12 @@ def unbatch(batches: DataStream) -> DataStream:
     """LINES_TYPE records back as one line each (Types.STRING)."""
     fn = get_gateway().jvm.recstream.flink.Unbatch()
     return DataStream(batches._j_data_stream.flatMap(fn, Types.STRING().get_java_type_info()))
+
+
+def in_time_order(batches: DataStream) -> DataStream:
+    """TIMED_LINES_TYPE records back as one line each, sorted by time between watermarks."""
+    op = get_gateway().jvm.recstream.flink.InTimeOrder()
+    return DataStream(batches._j_data_stream.transform("in time order", Types.STRING().get_java_type_info(), op))
 
 
 def bucket_of(batch: tuple) -> int:

@@ -11,6 +11,7 @@ so a restored run ends with the online store an uninterrupted run would have.
 """
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import queue
@@ -28,7 +29,7 @@ from typing import Callable
 from pyflink.common import Configuration
 from pyflink.datastream import RuntimeExecutionMode, StreamExecutionEnvironment
 
-from features.errors import MissingInput, RecstreamError
+from features.errors import ConfigError, MissingInput, RecstreamError
 from pipelines.processes import die_with_parent
 from pipelines.progress import quiet_libraries
 from pipelines.stream.config import StreamConfig
@@ -40,6 +41,7 @@ from pipelines.stream.receipts import ReceiptServer
 from pipelines.stream.runtime import OPENED
 
 LEDGER = "bootstrap.sqlite"
+LAYOUT = "layout.json"  # the key_buckets the checkpoints' state is keyed by (check_layout)
 SINK_CHECKPOINTS = "sink-checkpoints"  # under the workdir: a following job's checkpoints when none are kept
 # The local mini-cluster listens on the loopback interface only, and its REST API takes no jobs.
 STOP_GRACE_S = 10.0  # after Ctrl-C, how long the parent waits for the job's final counts
@@ -292,6 +294,8 @@ def environment(cfg: StreamConfig) -> tuple[StreamExecutionEnvironment, str | No
                                "restore from; start without restore")
         conf.set_string("execution.state-recovery.path", path.resolve().as_uri())
         conf.set_string("execution.state-recovery.ignore-unclaimed-state", "true")  # the old run's receipts sink
+    if cfg.checkpoints is not None:
+        check_layout(cfg)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_runtime_mode(RuntimeExecutionMode.STREAMING)
     env.set_parallelism(cfg.parallelism)
@@ -307,6 +311,24 @@ def environment(cfg: StreamConfig) -> tuple[StreamExecutionEnvironment, str | No
     if cfg.checkpoints is not None or cfg.follow:  # follow: dead-letter files are committed per checkpoint
         env.enable_checkpointing(cfg.checkpoint_interval_ms)
     return env, ledger
+
+
+def check_layout(cfg: StreamConfig) -> None:
+    """Keyed state lives in key_buckets buckets (pipelines.stream.batches): a fresh start notes the
+    count beside its checkpoints, and a restore with another count (or from checkpoints of the
+    state keyed by user, before buckets) is refused with one line."""
+    path = cfg.checkpoints / LAYOUT
+    if cfg.restore is None:
+        path.write_text(json.dumps({"key_buckets": cfg.key_buckets}) + "\n")
+        return
+    if not path.is_file():
+        raise ConfigError("StreamConfig.restore", f"{cfg.checkpoints} holds checkpoints of a version that keyed state "
+                                                  f"by user (no {LAYOUT}); start without restore")
+    kept = json.loads(path.read_text())["key_buckets"]
+    if kept != cfg.key_buckets:
+        raise ConfigError("StreamConfig.key_buckets", f"the checkpoints in {cfg.checkpoints} hold state in {kept} "
+                                                      f"buckets, not {cfg.key_buckets}; restore with key_buckets = "
+                                                      f"{kept} or start without restore")
 
 
 def run_here(cfg: StreamConfig, progress: Callable[[dict], bool | None] | None = None,

@@ -12,7 +12,9 @@
            |-> training examples (impression + click within the window), a batch each: Kafka topic | files
            |-> accepted records, as they came, a batch each: Kafka topic | files
            '-> item statistics deltas, a record per item bucket -> key by bucket -> ItemStatsFn -> item_stats online
-    (batches of examples and accepted records are unbatched in the JVM, before their sinks)
+    (batches of accepted records are unbatched in the JVM before their sink; the examples of the
+     bucket timers one watermark fires are put back in label-time order, as one timer per
+     impression would have emitted them)
     receipts (counts) of both keyed functions -> a local socket -> summed by the driver
 """
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.datastream.connectors.base import Sink
 from pyflink.java_gateway import get_gateway
 
-from pipelines.stream.batches import batch_by_user, bucket_of, unbatch
+from pipelines.stream.batches import batch_by_user, bucket_of, in_time_order, unbatch
 from pipelines.stream.config import StreamConfig
 from pipelines.stream.io import file_lines, file_sink, kafka_lines, kafka_sink, stamp_files, watermarks
 from pipelines.stream.keyed import DELTA_TYPE, ItemStatsFn, UserFeaturesFn, item_key
@@ -53,8 +55,10 @@ def build(env: StreamExecutionEnvironment, cfg: StreamConfig, ledger: str | None
              .name("user features").uid("user-features"))
     for tag, name, uid, topic, folder in output_routes(cfg):
         out = users.get_side_output(tag)
-        if tag is not DEAD_LETTERS:  # records in batches
-            out = unbatch(out).uid(f"unbatch-{uid}")
+        if tag is EXAMPLES:  # the examples of each bucket's timer, back in the order of their label times
+            out = in_time_order(out).uid("examples-in-time-order")
+        elif tag is ACCEPTED:  # a batch's accepted lines
+            out = unbatch(out).uid("unbatch-accepted")
         sink = kafka_sink(cfg.kafka, topic, uid) if cfg.kafka is not None else file_sink(str(folder.resolve()), uid)
         # a sink of its own task: the Kafka writer's work leaves the Python functions' thread
         out.sink_to(sink).name(name).uid(uid).disable_chaining()

@@ -32,7 +32,7 @@ from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, Va
 from features import stats, user_state
 from features.schema import Event, Rejection
 from features.user_state import CATEGORY, LIFELONG, RECENT, STATS, FeaturePolicy
-from pipelines.stream.examples import ClickJoin, example_json
+from pipelines.stream.examples import EXAMPLE_FIELDS, ClickJoin, example_json
 from pipelines.stream.pending import Pending
 from pipelines.stream.runtime import (ACCEPTED, DEAD_LETTERS, END_OF_INPUT, EXAMPLES, OPENED, BootstrapLedger,
                                       BucketCache, FnSettings, OnlineWriter, Reporting, StateCache, dead_letter,
@@ -49,6 +49,7 @@ USER_WRITE_ORDER = (CATEGORY, RECENT, STATS, LIFELONG)
 # Native modules kept out of the TaskManager's JVM (open_tables): SciPy's hung a start there; torch,
 # which Feast also tries to import, is kept out as a precaution (the stream uses neither).
 UNSAFE_IN_THE_JVM = ("torch", "scipy")
+LABEL_MS = EXAMPLE_FIELDS.index("label_ms")
 
 
 def kinds_mask(kinds: tuple[int, ...]) -> int:
@@ -354,7 +355,7 @@ class UserFeaturesFn(_Keyed):
                 held = self.cache.get(user)
                 if held is None or held[1] is None:
                     continue
-                examples.extend(example_json(e) for e in held[1].due(user, watermark - self.lateness_ms, self.window_ms))
+                examples.extend(held[1].due(user, watermark - self.lateness_ms, self.window_ms))
                 if not held[1].copies:
                     held[1] = None
                     self.joins.remove(user)
@@ -365,7 +366,8 @@ class UserFeaturesFn(_Keyed):
             self.cache.commit()
             if examples:
                 self.count("examples", len(examples))
-                yield EXAMPLES, examples
+                times = np.asarray([e[LABEL_MS] for e in examples], "<i8").tobytes()
+                yield EXAMPLES, (times, [example_json(e) for e in examples])
         yield from super().on_timer(timestamp, ctx)
 
 

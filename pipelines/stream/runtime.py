@@ -28,7 +28,8 @@ from pipelines.store.online_config import OnlineStore
 from pipelines.stream.receipts import ReceiptSender
 
 DEAD_LETTERS = OutputTag("dead_letters", Types.STRING())  # JSON lines: reason, field, detail, raw
-EXAMPLES = OutputTag("examples", Types.BASIC_ARRAY(Types.STRING()))  # JSON lines: stream_examples.EXAMPLE_FIELDS
+# (label times as little-endian int64s, JSON lines: stream_examples.EXAMPLE_FIELDS), a timer's examples each
+EXAMPLES = OutputTag("examples", Types.TUPLE([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.BASIC_ARRAY(Types.STRING())]))
 ACCEPTED = OutputTag("accepted", Types.BASIC_ARRAY(Types.STRING()))  # every accepted record, as it came (a batch each)
 END_OF_INPUT = 2**63 - 1  # the watermark a bounded source sends when it is done
 OPENED = "opened"  # the receipt of a keyed function whose store is open (the driver's start deadline)

@@ -320,3 +320,15 @@ def test_compose_stream_config_is_valid_and_inside_the_mounted_runs(compose):
     if getattr(cfg, "kafka", None) is not None:
         advertised = compose["services"]["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
         assert f"INTERNAL://{cfg.kafka.bootstrap_servers}" in advertised.split(",")
+
+
+def test_image_builds_the_job_s_jvm_operators_with_the_setup_s_script():
+    """The job adds recstream-stream-ops.jar from RECSTREAM_STREAM_DEPS (pipelines.stream.batches): the
+    image compiles it with scripts/build_stream_ops.sh, against the image's own Flink jars."""
+    from pipelines.stream.batches import OPS_JAR
+
+    text = dockerfile()
+    assert re.search(r"^RUN bash scripts/build_stream_ops.sh (\S+) (\S+)$", text, re.M)
+    deps = re.search(r"^ENV RECSTREAM_STREAM_DEPS=(\S+)$", text, re.M).group(1)
+    assert re.search(rf"^COPY --from=ops \S+/{OPS_JAR} {re.escape(deps)}/{OPS_JAR}$", text, re.M)
+    assert re.search(r"^COPY --from=flink:(\S+) /opt/flink/lib ", text, re.M).group(1) == f"{PINNED}-scala_2.12-java17"

@@ -1,6 +1,8 @@
 """The Flink settings the stream job sets itself (pipelines.stream.driver.job_settings)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from features.errors import StateError
@@ -57,3 +59,22 @@ def test_kept_checkpoints_a_bounded_run_and_a_cluster_choose_their_own_folder(tm
     assert DIR not in job_settings(kept, submitted=False)  # environment() sets cfg.checkpoints itself
     assert DIR not in job_settings(bounded, submitted=False)  # no checkpoints at all
     assert DIR not in job_settings(following, submitted=True)  # the cluster's durable folder applies
+
+
+def test_a_restore_needs_the_bucket_count_its_checkpoints_were_keyed_by(tmp_path):
+    from features.errors import ConfigError
+    from pipelines.stream.driver import LAYOUT, check_layout
+
+    (tmp_path / "in").mkdir()
+    checkpoints = tmp_path / "chk"
+    checkpoints.mkdir()
+
+    def cfg(**kw):
+        return StreamConfig(workdir=tmp_path, source=tmp_path / "in", checkpoints=checkpoints, **kw)
+    with pytest.raises(ConfigError, match="keyed state by user.*start without restore"):
+        check_layout(cfg(restore="latest"))  # checkpoints of the version before buckets
+    check_layout(cfg(key_buckets=64))  # a fresh start notes its count
+    assert json.loads((checkpoints / LAYOUT).read_text()) == {"key_buckets": 64}
+    check_layout(cfg(key_buckets=64, restore="latest"))
+    with pytest.raises(ConfigError, match="hold state in 64 buckets, not 128; restore with key_buckets = 64"):
+        check_layout(cfg(restore="latest"))

@@ -114,6 +114,11 @@ def test_backfill_plus_stream_equals_oracle_and_replay_changes_nothing(tmp_path,
     assert len(accepted) == counts["accepted"]  # the accepted records, as they came: not the late copies
     assert sorted(accepted) == sorted(line for line in streamed if isinstance(line, str) and line not in late_copies
                                       and isinstance(parse_event(line, NOW_MS), Event))
+    # the examples leave in the order of their label times (per subtask), as one timer per impression emitted them
+    parts = sorted((tmp_path / "stream_examples").glob("examples*.jsonl"))
+    label_times = [[json.loads(line)["label_ms"] for line in path.read_text().splitlines()] for path in parts]
+    assert sum(map(len, label_times)) == counts["examples"] > 0
+    assert all(times == sorted(times) for times in label_times)
 
     # Replay of the same input: every event is now at or below its user's floors.
     started = time.perf_counter()

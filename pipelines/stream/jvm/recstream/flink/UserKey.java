@@ -19,6 +19,17 @@ public final class UserKey {
     private UserKey() {
     }
 
+    /** Prints of(line) for each line of stdin (read as ISO-8859-1), one per line: how tests check it against Python. */
+    public static void main(String[] args) throws java.io.IOException {
+        java.io.BufferedReader in = new java.io.BufferedReader(
+                new java.io.InputStreamReader(System.in, StandardCharsets.ISO_8859_1));
+        java.io.PrintStream out = new java.io.PrintStream(System.out, false, "UTF-8");
+        for (String line = in.readLine(); line != null; line = in.readLine()) {
+            out.println(of(line));
+        }
+        out.flush();
+    }
+
     /** line: the record's bytes as ISO-8859-1 characters (how the job reads them). */
     public static String of(String line) {
         String found = "";
@@ -31,9 +42,8 @@ public final class UserKey {
                 JsonToken value = p.nextToken();
                 if ("user_id".equals(name)) {
                     found = text(p, value);
-                } else {
-                    p.skipChildren();
                 }
+                p.skipChildren();
             }
         } catch (Exception e) {
             return "";
