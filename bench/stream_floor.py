@@ -10,13 +10,17 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from pyflink.datastream import KeyedProcessFunction
+from pyflink.common import Types
+from pyflink.datastream import KeyedProcessFunction, OutputTag
 
 from pipelines.stream.config import KafkaSettings, StreamConfig
 
 # What the user operator does per event through PyFlink's API, in the order bench/stream_shape.py adds them.
 SHAPE_STEPS = ("+accepted", "+state", "+items")
 # As costly to pickle as the bench's mean user state (about 15 us): 100 behaviors with their event ids.
+# The per-event shape the job had before its batches: an accepted line, an item record per event.
+ACCEPTED_LINE = OutputTag("accepted", Types.STRING())
+ITEM_TYPE = Types.TUPLE([Types.LONG(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 STATE = [(1_700_000_000_000 + i, f"{i:08x}-0000-4000-8000-000000000000", 1000 + i, 7, 2) for i in range(100)]
 
 
@@ -37,15 +41,13 @@ class Floor(KeyedProcessFunction):
             self.state = ctx.get_state(ValueStateDescriptor("s", Types.PICKLED_BYTE_ARRAY()))
 
     def process_element(self, value, ctx):
-        from pipelines.stream.runtime import ACCEPTED
-
         now = time.perf_counter()
         self.first, self.last, self.n = self.first or now, now, self.n + 1
         if not self.parts:
             return
         line, event = value
         if "+accepted" in self.parts:
-            yield ACCEPTED, line
+            yield ACCEPTED_LINE, line
         if self.state is not None:
             self.state.update(STATE)
         if "+items" in self.parts and hasattr(event, "item_id"):
@@ -69,17 +71,17 @@ def floor_job(kafka: KafkaSettings, workdir: str, out: str, mode: str, parts: tu
 
     from pipelines.stream.driver import bind_to_parent, environment
     from pipelines.stream.io import kafka_lines, kafka_sink, watermarks
-    from pipelines.stream.keyed import DELTA_TYPE, item_key
-    from pipelines.stream.runtime import ACCEPTED, parse_line, route_key
+    from pipelines.stream.keyed import item_key
+    from pipelines.stream.runtime import parse_line, route_key
 
     bind_to_parent()
     cfg = StreamConfig(workdir=Path(workdir), kafka=kafka, python_mode=mode)
     env, _ = environment(cfg)
     parsed = kafka_lines(env, cfg.kafka, watermarks(300_000, 30_000), bounded=True).map(
         functools.partial(parse_line, now_ms=None))
-    done = parsed.key_by(route_key, key_type=Types.LONG()).process(Floor(out, parts), output_type=DELTA_TYPE)
+    done = parsed.key_by(route_key, key_type=Types.LONG()).process(Floor(out, parts), output_type=ITEM_TYPE)
     if "+accepted" in parts:
-        done.get_side_output(ACCEPTED).sink_to(kafka_sink(kafka, kafka.accepted_topic, "accepted")).disable_chaining()
+        done.get_side_output(ACCEPTED_LINE).sink_to(kafka_sink(kafka, kafka.accepted_topic, "accepted")).disable_chaining()
     if "+items" in parts:
         done = done.key_by(item_key, key_type=Types.LONG()).process(Nothing())
     done.sink_to(Sink(get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink()))
