@@ -56,7 +56,8 @@ class MonotonicSqliteOnlineStore(SqliteOnlineStore):
 
     def _get_conn(self, config: RepoConfig):
         """Feast's connection, with the database in WAL mode: readers (serving, a second job's
-        bootstrap) never block a write, and a commit syncs one file instead of three."""
+        bootstrap) never block a write; and synchronous=NORMAL: a commit is synced at SQLite's
+        WAL checkpoints, not on its own (a power cut can lose the last commits; docs/online.md)."""
         conn = super()._get_conn(config)
         if getattr(self, "_wal_conn", None) is not conn:  # until the switch succeeds (a lock raises: retried)
             conn.execute("PRAGMA journal_mode=WAL")

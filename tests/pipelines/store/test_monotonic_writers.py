@@ -80,6 +80,8 @@ def test_a_sqlite_reader_mid_transaction_does_not_block_a_writer(tmp_path):
         table.provider.online_store._conn.execute("PRAGMA busy_timeout = 500")
         table.write([item_row(1, NEW_MS, 2)])
         assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        # the writer's connection syncs at WAL checkpoints, not every commit (1 = NORMAL; FULL is 2)
+        assert table.provider.online_store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1
     finally:
         reader.close()
     assert read_rows(open_store(tmp_path), "item_stats", [1], ["newest_ms", "clicks_life"]) == [
