@@ -123,6 +123,16 @@ def _check_refs(store, refs: list[str]) -> None:
             raise InputError(f"--feast {ref}", f"{view} has no feature {name!r}; it has {list(names)}")
 
 
+def _declared_type(store, ref: str):
+    """The Arrow type a view declares for a feature: Feast's file store turns ints with gaps into floats."""
+    view, name = ref.split(":", 1)
+    for field in store.get_feature_view(view).schema:
+        if field.name == name:
+            return {"Int64": pa.int64(), "Int32": pa.int32(), "Float64": pa.float64(),
+                    "Float32": pa.float32(), "String": pa.string()}.get(str(field.dtype))
+    return None
+
+
 def _offline_type(view: str, name: str) -> pa.DataType:
     return TABLES[view].field(name).type
 

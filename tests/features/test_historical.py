@@ -89,3 +89,26 @@ def test_run_folder_api_keeps_every_row_through_the_feast_join(tmp_path):
     for ref, named in (("user_stats:clicks", "no feature 'clicks'"), ("user_stat:clicks_life", "no view 'user_stat'")):
         with pytest.raises(ValueError, match=named):
             historical_features(tmp_path, entities, CAPS, feast_refs=[ref])
+
+
+def test_an_unpacked_view_s_feature_is_cast_to_its_declared_type(tmp_path):
+    """A feature of a view stored field by field (not packed: item_content) comes back in the Arrow
+    type its view declares (Feast's file store turns ints with gaps into floats); this helper went
+    missing once."""
+    from feast import Entity, ValueType
+
+    from feature_repo.definitions import ITEM_CONTENT, item_content_definitions
+    from pipelines.store.historical import _declared_type
+
+    from features.item_vectors import DEFAULT_VERSION, version_dir
+
+    version_dir(tmp_path, DEFAULT_VERSION).mkdir(parents=True)  # the view exists once vectors do
+    item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64)
+    view = item_content_definitions(str(tmp_path), item)[ITEM_CONTENT]
+
+    class Views:  # the one FeatureStore call the helper makes
+        def get_feature_view(self, name):
+            assert name == ITEM_CONTENT
+            return view
+    assert _declared_type(Views(), "item_content:encoder_version") == pa.string()
+    assert _declared_type(Views(), "item_content:vector") is None  # a list: left as Feast returns it
