@@ -1,22 +1,24 @@
 """The stream job's keyed functions: thin PyFlink adapters over features.user_state and
-features.stats (the backfill's algebras), writing every online view themselves.
+features.stats (the backfill's algebras), writing every online view themselves. Both are keyed
+by bucket (pipelines.stream.batches) and called once per batch.
 
-    UserFeaturesFn   (raw, Event | Rejection) keyed by user
+    UserFeaturesFn   (bucket, its event lines) keyed by user bucket
                        -> user_sequence, user_recent, user_category_sequence, user_stats online
-                       -> main output: item statistics deltas, one record per item per flush
-                       -> side outputs: dead letters, labeled examples (the click join, event-time
-                          timers), accepted records
-    ItemStatsFn      deltas keyed by item -> item_stats online
+                       -> main output: item statistics deltas, one record per item bucket per flush
+                       -> side outputs: dead letters, labeled examples (the click join, one
+                          event-time timer per bucket), accepted records (a batch each)
+    ItemStatsFn      deltas keyed by item bucket -> item_stats online
 
-Each keeps its keys' state in one Flink ValueState (checkpointed), read through a write-through
-StateCache. A changed key is pending (pipelines.stream.pending) until a processing-time timer,
-at most ``flush_ms`` later, writes the rows of every key due by then in one batch; the user
-function also sends the batch's item deltas on, combined per item. The item deltas of a
-pending user are kept in a ListState too, until they are sent: a checkpoint taken while a key
-is pending holds its state, its unsent deltas and its timer, so after a restore the timer
-writes the key and sends its deltas. So every event a checkpoint covers reaches the online
-store and the item statistics, and writes never move a key back in time (the store's own
-rule), which makes the events replayed after a restore harmless.
+Each keeps a key's state in its bucket's MapState (checkpointed), read through a BucketCache and
+written once per batch. A bucket with changed keys is pending (pipelines.stream.pending) until a
+processing-time timer, at most ``flush_ms`` later, writes the rows of every changed key due by
+then in one batch; the user function also sends the batch's item deltas on, per item bucket.
+A pending bucket names its changed keys in a ValueState and, in the user function, keeps its
+unsent item deltas in a ListState: a checkpoint taken while a bucket is pending holds its
+state, those and its timer, so after a restore the timer writes the keys and sends the deltas.
+So every event a checkpoint covers reaches the online store and the item statistics, and
+writes never move a key back in time (the store's own rule), which makes the events replayed
+after a restore harmless.
 """
 from __future__ import annotations
 
@@ -35,8 +37,8 @@ from features.user_state import CATEGORY, LIFELONG, RECENT, STATS, FeaturePolicy
 from pipelines.stream.examples import EXAMPLE_FIELDS, ClickJoin, example_json
 from pipelines.stream.pending import Pending
 from pipelines.stream.runtime import (ACCEPTED, DEAD_LETTERS, END_OF_INPUT, EXAMPLES, OPENED, BootstrapLedger,
-                                      BucketCache, FnSettings, OnlineWriter, Reporting, StateCache, dead_letter,
-                                      parse_line, retrying)
+                                      BucketCache, FnSettings, OnlineWriter, Reporting, dead_letter, parse_line,
+                                      retrying)
 
 ITEM_STATS = "item_stats"
 # (item bucket, its items' deltas as little-endian int64 triples: item_id, timestamp, signed kinds
@@ -106,14 +108,14 @@ class _Keyed(Reporting):
         self.tables = open_tables(Path(s.workdir), s.online, self.views)
         self.writer = OnlineWriter(self.tables, self.views, s.patience_s, self.count)
         self.ledger = BootstrapLedger(s.ledger) if s.ledger else None
-        self.cache = self.make_cache(runtime_context)
+        # each key's state in its bucket's MapState, read through a cache written once per batch
+        descriptor = MapStateDescriptor(self.state_name, Types.LONG(), Types.PICKLED_BYTE_ARRAY())
+        self.cache = BucketCache(runtime_context.get_map_state(descriptor), s.cache_size, fresh=not s.restored)
+        # the keys of a pending bucket (a timer restored from a checkpoint writes them: recover)
+        self.changed = runtime_context.get_state(ValueStateDescriptor("changed", Types.PICKLED_BYTE_ARRAY()))
         self.pending = Pending(s.flush_ms, start_ms=int(time.time() * 1000))
         self.sender.send({OPENED: 1})  # the driver's start deadline (driver.run_here)
 
-    def make_cache(self, runtime_context) -> StateCache:
-        """Each key's state: one ValueState, read through a write-through cache."""
-        descriptor = ValueStateDescriptor(self.state_name, Types.PICKLED_BYTE_ARRAY())
-        return StateCache(runtime_context.get_state(descriptor), self.settings.cache_size, fresh=not self.settings.restored)
 
     def boot_rows(self, key: str, read):
         """The online rows key's state starts from: the ledger's (a restored job) or read now."""
@@ -196,17 +198,10 @@ class UserFeaturesFn(_Keyed):
         self.log_accepted = log_accepted  # every accepted record to the ACCEPTED side output
         self.now_ms = now_ms  # the validation clock (None: the wall clock)
 
-    def make_cache(self, runtime_context) -> BucketCache:
-        descriptor = MapStateDescriptor(self.state_name, Types.LONG(), Types.PICKLED_BYTE_ARRAY())
-        return BucketCache(runtime_context.get_map_state(descriptor), self.settings.cache_size,
-                           fresh=not self.settings.restored)
-
     def open(self, runtime_context) -> None:
         super().open(runtime_context)
         # the item deltas of a pending bucket, kept until sent (they survive a crash with the timer)
         self.unsent = runtime_context.get_list_state(ListStateDescriptor("unsent", Types.PICKLED_BYTE_ARRAY()))
-        # the users of a pending bucket (a restored timer writes them)
-        self.changed = runtime_context.get_state(ValueStateDescriptor("changed", Types.PICKLED_BYTE_ARRAY()))
         # the users of the bucket with a click join open
         self.joins = runtime_context.get_map_state(MapStateDescriptor("joins", Types.LONG(), Types.BOOLEAN()))
         self.due: dict[int, ExampleTimers] = {}  # bucket -> its users by due time (rebuilt after a restore)
@@ -379,15 +374,6 @@ class ItemStatsFn(_Keyed):
 
     state_name = "items"
     views = (ITEM_STATS,)
-
-    def make_cache(self, runtime_context) -> BucketCache:
-        descriptor = MapStateDescriptor(self.state_name, Types.LONG(), Types.PICKLED_BYTE_ARRAY())
-        return BucketCache(runtime_context.get_map_state(descriptor), self.settings.cache_size,
-                           fresh=not self.settings.restored)
-
-    def open(self, runtime_context) -> None:
-        super().open(runtime_context)
-        self.changed = runtime_context.get_state(ValueStateDescriptor("changed", Types.PICKLED_BYTE_ARRAY()))
 
     def process_element(self, record, ctx):
         self.arm(ctx)

@@ -5,9 +5,6 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 
 import org.apache.flink.api.java.tuple.Tuple2;
-import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
-import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
-import org.apache.flink.streaming.api.watermark.Watermark;
 import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
 
 /**
@@ -17,8 +14,7 @@ import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
  * downstream sees every line before any watermark that followed it, and no line is held across
  * a checkpoint (so the operator keeps no state).
  */
-public class BatchByUser extends AbstractStreamOperator<Tuple2<Integer, String[]>>
-        implements OneInputStreamOperator<String, Tuple2<Integer, String[]>> {
+public class BatchByUser extends HeldUntilWatermark<String, Tuple2<Integer, String[]>> {
     private static final long serialVersionUID = 1L;
     private final int buckets;
     private final long holdMs;
@@ -65,24 +61,7 @@ public class BatchByUser extends AbstractStreamOperator<Tuple2<Integer, String[]
     }
 
     @Override
-    public void processWatermark(Watermark mark) throws Exception {
-        emit();
-        super.processWatermark(mark);
-    }
-
-    @Override
-    public void prepareSnapshotPreBarrier(long checkpointId) throws Exception {
-        emit();
-        super.prepareSnapshotPreBarrier(checkpointId);
-    }
-
-    @Override
-    public void finish() throws Exception {
-        emit();
-        super.finish();
-    }
-
-    private void emit() {
+    protected void emit() {
         if (size == 0) {
             return;
         }

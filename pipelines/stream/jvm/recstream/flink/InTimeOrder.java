@@ -6,9 +6,6 @@ import java.util.ArrayList;
 import java.util.Comparator;
 
 import org.apache.flink.api.java.tuple.Tuple2;
-import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
-import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
-import org.apache.flink.streaming.api.watermark.Watermark;
 import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
 
 /**
@@ -18,8 +15,7 @@ import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
  * bucket's timer as one batch; this puts the examples of every bucket whose timer the same
  * watermark fired back in the order of their label times.
  */
-public class InTimeOrder extends AbstractStreamOperator<String>
-        implements OneInputStreamOperator<Tuple2<byte[], String[]>, String> {
+public class InTimeOrder extends HeldUntilWatermark<Tuple2<byte[], String[]>, String> {
     private static final long serialVersionUID = 1L;
     private transient ArrayList<Tuple2<Long, String>> held;
 
@@ -42,24 +38,7 @@ public class InTimeOrder extends AbstractStreamOperator<String>
     }
 
     @Override
-    public void processWatermark(Watermark mark) throws Exception {
-        emit();
-        super.processWatermark(mark);
-    }
-
-    @Override
-    public void prepareSnapshotPreBarrier(long checkpointId) throws Exception {
-        emit();
-        super.prepareSnapshotPreBarrier(checkpointId);
-    }
-
-    @Override
-    public void finish() throws Exception {
-        emit();
-        super.finish();
-    }
-
-    private void emit() {
+    protected void emit() {
         if (held.isEmpty()) {
             return;
         }
