@@ -278,7 +278,7 @@ def environment(cfg: StreamConfig) -> tuple[StreamExecutionEnvironment, str | No
     # No Beam worker pool in this process (PyFlink's "loopback" pool binds every interface): in
     # process mode the JVM starts the Python workers itself, with this interpreter.
     os.environ["_python_worker_execution_mode"] = "process"
-    ledger = None
+    ledger, restoring = None, None
     if cfg.checkpoints is not None:
         cfg.checkpoints.mkdir(parents=True, exist_ok=True)
         conf.set_string("execution.checkpointing.dir", cfg.checkpoints.resolve().as_uri())
@@ -294,8 +294,9 @@ def environment(cfg: StreamConfig) -> tuple[StreamExecutionEnvironment, str | No
                                "restore from; start without restore")
         conf.set_string("execution.state-recovery.path", path.resolve().as_uri())
         conf.set_string("execution.state-recovery.ignore-unclaimed-state", "true")  # the old run's receipts sink
+        restoring = path
     if cfg.checkpoints is not None:
-        check_layout(cfg)
+        check_layout(cfg, restoring)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_runtime_mode(RuntimeExecutionMode.STREAMING)
     env.set_parallelism(cfg.parallelism)
@@ -313,22 +314,25 @@ def environment(cfg: StreamConfig) -> tuple[StreamExecutionEnvironment, str | No
     return env, ledger
 
 
-def check_layout(cfg: StreamConfig) -> None:
-    """Keyed state lives in key_buckets buckets (pipelines.stream.batches): a fresh start notes the
-    count beside its checkpoints, and a restore with another count (or from checkpoints of the
-    state keyed by user, before buckets) is refused with one line."""
+def check_layout(cfg: StreamConfig, restoring: Path | None) -> None:
+    """Keyed state lives in key_buckets buckets (pipelines.stream.batches). A fresh start notes
+    its count, and since when, beside its checkpoints; a restore from a checkpoint taken under
+    another count (or from before buckets, when state was keyed by user) is refused with one line."""
     path = cfg.checkpoints / LAYOUT
-    if cfg.restore is None:
-        path.write_text(json.dumps({"key_buckets": cfg.key_buckets}) + "\n")
+    layouts = json.loads(path.read_text())["layouts"] if path.is_file() else []
+    if restoring is None:
+        layouts.append({"since_ms": int(time.time() * 1000), "key_buckets": cfg.key_buckets})
+        path.write_text(json.dumps({"layouts": layouts}) + "\n")
         return
-    if not path.is_file():
-        raise ConfigError("StreamConfig.restore", f"{cfg.checkpoints} holds checkpoints of a version that keyed state "
-                                                  f"by user (no {LAYOUT}); start without restore")
-    kept = json.loads(path.read_text())["key_buckets"]
-    if kept != cfg.key_buckets:
-        raise ConfigError("StreamConfig.key_buckets", f"the checkpoints in {cfg.checkpoints} hold state in {kept} "
-                                                      f"buckets, not {cfg.key_buckets}; restore with key_buckets = "
-                                                      f"{kept} or start without restore")
+    taken_ms = int((restoring / "_metadata").stat().st_mtime * 1000)
+    kept = [layout["key_buckets"] for layout in layouts if layout["since_ms"] <= taken_ms]
+    if not kept:
+        raise ConfigError("StreamConfig.restore", f"{restoring} was taken by a version that keyed state by user "
+                                                  f"(no bucket count in {path} for it); start without restore")
+    if kept[-1] != cfg.key_buckets:
+        raise ConfigError("StreamConfig.key_buckets", f"{restoring} holds state in {kept[-1]} buckets, not "
+                                                      f"{cfg.key_buckets}; restore with key_buckets = {kept[-1]} "
+                                                      f"or start without restore")
 
 
 def run_here(cfg: StreamConfig, progress: Callable[[dict], bool | None] | None = None,

@@ -138,6 +138,17 @@ class _Keyed(Reporting):
     def started(self, payload: dict) -> None:
         """A key's pending period starts (subclasses fill its payload)."""
 
+    def restored_states(self) -> list[tuple]:
+        """(key, state) of each key the current bucket's ``changed`` names: keys a checkpoint
+        caught pending, which a restored job must write (with the bucket's next batch, or by
+        its restored timer: ``recover``); none once the bucket's batch is out."""
+        out = []
+        for key in self.changed.value() or ():
+            held = self.cache.get(key)
+            if held is not None:
+                out.append((key, held[0]))
+        return out
+
     def on_timer(self, timestamp: int, ctx):
         key = ctx.get_current_key()
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
@@ -229,7 +240,7 @@ class UserFeaturesFn(_Keyed):
                 if late is not None:
                     yield DEAD_LETTERS, late
                 elif self.log_accepted:
-                    accepted.append(raw)
+                    accepted.append(line)
         if accepted:
             yield ACCEPTED, accepted
         timers = self.due.get(bucket)
@@ -289,9 +300,14 @@ class UserFeaturesFn(_Keyed):
         return None
 
     def started(self, payload: dict) -> None:
-        payload["users"] = {}
-        # a restored job may find deltas a crashed run kept for this bucket: they go with this batch
-        payload["deltas"] = list(self.unsent.get() or ()) if self.settings.restored else []
+        payload["users"], payload["deltas"] = {}, []
+        if self.settings.restored:  # what a crashed run kept for this bucket goes with this batch
+            payload["deltas"] = list(self.unsent.get() or ())
+            for user, state in self.restored_states():
+                payload["users"][user] = [state, self._all_views(state)]
+
+    def _all_views(self, state) -> set:
+        return {LIFELONG, RECENT, STATS, *((CATEGORY, c) for c in state.categories)}
 
     def _bootstrap(self, user: int) -> user_state.UserState:
         rows = self.boot_rows(f"user:{user}", lambda: {v: self.tables[v].read([user])[0] for v in (LIFELONG, RECENT, STATS)})
@@ -320,11 +336,8 @@ class UserFeaturesFn(_Keyed):
     def recover(self, key):
         self.count("recovered")
         rows: dict[str, list[dict]] = {}
-        for user in self.changed.value() or ():
-            held = self.cache.get(user)
-            if held is not None:
-                state = held[0]
-                self._rows(rows, state, user, {LIFELONG, RECENT, STATS, *((CATEGORY, c) for c in state.categories)})
+        for user, state in self.restored_states():
+            self._rows(rows, state, user, self._all_views(state))
         self.writer.write(rows)
         yield from combine(self.unsent.get() or (), self.buckets)
         self.settled(key)
@@ -401,7 +414,7 @@ class ItemStatsFn(_Keyed):
         return iter(())
 
     def started(self, payload: dict) -> None:
-        payload["items"] = {}
+        payload["items"] = dict(self.restored_states()) if self.settings.restored else {}
 
     def _bootstrap(self, item: int) -> list:
         row = self.boot_rows(f"item:{item}", lambda: self.tables[ITEM_STATS].read([item])[0])
@@ -418,11 +431,7 @@ class ItemStatsFn(_Keyed):
 
     def recover(self, key):
         self.count("recovered")
-        rows = []
-        for item in self.changed.value() or ():
-            held = self.cache.get(item)
-            if held is not None:
-                rows.append(_item_row(item, held[0]))
+        rows = [_item_row(item, state) for item, state in self.restored_states()]
         if rows:
             self.writer.write({ITEM_STATS: rows})
         self.changed.clear()

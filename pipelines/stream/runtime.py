@@ -206,6 +206,13 @@ class BucketCache(StateCache):
         super().__init__(state, size, fresh, max_seen)
         self.dirty: dict = {}
 
+    def get(self, key):
+        if key in self.dirty:  # put since the last commit, and maybe evicted from the cache since
+            value = self.dirty[key]
+            self._keep(key, value)
+            return value
+        return super().get(key)
+
     def _read(self, key):
         return self.state.get(key)
 

@@ -37,6 +37,11 @@ def test_a_line_s_user_key_is_the_text_stable_id_hashes():
     lines.append(b'{"user_id": 1, "event_id": "e1", "item_id": 7, "event_type": "click", '
                  b'"timestamp": 1700000000000, "user_id": 2}')  # the last one wins, as in Python's json
     lines.append(json.dumps({"nested": {"user_id": 5}, **EVENT, "user_id": 6}).encode())
+    # what Python's json reads and Jackson does not by default: NaN, Infinity, a 2,000-digit number, depth 600
+    lines.append(json.dumps({**EVENT, "extra": [float("nan"), float("inf"), -float("inf")], "user_id": 8})
+                 .encode())
+    lines.append(json.dumps({**EVENT, "big": 10**1999, "user_id": 9}).encode())
+    lines.append(json.dumps({**EVENT, "deep": json.loads("[" * 600 + "]" * 600), "user_id": 10}).encode())
     keys = java_keys(lines)
     assert len(keys) == len(lines)
     for line, key in zip(lines, keys):
@@ -44,7 +49,8 @@ def test_a_line_s_user_key_is_the_text_stable_id_hashes():
         assert isinstance(event, Event), line
         assert stable_id(key) == event.user_id, (line, key)
     assert keys[0] == keys[1] == keys[2] == "42"  # one user, however the ID is written
-    assert keys[7] == keys[-3] == "été"
+    assert keys[7] == keys[11] == "été"
+    assert keys[-3:] == ["8", "9", "10"]
 
 
 def test_a_line_without_a_readable_user_has_the_empty_key():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -61,20 +62,36 @@ def test_kept_checkpoints_a_bounded_run_and_a_cluster_choose_their_own_folder(tm
     assert DIR not in job_settings(following, submitted=True)  # the cluster's durable folder applies
 
 
-def test_a_restore_needs_the_bucket_count_its_checkpoints_were_keyed_by(tmp_path):
+def test_a_restore_needs_the_bucket_count_its_checkpoint_was_keyed_by(tmp_path):
+    import os
+
     from features.errors import ConfigError
     from pipelines.stream.driver import LAYOUT, check_layout
 
     (tmp_path / "in").mkdir()
     checkpoints = tmp_path / "chk"
-    checkpoints.mkdir()
+
+    def checkpoint(name: str, at_s: float):
+        chk = checkpoints / "job" / name
+        chk.mkdir(parents=True)
+        (chk / "_metadata").write_bytes(b"")
+        os.utime(chk / "_metadata", (at_s, at_s))
+        return chk
 
     def cfg(**kw):
         return StreamConfig(workdir=tmp_path, source=tmp_path / "in", checkpoints=checkpoints, **kw)
+    old = checkpoint("chk-1", 1_000)  # taken by the version before buckets: no layout
     with pytest.raises(ConfigError, match="keyed state by user.*start without restore"):
-        check_layout(cfg(restore="latest"))  # checkpoints of the version before buckets
-    check_layout(cfg(key_buckets=64))  # a fresh start notes its count
-    assert json.loads((checkpoints / LAYOUT).read_text()) == {"key_buckets": 64}
-    check_layout(cfg(key_buckets=64, restore="latest"))
-    with pytest.raises(ConfigError, match="hold state in 64 buckets, not 128; restore with key_buckets = 64"):
-        check_layout(cfg(restore="latest"))
+        check_layout(cfg(), old)
+    check_layout(cfg(key_buckets=64), None)  # a fresh start notes its count, and since when
+    first = checkpoint("chk-2", time.time())
+    assert [layout["key_buckets"] for layout in json.loads((checkpoints / LAYOUT).read_text())["layouts"]] == [64]
+    check_layout(cfg(key_buckets=64), first)
+    with pytest.raises(ConfigError, match="holds state in 64 buckets, not 128; restore with key_buckets = 64"):
+        check_layout(cfg(), first)
+    time.sleep(0.01)
+    check_layout(cfg(key_buckets=32), None)  # a later fresh start with another count, killed before its first checkpoint
+    with pytest.raises(ConfigError, match="holds state in 64 buckets, not 32"):
+        check_layout(cfg(key_buckets=32), first)  # the newest checkpoint is still the earlier run's
+    with pytest.raises(ConfigError, match="keyed state by user"):
+        check_layout(cfg(key_buckets=32), old)

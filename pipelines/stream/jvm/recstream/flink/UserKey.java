@@ -6,6 +6,8 @@ import java.nio.charset.StandardCharsets;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.StreamReadConstraints;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.json.JsonReadFeature;
 
 /**
  * The text form of a JSON line's top-level user_id, the one features.ids.stable_id hashes: a
@@ -14,7 +16,16 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
  * rejects it). The last user_id wins, as in Python's json.
  */
 public final class UserKey {
-    private static final JsonFactory JSON = new JsonFactory();
+    // What Python's json reads and Jackson by default does not: NaN and Infinity, numbers of any
+    // length, any depth, strings of any length (the Python side rejects oversized records itself).
+    private static final JsonFactory JSON = JsonFactory.builder()
+            .enable(JsonReadFeature.ALLOW_NON_NUMERIC_NUMBERS)
+            .streamReadConstraints(StreamReadConstraints.builder()
+                    .maxNumberLength(Integer.MAX_VALUE)
+                    .maxNestingDepth(Integer.MAX_VALUE)
+                    .maxStringLength(Integer.MAX_VALUE)
+                    .build())
+            .build();
 
     private UserKey() {
     }
