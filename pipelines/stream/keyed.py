@@ -116,7 +116,6 @@ class _Keyed(Reporting):
         self.pending = Pending(s.flush_ms, start_ms=int(time.time() * 1000))
         self.sender.send({OPENED: 1})  # the driver's start deadline (driver.run_here)
 
-
     def boot_rows(self, key: str, read):
         """The online rows key's state starts from: the ledger's (a restored job) or read now."""
         known, rows = self.ledger.get(key) if self.ledger else (False, None)
@@ -161,7 +160,7 @@ class _Keyed(Reporting):
                 yield from self.recover(key)
         elif timestamp == END_OF_INPUT:
             yield from self.flush_batch(self.pending.take())
-        else:  # an example's timer (one per impression): its counts go with the next report, not a receipt each
+        else:  # an example timer (one per bucket): its counts go with the next report, not a receipt each
             self.arm(ctx)
             return
         self.report()
@@ -171,10 +170,10 @@ class _Keyed(Reporting):
         return iter(())
 
     def settled(self, key) -> None:
-        """key's batch is out: drop what its state kept for a crash (current key: key)."""
+        """Bucket key's batch is out: drop what its state kept for a crash (current key: key)."""
 
     def recover(self, key):
-        """A timer restored from a checkpoint: write key from its state (current key: key)."""
+        """A timer restored from a checkpoint: write bucket key's changed keys (current key: key)."""
         return iter(())
 
     def close(self) -> None:
