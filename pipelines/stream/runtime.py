@@ -25,12 +25,12 @@ from pyflink.datastream import KeyedProcessFunction, OutputTag
 from features.schema import Event, Rejection
 from features.validate import parse_event
 from pipelines.store.online_config import OnlineStore
+from pipelines.stream.batches import LINES_TYPE, TIMED_LINES_TYPE
 from pipelines.stream.receipts import ReceiptSender
 
 DEAD_LETTERS = OutputTag("dead_letters", Types.STRING())  # JSON lines: reason, field, detail, raw
-# (label times as little-endian int64s, JSON lines: stream_examples.EXAMPLE_FIELDS), a timer's examples each
-EXAMPLES = OutputTag("examples", Types.TUPLE([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.BASIC_ARRAY(Types.STRING())]))
-ACCEPTED = OutputTag("accepted", Types.BASIC_ARRAY(Types.STRING()))  # every accepted record, as it came (a batch each)
+EXAMPLES = OutputTag("examples", TIMED_LINES_TYPE)  # a timer's examples: label times, JSON lines (EXAMPLE_FIELDS)
+ACCEPTED = OutputTag("accepted", LINES_TYPE)  # every accepted record, as it came (a batch each)
 END_OF_INPUT = 2**63 - 1  # the watermark a bounded source sends when it is done
 OPENED = "opened"  # the receipt of a keyed function whose store is open (the driver's start deadline)
 REJECT_KEYS = 16  # rejections spread over this many negative keys (user ids are >= 0)
@@ -94,7 +94,7 @@ class FnSettings:
     flush_ms: int  # the longest a changed key waits for its online write (and counts for a receipt)
     ledger: str | None  # the bootstrap ledger's path (checkpoints on), else None
     receipts: str | None  # the driver's host:port for count receipts, else None (metrics only)
-    cache_size: int  # keys whose decoded state each function keeps (StateCache)
+    cache_size: int  # keys whose decoded state each function keeps (BucketCache)
     restored: bool  # the job starts from a checkpoint (keyed state may exist for any key)
     patience_s: float  # how long an unreachable online store is waited for before the job fails
 
@@ -152,17 +152,20 @@ class Reporting(KeyedProcessFunction):
         self.sender.close()
 
 
-class StateCache:
-    """Write-through cache of decoded keyed state, so a key met again skips the state read (a
-    round trip to the JVM). Flink still holds the state: ``put`` updates it, and it is
-    checkpointed as usual. Only this function instance writes its keys, and a restore or a
-    rescale starts new instances, so the cache never serves a stale value. A job that did not
-    start from a checkpoint (``fresh``) also knows that a key this instance never met has no
-    state yet, and skips that read too (while it remembers fewer than ``max_seen`` keys). Call
-    with the key current (in process_element / on_timer)."""
+class BucketCache:
+    """A cache of decoded keyed state over a MapState of many keys under one Flink key (a bucket
+    of users or items), so a key met again skips the state read (a round trip to the JVM).
+    ``put`` writes behind: ``commit`` writes every key put since the last commit in one call, and
+    must run before the bucket stops being the current key (the end of process_element /
+    on_timer). Flink still holds the state and checkpoints it. Only this function instance writes
+    its keys, and a restore or a rescale starts new instances, so the cache never serves a stale
+    value. A job that did not start from a checkpoint (``fresh``) also knows that a key this
+    instance never met has no state yet, and skips that read too (while it remembers fewer than
+    ``max_seen`` keys)."""
 
     def __init__(self, state, size: int, fresh: bool, max_seen: int = 10_000_000):
         self.state, self.size, self.values = state, size, OrderedDict()
+        self.dirty: dict = {}  # put since the last commit
         self.seen: set | None = set() if fresh else None
         self.max_seen = max_seen
 
@@ -170,59 +173,33 @@ class StateCache:
         if key in self.values:
             self.values.move_to_end(key)
             return self.values[key]
-        if self.seen is not None and key not in self.seen:
+        if key in self.dirty:  # put since the last commit, and evicted from the cache since
+            value = self.dirty[key]
+        elif self.seen is not None and key not in self.seen:
             return None  # never written: a fresh job's state starts empty
-        value = self._read(key)
+        else:
+            value = self.state.get(key)
         self._keep(key, value)
         return value
 
     def put(self, key, value) -> None:
-        self._write(key, value)
+        self.dirty[key] = value
         self._keep(key, value)
         if self.seen is not None:
             self.seen.add(key)
             if len(self.seen) > self.max_seen:
                 self.seen = None  # too many to remember: read every key not in the cache
 
-    def _read(self, key):
-        return self.state.value()
-
-    def _write(self, key, value) -> None:
-        self.state.update(value)
+    def commit(self) -> None:
+        if self.dirty:
+            self.state.put_all(_Pairs(self.dirty))
+            self.dirty = {}
 
     def _keep(self, key, value) -> None:
         self.values[key] = value
         self.values.move_to_end(key)
         while len(self.values) > self.size:
             self.values.popitem(last=False)
-
-
-class BucketCache(StateCache):
-    """StateCache over a MapState of many keys under one Flink key (a bucket of users): ``put``
-    writes behind, and ``commit`` writes every key put since the last commit in one call. Commit
-    before the bucket stops being the current key (the end of process_element / on_timer)."""
-
-    def __init__(self, state, size: int, fresh: bool, max_seen: int = 10_000_000):
-        super().__init__(state, size, fresh, max_seen)
-        self.dirty: dict = {}
-
-    def get(self, key):
-        if key in self.dirty:  # put since the last commit, and maybe evicted from the cache since
-            value = self.dirty[key]
-            self._keep(key, value)
-            return value
-        return super().get(key)
-
-    def _read(self, key):
-        return self.state.get(key)
-
-    def _write(self, key, value) -> None:
-        self.dirty[key] = value
-
-    def commit(self) -> None:
-        if self.dirty:
-            self.state.put_all(_Pairs(self.dirty))
-            self.dirty = {}
 
 
 class _Pairs(dict):
