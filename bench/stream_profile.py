@@ -1,7 +1,7 @@
 """Where the stream job's time goes: per-thread CPU of the job's JVM and, with py-spy installed
 (`.venv/bin/pip install py-spy`), its Python samples by operator thread and function.
 
-    .venv/bin/python bench/stream_profile.py [--events 60000] [--seconds 15] [--python-mode thread] [--raw FILE]
+    .venv/bin/python bench/stream_profile.py [--events 60000] [--seconds 15] [--python-mode thread] [--raw FILE] [--gil]
     .venv/bin/python bench/stream_profile.py --rate-only [--events 150000]   # the job's rate, nothing sampled
     ... [--set FIELD=JSON ...]   # a StreamConfig field changed, e.g. --set item_stats=false
 
@@ -69,6 +69,8 @@ def main() -> None:
     p.add_argument("--python-mode", choices=("thread", "process"), default="thread")
     p.add_argument("--top", type=int, default=25, help="functions listed per thread")
     p.add_argument("--raw", type=Path, help="also keep py-spy's raw stacks in this file")
+    p.add_argument("--gil", action="store_true", help="only the samples of the thread holding the GIL (in thread "
+                                                     "mode every Python function shares one)")
     p.add_argument("--rate-only", action="store_true", help="only the job's rate over the backlog (no sampling)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="a StreamConfig field for the job, e.g. --set item_stats=false --set hold_ms=20")
@@ -124,7 +126,7 @@ def sample(driver_pid: int, args, py_spy: Path, tmp: Path) -> dict:
     spy = None
     if py_spy.exists():
         spy = subprocess.Popen([str(py_spy), "record", "-p", target, "-d", str(int(args.seconds)), "--threads",
-                                "-f", "raw", "-o", str(raw), "--nonblocking"],
+                                "-f", "raw", "-o", str(raw), "--nonblocking", *(["--gil"] if args.gil else [])],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     before = thread_cpu(int(jvm[0]))
     time.sleep(args.seconds)

@@ -15,15 +15,19 @@ the stored one, in one atomic step inside the store:
   older. Feast's own readers see the same hash fields as from Feast's Redis store.
 
 After each batch, ``written`` holds how many of its keys were written (the others were older
-than what the store holds). Named by ``type`` in a RepoConfig or feature_store.yaml:
+than what the store holds). Besides Feast's ``online_write_batch``, each store has
+``write_encoded``: the same write of rows already encoded (the entity key serialized, the values
+as serialized protos, the event time in ms), which the stream job's writer uses
+(pipelines/store/online_rows.py) to encode each entity key once, not once per write. Named by ``type`` in a RepoConfig or feature_store.yaml:
 ``feature_repo.online_stores.MonotonicSqliteOnlineStore`` /
 ``feature_repo.online_stores.MonotonicRedisOnlineStore``.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Literal, Optional
 
 from feast import FeatureView, RepoConfig, utils
@@ -36,6 +40,8 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from google.protobuf.timestamp_pb2 import Timestamp
 
 Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, Optional[datetime]]
+# (serialized entity key, feature -> serialized Value, event time ms): write_encoded's rows
+EncodedRow = tuple[bytes, dict[str, bytes], int]
 SQLITE = "feature_repo.online_stores.MonotonicSqliteOnlineStore"
 REDIS = "feature_repo.online_stores.MonotonicRedisOnlineStore"
 # KEYS[1] the entity's hash; ARGV[1] the version field, ARGV[2] the new event time (ms), then field/value pairs.
@@ -78,13 +84,6 @@ class MonotonicSqliteOnlineStore(SqliteOnlineStore):
 
     def online_write_batch(self, config: RepoConfig, table: FeatureView, data: list[Row],
                            progress: Optional[Callable[[int], Any]]) -> None:
-        conn = self._get_conn(config)
-        name = _quote_id(_table_id(config.project, table, config.registry.enable_online_feature_view_versioning))
-        self._with_version_column(conn, name)
-        sql = (f"INSERT INTO {name} (entity_key, feature_name, value, value_text, event_ts, created_ts, version_ms) "
-               f"VALUES (?, ?, ?, NULL, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
-               f"value = excluded.value, event_ts = excluded.event_ts, created_ts = excluded.created_ts, "
-               f"version_ms = excluded.version_ms WHERE excluded.version_ms >= COALESCE({name}.version_ms, -1)")
         rows = []
         for entity_key, values, timestamp, created_ts in data:
             key = serialize_entity_key(entity_key, entity_key_serialization_version=config.entity_key_serialization_version)
@@ -92,12 +91,30 @@ class MonotonicSqliteOnlineStore(SqliteOnlineStore):
             version = _ms(timestamp)
             rows.extend((key, feature, value.SerializeToString(), ts, created, version)
                         for feature, value in values.items())
-        with conn:
-            changed = conn.executemany(sql, rows).rowcount
-        per_key = max(1, len(rows) // max(1, len(data)))
-        self.written = changed // per_key
+        self._upsert(config, table, rows, len(data))
         if progress:
             progress(len(data))
+
+    def write_encoded(self, config: RepoConfig, table: FeatureView, data: list[EncodedRow]) -> None:
+        """online_write_batch of rows already encoded (EncodedRow)."""
+        rows = [(key, feature, value, _naive_utc(ms), None, ms) for key, values, ms in data
+                for feature, value in values.items()]
+        self._upsert(config, table, rows, len(data))
+
+    def _upsert(self, config: RepoConfig, table: FeatureView, rows: list[tuple], keys: int) -> None:
+        """Write rows (entity key, feature, value, event_ts, created_ts, version_ms) of keys keys
+        in one transaction, each only over an older one; sets ``written``."""
+        conn = self._get_conn(config)
+        name = _quote_id(_table_id(config.project, table, config.registry.enable_online_feature_view_versioning))
+        self._with_version_column(conn, name)
+        sql = (f"INSERT INTO {name} (entity_key, feature_name, value, value_text, event_ts, created_ts, version_ms) "
+               f"VALUES (?, ?, ?, NULL, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
+               f"value = excluded.value, event_ts = excluded.event_ts, created_ts = excluded.created_ts, "
+               f"version_ms = excluded.version_ms WHERE excluded.version_ms >= COALESCE({name}.version_ms, -1)")
+        with conn:
+            changed = conn.executemany(sql, rows).rowcount
+        per_key = max(1, len(rows) // max(1, keys))
+        self.written = changed // per_key
 
     def clear(self, config: RepoConfig, table: FeatureView) -> None:
         """Remove every row of a view (its table and columns stay)."""
@@ -144,28 +161,61 @@ class MonotonicRedisOnlineStore(RedisOnlineStore):
 
     def online_write_batch(self, config: RepoConfig, table: FeatureView, data: list[Row],
                            progress: Optional[Callable[[int], Any]]) -> None:
+        rows = []
+        for entity_key, values, timestamp, _ in data:
+            key = _redis_key(config.project, entity_key,
+                             entity_key_serialization_version=config.entity_key_serialization_version)
+            ts = Timestamp()
+            ts.FromDatetime(utils.make_tzaware(timestamp))
+            rows.append((key, _ms(timestamp), ts.SerializeToString(),
+                         {feature: value.SerializeToString() for feature, value in values.items()}))
+        self._run(config, table, rows)
+        if progress:
+            progress(len(data))
+
+    def write_encoded(self, config: RepoConfig, table: FeatureView, data: list[EncodedRow]) -> None:
+        """online_write_batch of rows already encoded (EncodedRow)."""
+        project = config.project.encode("utf-8")
+        self._run(config, table, [(key + project, ms, _timestamp(ms), values) for key, values, ms in data])
+
+    def _run(self, config: RepoConfig, table: FeatureView, rows: list[tuple]) -> None:
+        """Write rows (Redis key, version ms, serialized Timestamp, feature -> serialized Value),
+        pipelined, each only over an older one; sets ``written``."""
         client = self._get_client(config.online_store)
         if self._script is None:
             self._script = client.register_script(_WRITE_IF_NOT_OLDER)
         view = table.name
         ts_key, version_key = f"_ts:{view}", f"_v:{view}"
+        ttl = config.online_store.key_ttl_seconds
         with client.pipeline(transaction=False) as pipe:
-            for entity_key, values, timestamp, _ in data:
-                key = _redis_key(config.project, entity_key,
-                                 entity_key_serialization_version=config.entity_key_serialization_version)
-                ts = Timestamp()
-                ts.FromDatetime(utils.make_tzaware(timestamp))
-                args: list = [version_key, _ms(timestamp), ts_key, ts.SerializeToString()]
+            for key, version, ts, values in rows:
+                args: list = [version_key, version, ts_key, ts]
                 for feature, value in values.items():
-                    args += [_mmh3(f"{view}:{feature}"), value.SerializeToString()]
+                    args += [_field(view, feature), value]
                 self._script(keys=[key], args=args, client=pipe)
-                ttl = config.online_store.key_ttl_seconds
                 if ttl:
                     pipe.expire(name=key, time=ttl)
             results = pipe.execute()
         self.written = sum(1 for r in results if r == 1 and not isinstance(r, bool))
-        if progress:
-            progress(len(data))
+
+
+@functools.lru_cache(maxsize=4096)
+def _field(view: str, feature: str) -> bytes:
+    """A feature's field in a Redis hash, as Feast names it."""
+    return _mmh3(f"{view}:{feature}")
+
+
+def _timestamp(ms: int) -> bytes:
+    """An event time in ms as the serialized Timestamp Feast keeps beside a view's fields."""
+    return Timestamp(seconds=ms // 1000, nanos=ms % 1000 * 1_000_000).SerializeToString()
+
+
+def _naive_utc(ms: int) -> datetime:
+    """An event time in ms as the naive UTC datetime Feast's SQLite store keeps."""
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+_EPOCH = datetime(1970, 1, 1)
 
 
 def _ms(timestamp: datetime) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from feast import FeatureStore
+from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.provider import get_provider
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
@@ -24,6 +25,7 @@ from features.tables import PACKED_KIND
 VERSION_FIELD = {"user_sequence": "last_event_ms", "user_recent": "last_event_ms",
                  "user_category_sequence": "last_event_ms", "user_stats": "newest_ms", "item_stats": "newest_ms",
                  USER_INTERESTS: "as_of_ms"}
+KEYS_ENCODED = 1_000_000  # serialized entity keys an OnlineTable keeps (then it starts again)
 ENTITIES = {**VIEW_ENTITIES, USER_INTERESTS: ("user",), ITEM_CONTENT: ("item",)}
 
 
@@ -43,10 +45,21 @@ class OnlineTable:
         self.types = {f.name: f.dtype.to_value_type() for f in self.feature_view.features}
         self.version = VERSION_FIELD.get(view)
         self.packed = PACKED_KIND.get(view)  # the layout of its one packed value (features.packed), or None
+        self.encoded: dict = {}  # key -> its serialized entity key (key_bytes)
 
     def entity_key(self, key) -> EntityKey:
         values = key if isinstance(key, tuple) else (key,)
         return EntityKey(join_keys=self.names, entity_values=[Value(int64_val=int(v)) for v in values])
+
+    def key_bytes(self, key) -> bytes:
+        """key's entity key as the store keeps it (serialized once per key: a cache)."""
+        out = self.encoded.get(key)
+        if out is None:
+            if len(self.encoded) >= KEYS_ENCODED:
+                self.encoded.clear()
+            version = self.store.config.entity_key_serialization_version
+            out = self.encoded[key] = serialize_entity_key(self.entity_key(key), entity_key_serialization_version=version)
+        return out
 
     def key_of(self, row: dict):
         return tuple(row[n] for n in self.names) if len(self.names) > 1 else row[self.names[0]]
@@ -77,9 +90,16 @@ class OnlineTable:
         atomic step (feature_repo/online_stores.py): an equal one is written (a late event that
         does not move the newest time still changes the row). A row without feature_ts gets one:
         the sequence's newest behavior, or the statistics' as-of time (just after their newest
-        event). Returns the number of rows written."""
+        event). Packed views in the project's stores go encoded (write_encoded), their event times
+        to the millisecond. Returns the number of rows written."""
         if not rows:
             return 0
+        store = self.provider.online_store
+        if self.packed and hasattr(store, "write_encoded"):  # the project's stores: each key encoded once
+            data = [(self.key_bytes(self.key_of(row)), {PACKED: Value(bytes_val=pack(self.packed, row)).SerializeToString()},
+                     _feature_ms(row, self.version)) for row in rows]
+            store.write_encoded(self.store.config, self.feature_view, data)
+            return getattr(store, "written", len(rows))
         if self.packed:
             data = [(self.entity_key(self.key_of(row)), {PACKED: Value(bytes_val=pack(self.packed, row))},
                      _feature_ts(row, self.version), None) for row in rows]
@@ -87,14 +107,23 @@ class OnlineTable:
             columns = {f: python_values_to_proto_values([r[f] for r in rows], self.types[f]) for f in self.fields}
             data = [(self.entity_key(self.key_of(row)), {f: columns[f][i] for f in self.fields},
                      _feature_ts(row, self.version), None) for i, row in enumerate(rows)]
-        store = self.provider.online_store
         store.online_write_batch(self.store.config, self.feature_view, data, None)
         return getattr(store, "written", len(rows))
 
 
 def _feature_ts(row: dict, version: str) -> datetime:
     ts = row.get("feature_ts")
+    if isinstance(ts, datetime):
+        return ts
+    return datetime.fromtimestamp(_feature_ms(row, version) / 1000, timezone.utc)
+
+
+def _feature_ms(row: dict, version: str) -> int:
+    """A row's event time in ms: its feature_ts, else the sequence's newest behavior or the
+    statistics' as-of time (just after their newest event)."""
+    ts = row.get("feature_ts")
+    if isinstance(ts, datetime):  # a naive one is UTC, as Feast takes it
+        return round((ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)).timestamp() * 1000)
     if ts is not None:
-        return ts if isinstance(ts, datetime) else datetime.fromtimestamp(ts / 1e3, timezone.utc)
-    ms = row[version] + 1 if version == "newest_ms" else row[version]
-    return datetime.fromtimestamp(ms / 1000, timezone.utc)
+        return int(ts)
+    return row[version] + 1 if version == "newest_ms" else row[version]

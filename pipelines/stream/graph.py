@@ -11,8 +11,10 @@
            |-> dead letters (reason, field, detail, raw): Kafka topic | JSON-lines files
            |-> training examples (impression + click within the window), a batch each: Kafka topic | files
            |-> accepted records, as they came, a batch each: Kafka topic | files
-           '-> item statistics deltas, a record per item bucket -> key by bucket -> ItemStatsFn -> item_stats online
-    (batches of accepted records are unbatched in the JVM before their sink; the examples of the
+           '-> item statistics deltas, a record per item bucket -> mark buckets (JVM) -> key by bucket
+                 -> ItemStatsFn -> item_stats online
+    (every bucket gets a mark before each checkpoint barrier: its function saves its state then;
+     batches of accepted records are unbatched in the JVM before their sink; the examples of the
      bucket timers one watermark fires are put back in label-time order, as one timer per
      impression would have emitted them)
     receipts (counts) of both keyed functions -> a local socket -> summed by the driver
@@ -26,7 +28,7 @@ from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.datastream.connectors.base import Sink
 from pyflink.java_gateway import get_gateway
 
-from pipelines.stream.batches import batch_by_user, bucket_of, in_time_order, unbatch
+from pipelines.stream.batches import batch_by_user, bucket_of, in_time_order, mark_buckets, unbatch
 from pipelines.stream.config import StreamConfig
 from pipelines.stream.io import file_lines, file_sink, kafka_lines, kafka_sink, stamp_files, watermarks
 from pipelines.stream.keyed import DELTA_TYPE, ItemStatsFn, UserFeaturesFn, item_key
@@ -55,17 +57,21 @@ def build(env: StreamExecutionEnvironment, cfg: StreamConfig, ledger: str | None
              .name("user features").uid("user-features"))
     for tag, name, uid, topic, folder in output_routes(cfg):
         out = users.get_side_output(tag)
+        # each sink in a task of its own, with what splits its batches: that work, and the Kafka
+        # writer's, leave the Python functions' thread (which hands over one array per batch)
         if tag is EXAMPLES:  # the examples of each bucket's timer, back in the order of their label times
-            out = in_time_order(out).uid("examples-in-time-order")
+            out = in_time_order(out).uid("examples-in-time-order").start_new_chain()
         elif tag is ACCEPTED:  # a batch's accepted lines
-            out = unbatch(out).uid("unbatch-accepted")
+            out = unbatch(out).uid("unbatch-accepted").start_new_chain()
         sink = kafka_sink(cfg.kafka, topic, uid) if cfg.kafka is not None else file_sink(str(folder.resolve()), uid)
-        # a sink of its own task: the Kafka writer's work leaves the Python functions' thread
-        out.sink_to(sink).name(name).uid(uid).disable_chaining()
+        out = out.sink_to(sink).name(name).uid(uid)
+        if tag is DEAD_LETTERS:
+            out.disable_chaining()
     discard = Sink(get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink())
     if cfg.item_stats:
         item_settings = dataclasses.replace(settings, flush_ms=cfg.item_flush_ms)
-        items = (users.key_by(item_key, key_type=Types.INT()).process(ItemStatsFn(item_settings))
+        deltas = mark_buckets(users, cfg.key_buckets, DELTA_TYPE).uid("mark-item-buckets")
+        items = (deltas.key_by(item_key, key_type=Types.INT()).process(ItemStatsFn(item_settings))
                  .name("item stats").uid("item-stats"))
         items.sink_to(discard).name("end").uid("end")  # the functions' effect is the store; they emit nothing
     else:

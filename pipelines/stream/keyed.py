@@ -9,13 +9,15 @@ by bucket (pipelines.stream.batches) and called once per batch.
                           event-time timer per bucket), accepted records (a batch each)
     ItemStatsFn      deltas keyed by item bucket -> item_stats online
 
-Each keeps a key's state in its bucket's MapState (checkpointed), read through a BucketCache and
-written once per batch. A bucket with changed keys is pending (pipelines.stream.pending) until a
-processing-time timer, at most ``flush_ms`` later, writes the rows of every changed key due by
-then in one batch; the user function also sends the batch's item deltas on, per item bucket.
-A pending bucket names its changed keys in a ValueState and, in the user function, keeps its
-unsent item deltas in a ListState: a checkpoint taken while a bucket is pending holds its
-state, those and its timer, so after a restore the timer writes the keys and sends the deltas.
+Each keeps a key's state in memory (a BucketCache) over its bucket's MapState (checkpointed),
+and saves a bucket's changed keys into the MapState at the mark every bucket gets before each
+checkpoint barrier (pipelines.stream.batches.is_mark). A bucket with changed keys is pending
+(pipelines.stream.pending) until the next flush tick, at most ``flush_ms`` later, whose one
+processing-time timer writes the rows of every changed key due by then in one batch; the user
+function also sends the batch's item deltas on, per item bucket. At the mark, a pending bucket
+also names its changed keys in a ValueState (in the user function, its unsent item deltas in a
+ListState) and registers a timer of its own: a checkpoint taken while a bucket is pending holds
+its state, those and its timer, so after a restore the timer writes the keys and sends the deltas.
 So every event a checkpoint covers reaches the online store and the item statistics, and
 writes never move a key back in time (the store's own rule), which makes the events replayed
 after a restore harmless.
@@ -34,6 +36,7 @@ from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, Va
 from features import stats, user_state
 from features.schema import Event, Rejection
 from features.user_state import CATEGORY, LIFELONG, RECENT, STATS, FeaturePolicy
+from pipelines.stream.batches import is_mark, pack_lines
 from pipelines.stream.examples import EXAMPLE_FIELDS, ClickJoin, example_json
 from pipelines.stream.pending import Pending
 from pipelines.stream.runtime import (ACCEPTED, DEAD_LETTERS, END_OF_INPUT, EXAMPLES, OPENED, BootstrapLedger,
@@ -55,7 +58,13 @@ LABEL_MS = EXAMPLE_FIELDS.index("label_ms")
 
 
 def kinds_mask(kinds: tuple[int, ...]) -> int:
-    return sum(1 << k for k in kinds)
+    mask = _MASKS.get(kinds)
+    if mask is None:
+        mask = _MASKS[kinds] = sum(1 << k for k in kinds)
+    return mask
+
+
+_MASKS: dict[tuple[int, ...], int] = {}
 
 
 def mask_kinds(mask: int) -> tuple[int, ...]:
@@ -111,8 +120,13 @@ class _Keyed(Reporting):
         # each key's state in its bucket's MapState, read through a cache written once per batch
         descriptor = MapStateDescriptor(self.state_name, Types.LONG(), Types.PICKLED_BYTE_ARRAY())
         self.cache = BucketCache(runtime_context.get_map_state(descriptor), s.cache_size, fresh=not s.restored)
-        # the keys of a pending bucket (a timer restored from a checkpoint writes them: recover)
+        # the keys of a pending bucket, named at a mark (a timer restored from a checkpoint writes them: recover)
         self.changed = runtime_context.get_state(ValueStateDescriptor("changed", Types.PICKLED_BYTE_ARRAY()))
+        # the buckets whose Flink state names pending keys (keep): the bucket's next mark clears it
+        # once the bucket is no longer pending (forget)
+        self.kept: set = set()
+        # after a restore, the buckets whose checkpointed pending keys were taken up (take_restored)
+        self.taken: set = set()
         self.pending = Pending(s.flush_ms, start_ms=int(time.time() * 1000))
         self.sender.send({OPENED: 1})  # the driver's start deadline (driver.run_here)
 
@@ -126,21 +140,52 @@ class _Keyed(Reporting):
         return rows
 
     def mark(self, key, ctx) -> dict:
-        """key is pending: its timer is registered (once per pending period); returns its payload."""
+        """key is pending (the first key of a flush tick registers the tick's timer); returns its payload."""
         timers = ctx.timer_service()
-        at, payload = self.pending.add(key, timers.current_processing_time())
+        payload, new, at = self.pending.add(key, timers.current_processing_time())
         if at is not None:
             timers.register_processing_time_timer(at)
-            self.started(payload)
+        if new:
+            self.started(key, payload)
         return payload
 
-    def started(self, payload: dict) -> None:
-        """A key's pending period starts (subclasses fill its payload)."""
+    def started(self, key, payload: dict) -> None:
+        """Bucket key's pending period starts (subclasses fill its payload; current key: key)."""
+
+    def save(self, bucket, ctx) -> None:
+        """The mark before a checkpoint barrier (current key: bucket): save what the bucket holds
+        in memory into its Flink state and, while it is pending, what a restored job would owe,
+        with a timer of the bucket's own at its flush time."""
+        self.cache.save(bucket)
+        pending = self.pending.get(bucket)
+        if pending is not None:
+            ctx.timer_service().register_processing_time_timer(pending[0])
+            self.keep(pending[1])
+            self.kept.add(bucket)
+        elif bucket in self.kept:
+            self.forget()
+            self.kept.discard(bucket)
+
+    def keep(self, payload: dict) -> None:
+        """Name a pending bucket's changed keys (and what else it owes) in its Flink state."""
+
+    def forget(self) -> None:
+        """Clear what keep wrote for the current bucket."""
+        self.changed.clear()
+
+    def take_restored(self, bucket) -> bool:
+        """Whether a restored job has still to take up the pending keys the checkpoint holds for
+        bucket (the current key); it takes them now: with the bucket's next pending period
+        (started) or by the bucket's restored timer (recover), whichever comes first."""
+        if not self.settings.restored or bucket in self.taken:
+            return False
+        self.taken.add(bucket)
+        self.kept.add(bucket)  # the state still names them until the bucket's next mark (or recover) clears it
+        return True
 
     def restored_states(self) -> list[tuple]:
         """(key, state) of each key the current bucket's ``changed`` names: keys a checkpoint
-        caught pending, which a restored job must write (with the bucket's next batch, or by
-        its restored timer: ``recover``); none once the bucket's batch is out."""
+        caught pending, which a restored job must write (take_restored)."""
         out = []
         for key in self.changed.value() or ():
             held = self.cache.get(key)
@@ -153,11 +198,11 @@ class _Keyed(Reporting):
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
             reporting = self.is_report_timer(key, timestamp)
             yield from self.flush_batch(self.pending.take(timestamp))
-            found = self.pending.state_of(key, timestamp)
-            if found == "done":
-                self.settled(key)
-            elif found == "unknown" and not reporting:
+            if self.pending.state_of(key) == "unknown" and self.take_restored(key):
+                self.count("recovered")
                 yield from self.recover(key)
+                self.forget()
+                self.kept.discard(key)
         elif timestamp == END_OF_INPUT:
             yield from self.flush_batch(self.pending.take())
         else:  # an example timer (one per bucket): its counts go with the next report, not a receipt each
@@ -168,9 +213,6 @@ class _Keyed(Reporting):
     def flush_batch(self, batch: dict):
         """Write the batch's rows (and send what else it owes); a generator of records."""
         return iter(())
-
-    def settled(self, key) -> None:
-        """Bucket key's batch is out: drop what its state kept for a crash (current key: key)."""
 
     def recover(self, key):
         """A timer restored from a checkpoint: write bucket key's changed keys (current key: key)."""
@@ -186,9 +228,10 @@ class UserFeaturesFn(_Keyed):
     """Every per-user view, from the same algebra as the backfill (features.user_state), over
     batches of event lines keyed by user bucket (pipelines.stream.batches).
 
-    Each user's state lives in the bucket's MapState. A bucket with changed users is pending
-    (one timer per bucket and flush); its payload holds the changed users' states and views, and
-    a ValueState names them, so a timer restored from a checkpoint writes them (``recover``).
+    Each user's state lives in memory and in the bucket's MapState (saved at each mark). A bucket
+    with changed users is pending (until the next flush tick); its payload holds the changed
+    users' states and views, and at a mark a ValueState names them, so a timer restored from a
+    checkpoint writes them (``recover``).
 
     An event is late (dead-lettered with reason 'late') when its timestamp is below the
     watermark minus the allowed lateness, or when it is at or below every floor of the views it
@@ -217,8 +260,11 @@ class UserFeaturesFn(_Keyed):
         self.due: dict[int, ExampleTimers] = {}  # bucket -> its users by due time (rebuilt after a restore)
 
     def process_element(self, batch, ctx):
-        self.arm(ctx)
         bucket, lines = batch
+        if is_mark(lines):
+            self.save(bucket, ctx)
+            return
+        self.arm(ctx)
         watermark = ctx.timer_service().current_watermark()
         changed: dict[int, list] = {}  # user -> [its state, the views it changed]
         deltas: list = []
@@ -241,7 +287,7 @@ class UserFeaturesFn(_Keyed):
                 elif self.log_accepted:
                     accepted.append(line)
         if accepted:
-            yield ACCEPTED, accepted
+            yield ACCEPTED, pack_lines(accepted)
         timers = self.due.get(bucket)
         if timers is not None and timers.to_register is not None:
             ctx.timer_service().register_event_time_timer(timers.to_register)
@@ -255,11 +301,7 @@ class UserFeaturesFn(_Keyed):
                     users[user][1].update(views)
                 else:
                     users[user] = [state, views]
-            self.changed.update(list(payload["users"]))
-            if deltas:
-                payload["deltas"].extend(deltas)
-                self.unsent.add_all(deltas)
-        self.cache.commit()
+            payload["deltas"].extend(deltas)
         if self.counts["read"] >= self.settings.every:
             self.report()
 
@@ -275,7 +317,7 @@ class UserFeaturesFn(_Keyed):
             user_state.add_category(state, category, row, self.policy)
         applied = user_state.apply(state, event, self.policy, settled_ms)
         if applied is None:
-            self.cache.put(user, held)
+            self.cache.put(bucket, user, held)
             self.count("rejected.late")
             return dead_letter(Rejection(
                 "late", "timestamp", f"{event.timestamp} is at or below what the online store held for user "
@@ -295,12 +337,12 @@ class UserFeaturesFn(_Keyed):
             impression_ms = held[1].add(event)
             if impression_ms is not None:
                 self._timers(bucket).add(impression_ms + self.window_ms + self.lateness_ms, user)
-        self.cache.put(user, held)
+        self.cache.put(bucket, user, held)
         return None
 
-    def started(self, payload: dict) -> None:
+    def started(self, key, payload: dict) -> None:
         payload["users"], payload["deltas"] = {}, []
-        if self.settings.restored:  # what a crashed run kept for this bucket goes with this batch
+        if self.take_restored(key):  # what a crashed run kept for this bucket goes with this batch
             payload["deltas"] = list(self.unsent.get() or ())
             for user, state in self.restored_states():
                 payload["users"][user] = [state, self._all_views(state)]
@@ -328,18 +370,22 @@ class UserFeaturesFn(_Keyed):
         for view, view_rows in user_state.rows(state, user, views, self.policy).items():
             rows.setdefault(view, []).extend(view_rows)
 
-    def settled(self, key) -> None:
+    def keep(self, payload: dict) -> None:
+        self.changed.update(list(payload["users"]))
+        self.unsent.clear()
+        if payload["deltas"]:
+            self.unsent.add_all(payload["deltas"])
+
+    def forget(self) -> None:
         self.unsent.clear()
         self.changed.clear()
 
     def recover(self, key):
-        self.count("recovered")
         rows: dict[str, list[dict]] = {}
         for user, state in self.restored_states():
             self._rows(rows, state, user, self._all_views(state))
         self.writer.write(rows)
         yield from combine(self.unsent.get() or (), self.buckets)
-        self.settled(key)
 
     def _timers(self, bucket: int) -> ExampleTimers:
         timers = self.due.get(bucket)
@@ -366,15 +412,14 @@ class UserFeaturesFn(_Keyed):
                 if not held[1].copies:
                     held[1] = None
                     self.joins.remove(user)
-                self.cache.put(user, held)
+                self.cache.put(bucket, user, held)
             if timers.to_register is not None:
                 ctx.timer_service().register_event_time_timer(timers.to_register)
                 timers.to_register = None
-            self.cache.commit()
             if examples:
                 self.count("examples", len(examples))
                 times = np.asarray([e[LABEL_MS] for e in examples], "<i8").tobytes()
-                yield EXAMPLES, (times, [example_json(e) for e in examples])
+                yield EXAMPLES, (times, pack_lines([example_json(e) for e in examples]))
         yield from super().on_timer(timestamp, ctx)
 
 
@@ -382,12 +427,15 @@ class ItemStatsFn(_Keyed):
     """Item statistics from the users' deltas, a record per item bucket: each item's stats state
     (in the bucket's MapState), started from its online row; a delta at or below that row's
     newest event is already in it and skipped (counted). A pending bucket's changed items are
-    named in a ValueState, so a timer restored from a checkpoint writes them (``recover``)."""
+    named in a ValueState at a mark, so a timer restored from a checkpoint writes them (``recover``)."""
 
     state_name = "items"
     views = (ITEM_STATS,)
 
     def process_element(self, record, ctx):
+        if is_mark(record[1]):
+            self.save(record[0], ctx)
+            return iter(())
         self.arm(ctx)
         changed: dict[int, list] = {}  # item -> [stats state, floor]
         applied = skipped = 0
@@ -400,20 +448,18 @@ class ItemStatsFn(_Keyed):
                 applied += 1
                 stats.add(held[0], ts, mask_kinds(abs(signed)), 1 if signed > 0 else -1)
         for item, held in changed.items():
-            self.cache.put(item, held)
+            self.cache.put(record[0], item, held)
         self.count("item_deltas_skipped", skipped)
         if applied:
             self.count("item_deltas", applied)
             items = self.mark(record[0], ctx)["items"]
             items.update((item, held[0]) for item, held in changed.items())
-            self.changed.update(list(items))
-        self.cache.commit()
         if self.counts["item_deltas"] >= self.settings.every:
             self.report()
         return iter(())
 
-    def started(self, payload: dict) -> None:
-        payload["items"] = dict(self.restored_states()) if self.settings.restored else {}
+    def started(self, key, payload: dict) -> None:
+        payload["items"] = dict(self.restored_states()) if self.take_restored(key) else {}
 
     def _bootstrap(self, item: int) -> list:
         row = self.boot_rows(f"item:{item}", lambda: self.tables[ITEM_STATS].read([item])[0])
@@ -425,15 +471,13 @@ class ItemStatsFn(_Keyed):
             self.writer.write({ITEM_STATS: rows})
         return iter(())
 
-    def settled(self, key) -> None:
-        self.changed.clear()
+    def keep(self, payload: dict) -> None:
+        self.changed.update(list(payload["items"]))
 
     def recover(self, key):
-        self.count("recovered")
         rows = [_item_row(item, state) for item, state in self.restored_states()]
         if rows:
             self.writer.write({ITEM_STATS: rows})
-        self.changed.clear()
         return iter(())
 
 

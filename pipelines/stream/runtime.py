@@ -1,12 +1,13 @@
 """What the stream job's PyFlink functions share: parsing and routing records, the bootstrap
-ledger, counts and receipts, the write-through state cache and the online writer.
+ledger, counts and receipts, the write-behind state cache and the online writer.
 The keyed functions themselves are in pipelines/stream/keyed.py.
 
 Counts travel two ways: as Flink metrics (group ``recstream``: read, accepted, applied,
 rejected_<reason>, rows_written, examples, ...) and as receipts to the local driver
 (stream_receipts). Each keyed function keeps a Counter of what it did since its last receipt
-and adds it to the metrics and sends it to the driver every ``every`` records, when a timer
-fires, at the end of a bounded input (an event-time timer at the maximum watermark, which
+and adds it to the metrics and sends it to the driver every ``every`` records, when a
+processing-time timer fires (a flush, or the report timer: at most ``flush_ms`` after the last
+receipt while records come), at the end of a bounded input (an event-time timer at the maximum watermark, which
 Flink sends when the sources finish) and when it closes. The driver sums the receipts, so
 every count is reported once per run.
 """
@@ -101,9 +102,10 @@ class FnSettings:
 
 class Reporting(KeyedProcessFunction):
     """A keyed function's counts since its last receipt (also Flink metrics), sent every
-    ``every`` records, on its timers and at close; and the two timers every subtask arms: the
-    end of a bounded input (an event-time timer at the maximum watermark) and, while records
-    come, a report timer ``flush_ms`` after the last report."""
+    ``every`` records, on its processing-time timers, at the end of a bounded input and at
+    close; and the two timers every subtask arms: the end of a bounded input (an event-time
+    timer at the maximum watermark) and, while records come or event-time timers fire, a report
+    timer ``flush_ms`` after the last report."""
 
     def __init__(self, settings: FnSettings):
         self.settings = settings
@@ -155,17 +157,20 @@ class Reporting(KeyedProcessFunction):
 class BucketCache:
     """A cache of decoded keyed state over a MapState of many keys under one Flink key (a bucket
     of users or items), so a key met again skips the state read (a round trip to the JVM).
-    ``put`` writes behind: ``commit`` writes every key put since the last commit in one call, and
-    must run before the bucket stops being the current key (the end of process_element /
-    on_timer). Flink still holds the state and checkpoints it. Only this function instance writes
-    its keys, and a restore or a rescale starts new instances, so the cache never serves a stale
-    value. A job that did not start from a checkpoint (``fresh``) also knows that a key this
-    instance never met has no state yet, and skips that read too (while it remembers fewer than
-    ``max_seen`` keys)."""
+    ``put`` writes behind: ``save`` writes every key of a bucket put since its last save in one
+    call, under that bucket as the current key. The function saves each bucket at the mark that
+    comes before every checkpoint barrier (pipelines.stream.batches.is_mark), so a checkpoint
+    holds every put, and a key changed by many batches between checkpoints is written once.
+    While more than ``size`` keys wait, a put saves its bucket at once (memory stays bounded).
+    Only this function instance writes its keys, and a restore or a rescale starts new
+    instances, so the cache never serves a stale value. A job that did not start from a
+    checkpoint (``fresh``) also knows that a key this instance never met has no state yet, and
+    skips that read too (while it remembers fewer than ``max_seen`` keys)."""
 
     def __init__(self, state, size: int, fresh: bool, max_seen: int = 10_000_000):
         self.state, self.size, self.values = state, size, OrderedDict()
-        self.dirty: dict = {}  # put since the last commit
+        self.dirty: dict = {}  # key -> its value, put since its bucket's last save
+        self.dirty_in: dict = {}  # bucket -> those keys of it
         self.seen: set | None = set() if fresh else None
         self.max_seen = max_seen
 
@@ -173,7 +178,7 @@ class BucketCache:
         if key in self.values:
             self.values.move_to_end(key)
             return self.values[key]
-        if key in self.dirty:  # put since the last commit, and evicted from the cache since
+        if key in self.dirty:  # not saved yet, and evicted from the cache since
             value = self.dirty[key]
         elif self.seen is not None and key not in self.seen:
             return None  # never written: a fresh job's state starts empty
@@ -182,18 +187,23 @@ class BucketCache:
         self._keep(key, value)
         return value
 
-    def put(self, key, value) -> None:
+    def put(self, bucket, key, value) -> None:
+        """key of bucket (the current Flink key) holds value."""
         self.dirty[key] = value
+        self.dirty_in.setdefault(bucket, set()).add(key)
         self._keep(key, value)
         if self.seen is not None:
             self.seen.add(key)
             if len(self.seen) > self.max_seen:
                 self.seen = None  # too many to remember: read every key not in the cache
+        if len(self.dirty) > self.size:
+            self.save(bucket)
 
-    def commit(self) -> None:
-        if self.dirty:
-            self.state.put_all(_Pairs(self.dirty))
-            self.dirty = {}
+    def save(self, bucket) -> None:
+        """Write bucket's keys put since its last save (the current Flink key must be bucket)."""
+        keys = self.dirty_in.pop(bucket, None)
+        if keys:
+            self.state.put_all(_Pairs((key, self.dirty.pop(key)) for key in keys))
 
     def _keep(self, key, value) -> None:
         self.values[key] = value

@@ -105,3 +105,59 @@ def test_teardown_removes_the_sqlite_wal_files_too(tmp_path):
         assert not [p.name for p in db.parent.glob("online.db*")]
     finally:
         other.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_an_encoded_write_stores_what_feasts_own_write_stores(tmp_path, kind):
+    """OnlineTable writes packed rows already encoded (write_encoded, each entity key serialized
+    once); the store then holds, byte for byte, what Feast's online_write_batch of the same row
+    holds: the same value, event time and version. Then a Feast write of an older row leaves it."""
+    from datetime import datetime, timezone
+
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from feature_repo.definitions import PACKED
+    from features.packed import pack
+
+    server = None
+    if kind == "redis":
+        redis_server_or_skip()
+        server = RedisServer().start()
+    try:
+        online = OnlineStore() if server is None else OnlineStore(kind="redis", redis_url=server.address)
+        apply(open_store(tmp_path, online), tmp_path)
+        table = OnlineTable(open_store(tmp_path, online), "item_stats")
+        store = table.provider.online_store
+        rows = [item_row(1, NEW_MS, 3), item_row(2, NEW_MS, 3)]
+        assert table.write(rows[:1]) == 1
+        assert table.key_bytes(1) in table.encoded.values()
+        ts = datetime.fromtimestamp((NEW_MS + 1) / 1000, timezone.utc)  # newest_ms + 1: the row's as-of time
+        feast_rows = [(table.entity_key(2), {PACKED: Value(bytes_val=pack("stats", rows[1]))}, ts, None)]
+        store.online_write_batch(table.store.config, table.feature_view, feast_rows, None)
+        stored = [_stored(table, kind, key) for key in (1, 2)]
+        assert stored[0] and stored[0] == stored[1]
+        older = [(table.entity_key(1), {PACKED: Value(bytes_val=pack("stats", item_row(1, OLD_MS, 1)))},
+                  datetime.fromtimestamp(OLD_MS / 1000, timezone.utc), None)]
+        store.online_write_batch(table.store.config, table.feature_view, older, None)
+        assert _stored(table, kind, 1) == stored[0]
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _stored(table: OnlineTable, kind: str, key: int):
+    """What the store holds for key, without the key itself."""
+    store = table.provider.online_store
+    if kind == "sqlite":
+        rows = store._conn.execute("SELECT feature_name, value, event_ts, version_ms FROM "
+                                   "tab WHERE entity_key = ?".replace("tab", _table(table)), (table.key_bytes(key),))
+        return sorted(rows.fetchall())
+    client = store._get_client(table.store.config.online_store)
+    return client.hgetall(table.key_bytes(key) + table.store.config.project.encode())
+
+
+def _table(table: OnlineTable) -> str:
+    from feast.infra.online_stores.sqlite import _quote_id, _table_id
+
+    config = table.store.config
+    return _quote_id(_table_id(config.project, table.feature_view, config.registry.enable_online_feature_view_versioning))

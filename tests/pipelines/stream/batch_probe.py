@@ -18,6 +18,9 @@ class WatermarkProbe(KeyedProcessFunction):
     def process_element(self, batch, ctx):
         from pipelines.stream.runtime import parse_line
 
+        if not batch[1]:  # a bucket's mark before a checkpoint barrier
+            return iter(())
+
         times = [parse_line(line, None)[1].timestamp for line in batch[1]]
         self.seen.append({"bucket": batch[0], "watermark": ctx.timer_service().current_watermark(), "times": times})
         return iter(())

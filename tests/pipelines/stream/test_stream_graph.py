@@ -1,6 +1,6 @@
-"""The stream job's graph as Flink schedules it: each output sink is a task of its own, so the
-sinks' work never runs on the thread of the Python functions (which hold the interpreter lock
-while it runs). Built in a child process: a PyFlink gateway per test process is enough."""
+"""The stream job's graph as Flink schedules it: each output sink is a task of its own (with the
+JVM operator that splits its batches into lines), so the sinks' work never runs on the thread
+of the Python functions (which hold the interpreter lock while it runs). Built in a child process: a PyFlink gateway per test process is enough."""
 from __future__ import annotations
 
 import json
@@ -37,9 +37,10 @@ def test_every_output_sink_is_a_task_of_its_own(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     names = json.loads(done.stdout.strip().splitlines()[-1])
     (user,) = [name for name in names if name.startswith("user features")]
-    for sink in ("dead letters", "examples", "accepted records"):
+    for sink, splits in (("dead letters", None), ("examples", "in time order"), ("accepted records", "Flat Map")):
         assert sink not in user, names
-        assert f"{sink}: Writer" in names, names
+        task = f"{sink}: Writer" if splits is None else f"{splits} -> {sink}: Writer"  # with what splits its batches
+        assert any(name.startswith(task) for name in names), names
 
 
 def test_the_operators_modules_import_without_feast_or_torch():

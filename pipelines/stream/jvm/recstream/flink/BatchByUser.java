@@ -12,7 +12,8 @@ import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
  * once per batch instead of once per event. A batch holds lines in their arrival order and goes
  * out before the next watermark, at the next checkpoint barrier, every holdMs and at maxLines:
  * downstream sees every line before any watermark that followed it, and no line is held across
- * a checkpoint (so the operator keeps no state).
+ * a checkpoint (so the operator keeps no state). Before each barrier every bucket also gets an
+ * empty batch, its function's cue to save what it holds in memory into Flink's state.
  */
 public class BatchByUser extends HeldUntilWatermark<String, Tuple2<Integer, String[]>> {
     private static final long serialVersionUID = 1L;
@@ -57,6 +58,14 @@ public class BatchByUser extends HeldUntilWatermark<String, Tuple2<Integer, Stri
         held.computeIfAbsent(bucketOf(line, buckets), b -> new ArrayList<>()).add(line);
         if (++size >= maxLines) {
             emit();
+        }
+    }
+
+    @Override
+    public void prepareSnapshotPreBarrier(long checkpointId) throws Exception {
+        super.prepareSnapshotPreBarrier(checkpointId);
+        for (int bucket = 0; bucket < buckets; bucket++) {
+            output.collect(new StreamRecord<>(Tuple2.of(bucket, new String[0])));
         }
     }
 
