@@ -2,7 +2,7 @@
 (`.venv/bin/pip install py-spy`), its Python samples by operator thread and function.
 
     .venv/bin/python bench/stream_profile.py [--events 60000] [--seconds 15] [--python-mode thread] [--raw FILE] [--gil]
-    .venv/bin/python bench/stream_profile.py --rate-only [--events 150000]   # the job's rate, nothing sampled
+    .venv/bin/python bench/stream_profile.py --rate-only [--events 150000] [--timeline]   # the job's rate, nothing sampled
     ... [--set FIELD=JSON ...]   # a StreamConfig field changed, e.g. --set item_stats=false
 
 The job follows a backlog of synthetic events on the embedded broker (SQLite online store),
@@ -72,6 +72,7 @@ def main() -> None:
     p.add_argument("--gil", action="store_true", help="only the samples of the thread holding the GIL (in thread "
                                                      "mode every Python function shares one)")
     p.add_argument("--rate-only", action="store_true", help="only the job's rate over the backlog (no sampling)")
+    p.add_argument("--timeline", action="store_true", help="also print the events read by each second of the run")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="a StreamConfig field for the job, e.g. --set item_stats=false --set hold_ms=20")
     args = p.parse_args()
@@ -98,6 +99,11 @@ def main() -> None:
         job.wait(progress)
         (t0, r0), (t1, r1) = receipts[0], receipts[-1]
         print(f"job: {(r1 - r0) / (t1 - t0):,.0f} events/s over the backlog of {len(lines):,} ({args.python_mode} mode)")
+        if args.timeline:
+            per_second = Counter()
+            for (ta, ra), (tb, rb) in zip(receipts, receipts[1:]):
+                per_second[int(tb - t0)] += rb - ra
+            print("events read per second of the run:", [per_second[s] for s in range(int(t1 - t0) + 1)])
         if args.rate_only:
             return
         cpu = sampled["cpu"]

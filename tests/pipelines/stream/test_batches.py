@@ -1,7 +1,8 @@
 """The stream job's JVM batching (pipelines/stream/jvm, pipelines.stream.batches): a line's
 bucket comes from the same user text features.ids.stable_id hashes, so a user's events always
 meet in one bucket; and a batch goes out before the next watermark, so the user function meets
-every line at the watermark it would have met alone."""
+every line at the watermark it would have met alone; and before each checkpoint barrier every
+bucket gets a mark, its function's cue to save its state."""
 from __future__ import annotations
 
 import json
@@ -65,20 +66,23 @@ from pathlib import Path
 from pyflink.common import Types
 from pyflink.datastream.connectors.base import Sink
 from pyflink.java_gateway import get_gateway
-from pipelines.stream.batches import batch_by_user, bucket_of
+from pipelines.stream.batches import batch_by_user, bucket_of, mark_buckets
 from pipelines.stream.config import StreamConfig
 from pipelines.stream.driver import environment
 from pipelines.stream.io import file_lines, stamp_files, watermarks
-from tests.pipelines.stream.batch_probe import WatermarkProbe
+from tests.pipelines.stream.batch_probe import MarkProbe, WatermarkProbe
 work = Path(sys.argv[1])
 cfg = StreamConfig(workdir=work, source=work / "in")
+RECORD = Types.TUPLE([Types.INT(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 env, _ = environment(cfg)
 env.get_config().set_auto_watermark_interval(1)
+env.enable_checkpointing(20)
 lines = stamp_files(file_lines(env, str(cfg.source), follow=False), watermarks(0, 60_000), None)
-# no flush by time, size or checkpoint: only a watermark or the end of the input hands a batch on
+# no flush by time or size: only a watermark, a checkpoint or the end of the input hands a batch on
 probe = batch_by_user(lines, 4, 600_000, 10**9).key_by(bucket_of, key_type=Types.INT()).process(
-    WatermarkProbe(str(work / "seen.json")))
-probe.sink_to(Sink(get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink()))
+    WatermarkProbe(str(work / "seen.json")), output_type=RECORD)
+marked = mark_buckets(probe, 3, RECORD).key_by(bucket_of, key_type=Types.INT()).process(MarkProbe(str(work / "marks.json")))
+marked.sink_to(Sink(get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink()))
 env.execute("probe")
 """
 
@@ -93,10 +97,18 @@ def test_a_batch_goes_out_before_the_next_watermark(tmp_path):
     done = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    seen = json.loads((tmp_path / "seen.json").read_text())
+    probe = json.loads((tmp_path / "seen.json").read_text())
+    seen = probe["batches"]
     assert sorted(t for batch in seen for t in batch["times"]) == [r["timestamp"] for r in rows]  # nothing lost
     # in time order (one file, one reader): every line is newer than the watermark its batch met
     assert all(min(batch["times"]) > batch["watermark"] for batch in seen), [
         (b["watermark"], min(b["times"])) for b in seen if min(b["times"]) <= b["watermark"]][:5]
     # and watermarks did pass between batches (else this test proves nothing)
     assert any(batch["watermark"] > start for batch in seen)
+    # before each checkpoint barrier every bucket got a mark (an empty batch), from BatchByUser and from
+    # MarkBuckets (3 buckets there: a record of bucket 3 passes on, with no mark)
+    marks = {int(b): n for b, n in probe["marks"].items()}
+    assert set(marks) == {0, 1, 2, 3} and len(set(marks.values())) == 1, marks
+    after = json.loads((tmp_path / "marks.json").read_text())
+    assert {int(b): n for b, n in after["marks"].items()} == {b: marks[0] for b in range(3)}, after
+    assert sum(after["records"].values()) == len(seen)

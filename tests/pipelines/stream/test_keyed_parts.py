@@ -1,8 +1,10 @@
-"""The plain-Python parts of the keyed functions: item deltas packed per item bucket, and the
-example timers of a bucket (one Flink timer at the earliest due time)."""
+"""The plain-Python parts of the keyed functions: item deltas packed per item bucket, the
+example timers of a bucket (one Flink timer at the earliest due time), and the state cache
+that writes a bucket's keys at its save (with a stand-in for Flink's MapState)."""
 from __future__ import annotations
 
 from pipelines.stream.keyed import ExampleTimers, combine, split
+from pipelines.stream.runtime import BucketCache
 
 
 def test_deltas_go_one_record_per_item_bucket_in_their_order():
@@ -35,3 +37,53 @@ def test_a_watermark_past_many_due_times_takes_them_all_and_sets_the_next():
     assert timers.take(650) == set()  # a stale timer fires: nothing is due
     assert timers.take(10**18) == {4}
     assert timers.to_register is None and timers.by_time == {}
+
+
+class MapStateDouble:
+    """What BucketCache uses of a PyFlink MapState (get, put_all), counting its calls."""
+
+    def __init__(self):
+        self.held, self.calls = {}, []
+
+    def get(self, key):
+        self.calls.append(("get", key))
+        return self.held.get(key)
+
+    def put_all(self, pairs):
+        pairs = dict(iter(pairs))  # BucketCache hands pairs, as PyFlink's process mode wants them
+        self.calls.append(("put_all", sorted(pairs)))
+        self.held.update(pairs)
+
+
+def test_the_bucket_cache_writes_a_bucket_s_keys_once_at_its_save():
+    state = MapStateDouble()
+    state.held = {30: "x", 31: "y"}  # saved before
+    cache = BucketCache(state, size=2, fresh=False)
+    for value in range(3):
+        cache.put(1, 10, value)  # bucket 1, key 10: put three times
+    cache.put(1, 11, "b")
+    assert cache.get(30) == "x" and cache.get(31) == "y"  # evict 10 and 11 from the cache, not saved yet
+    assert state.calls == [("get", 30), ("get", 31)]  # nothing written before a save
+    assert cache.get(10) == 2 and cache.get(11) == "b"  # unsaved values are still read, not the state
+    assert len(state.calls) == 2
+    cache.save(2)  # another bucket: nothing of bucket 1
+    cache.save(1)
+    assert state.calls[2:] == [("put_all", [10, 11])] and state.held == {10: 2, 11: "b", 30: "x", 31: "y"}
+    cache.save(1)  # nothing put since
+    assert len(state.calls) == 3
+    fresh = BucketCache(MapStateDouble(), size=2, fresh=True)
+    assert fresh.get(12) is None and fresh.state.calls == []  # a fresh job's unknown key is not read
+
+
+def test_the_bucket_cache_saves_a_bucket_once_more_than_size_keys_wait():
+    state = MapStateDouble()
+    cache = BucketCache(state, size=3, fresh=False)
+    cache.put(1, 10, "a")
+    cache.put(2, 20, "b")
+    cache.put(2, 21, "c")
+    assert state.calls == []
+    cache.put(2, 22, "d")  # four keys wait: the bucket of this put is saved (its current key in Flink)
+    assert state.calls == [("put_all", [20, 21, 22])]
+    cache.put(3, 30, "e")
+    assert state.calls == [("put_all", [20, 21, 22])]
+    assert cache.get(99) is None and state.calls[-1] == ("get", 99)  # not fresh: an unknown key is read
