@@ -41,7 +41,7 @@ from pipelines.stream.examples import EXAMPLE_FIELDS, ClickJoin, example_json
 from pipelines.stream.pending import Pending
 from pipelines.stream.runtime import (ACCEPTED, DEAD_LETTERS, END_OF_INPUT, EXAMPLES, OPENED, BootstrapLedger,
                                       BucketCache, FnSettings, OnlineWriter, Reporting, dead_letter, parse_line,
-                                      retrying)
+                                      retrying, short_gc_pauses)
 
 ITEM_STATS = "item_stats"
 # (item bucket, its items' deltas as little-endian int64 triples: item_id, timestamp, signed kinds
@@ -113,6 +113,7 @@ class _Keyed(Reporting):
 
     def open(self, runtime_context) -> None:
         super().open(runtime_context)
+        short_gc_pauses()
         s = self.settings
         self.tables = open_tables(Path(s.workdir), s.online, self.views)
         self.writer = OnlineWriter(self.tables, self.views, s.patience_s, self.count)
@@ -196,7 +197,7 @@ class _Keyed(Reporting):
     def on_timer(self, timestamp: int, ctx):
         key = ctx.get_current_key()
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
-            reporting = self.is_report_timer(key, timestamp)
+            self.disarm(key, timestamp)
             yield from self.flush_batch(self.pending.take(timestamp))
             if self.pending.state_of(key) == "unknown" and self.take_restored(key):
                 self.count("recovered")

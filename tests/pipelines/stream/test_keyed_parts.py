@@ -87,3 +87,26 @@ def test_the_bucket_cache_saves_a_bucket_once_more_than_size_keys_wait():
     cache.put(3, 30, "e")
     assert state.calls == [("put_all", [20, 21, 22])]
     assert cache.get(99) is None and state.calls[-1] == ("get", 99)  # not fresh: an unknown key is read
+
+
+def test_after_a_full_collection_the_survivors_are_frozen_so_the_next_one_skips_them():
+    """The keyed state in memory is long-lived: without freezing, each full collection of the
+    cyclic garbage collector scanned all of it again (200-280 ms pauses at 2,000 users)."""
+    import gc
+
+    from pipelines.stream.runtime import _freeze_after_full, short_gc_pauses
+
+    held = [{"state": [i]} for i in range(10_000)]
+    short_gc_pauses()
+    short_gc_pauses()  # once per interpreter
+    try:
+        assert gc.callbacks.count(_freeze_after_full) == 1
+        gc.collect()
+        assert gc.get_freeze_count() >= len(held)
+        cycle: list = []
+        cycle.append(cycle)  # garbage made after the freeze is still collected
+        del cycle
+        assert gc.collect() >= 1
+    finally:
+        gc.callbacks.remove(_freeze_after_full)
+        gc.unfreeze()
