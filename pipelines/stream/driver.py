@@ -247,9 +247,13 @@ def job_settings(cfg: StreamConfig, submitted: bool) -> dict[str, str]:
     Submitted by a Flink client (`flink run`, the operator's PythonDriver, which hands the program
     PYFLINK_GATEWAY_PORT): the restart strategy and the Python interpreter are the cluster's.
     Either way the interpreter the JVM embeds (thread mode: pemja) or starts (process mode)
-    imports from the driver's checkout and site-packages (the same paths in the job image)."""
+    imports from the driver's checkout and site-packages (the same paths in the job image).
+    Checkpoints are aligned, here and on a cluster."""
     out = {"python.fn-execution.bundle.time": str(cfg.bundle_ms), "python.execution-mode": cfg.python_mode,
-           "python.pythonpath": os.pathsep.join(python_path())}
+           "python.pythonpath": os.pathsep.join(python_path()),
+           # the keyed state is saved at marks sent just before each barrier, which an unaligned
+           # barrier could overtake (pipelines.stream.batches)
+           "execution.checkpointing.unaligned.enabled": "false"}
     if not submitted:
         out.update({"restart-strategy.type": "none", **LOCAL_ONLY, "python.executable": sys.executable})
         folder = sink_checkpoints(cfg, submitted)

@@ -24,6 +24,7 @@ after a restore harmless.
 """
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from pathlib import Path
@@ -118,13 +119,15 @@ class _Keyed(Reporting):
         self.tables = open_tables(Path(s.workdir), s.online, self.views)
         self.writer = OnlineWriter(self.tables, self.views, s.patience_s, self.count)
         self.ledger = BootstrapLedger(s.ledger) if s.ledger else None
-        # each key's state in its bucket's MapState, read through a cache written once per batch
+        # a restore, or Flink's own restart of a failed task (from the last checkpoint) on a cluster
+        self.restored = s.restored or runtime_context.get_attempt_number() > 0
+        # each key's state in its bucket's MapState, read through a cache saved at each mark
         descriptor = MapStateDescriptor(self.state_name, Types.LONG(), Types.PICKLED_BYTE_ARRAY())
-        self.cache = BucketCache(runtime_context.get_map_state(descriptor), s.cache_size, fresh=not s.restored)
+        self.cache = BucketCache(runtime_context.get_map_state(descriptor), s.cache_size, fresh=not self.restored)
         # the keys of a pending bucket, named at a mark (a timer restored from a checkpoint writes them: recover)
         self.changed = runtime_context.get_state(ValueStateDescriptor("changed", Types.PICKLED_BYTE_ARRAY()))
-        # the buckets whose Flink state names pending keys (keep): the bucket's next mark clears it
-        # once the bucket is no longer pending (forget)
+        # the buckets whose Flink state names pending keys (keep): cleared (forget) when the
+        # bucket's own timer finds its flush done, or at its next mark once it is not pending
         self.kept: set = set()
         # after a restore, the buckets whose checkpointed pending keys were taken up (take_restored)
         self.taken: set = set()
@@ -178,7 +181,7 @@ class _Keyed(Reporting):
         """Whether a restored job has still to take up the pending keys the checkpoint holds for
         bucket (the current key); it takes them now: with the bucket's next pending period
         (started) or by the bucket's restored timer (recover), whichever comes first."""
-        if not self.settings.restored or bucket in self.taken:
+        if not self.restored or bucket in self.taken:
             return False
         self.taken.add(bucket)
         self.kept.add(bucket)  # the state still names them until the bucket's next mark (or recover) clears it
@@ -197,9 +200,13 @@ class _Keyed(Reporting):
     def on_timer(self, timestamp: int, ctx):
         key = ctx.get_current_key()
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
-            self.disarm(key, timestamp)
+            reporting = self.disarm(key, timestamp)
             yield from self.flush_batch(self.pending.take(timestamp))
-            if self.pending.state_of(key) == "unknown" and self.take_restored(key):
+            found = self.pending.state_of(key)
+            if found == "done" and key in self.kept:  # flushed after its mark: the checkpoint to come must not hold it
+                self.forget()
+                self.kept.discard(key)
+            elif found == "unknown" and not reporting and self.take_restored(key):
                 self.count("recovered")
                 yield from self.recover(key)
                 self.forget()
@@ -223,6 +230,10 @@ class _Keyed(Reporting):
         for _ in self.flush_batch(self.pending.take()):
             pass  # a closing function cannot send records on: a restore sends them (their timers)
         super().close()
+        # the state in memory goes now, even though this instance sits in a reference cycle that
+        # a frozen garbage collector never frees (short_gc_pauses): its interpreter may outlive it
+        self.cache = self.pending = self.writer = self.tables = None
+        gc.unfreeze()
 
 
 class UserFeaturesFn(_Keyed):
@@ -303,6 +314,7 @@ class UserFeaturesFn(_Keyed):
                 else:
                     users[user] = [state, views]
             payload["deltas"].extend(deltas)
+        self.cache.trim(bucket)
         if self.counts["read"] >= self.settings.every:
             self.report()
 
@@ -392,7 +404,7 @@ class UserFeaturesFn(_Keyed):
         timers = self.due.get(bucket)
         if timers is None:
             timers = self.due[bucket] = ExampleTimers()
-            if self.settings.restored:  # the bucket's joins from the checkpoint
+            if self.restored:  # the bucket's joins from the checkpoint
                 for user in self.joins.keys():
                     held = self.cache.get(user)
                     for ts in held[1].waiting() if held is not None and held[1] is not None else ():
@@ -414,6 +426,7 @@ class UserFeaturesFn(_Keyed):
                     held[1] = None
                     self.joins.remove(user)
                 self.cache.put(bucket, user, held)
+            self.cache.trim(bucket)
             if timers.to_register is not None:
                 ctx.timer_service().register_event_time_timer(timers.to_register)
                 timers.to_register = None
@@ -450,6 +463,7 @@ class ItemStatsFn(_Keyed):
                 stats.add(held[0], ts, mask_kinds(abs(signed)), 1 if signed > 0 else -1)
         for item, held in changed.items():
             self.cache.put(record[0], item, held)
+        self.cache.trim(record[0])
         self.count("item_deltas_skipped", skipped)
         if applied:
             self.count("item_deltas", applied)

@@ -132,11 +132,13 @@ class Reporting(KeyedProcessFunction):
             timers.register_processing_time_timer(at)
             self.report_timer = (ctx.get_current_key(), at)
 
-    def disarm(self, key, timestamp: int) -> None:
-        """A processing-time timer of key fired: if it is the report timer, the next record (or
-        event-time timer) arms another."""
+    def disarm(self, key, timestamp: int) -> bool:
+        """A processing-time timer of key fired: whether it is the report timer (then the next
+        record, or event-time timer, arms another)."""
         if self.report_timer == (key, timestamp):
             self.report_timer = None
+            return True
+        return False
 
     def report(self) -> None:
         """Send the counts since the last receipt, and add them to the Flink metrics."""
@@ -161,7 +163,8 @@ class BucketCache:
     call, under that bucket as the current key. The function saves each bucket at the mark that
     comes before every checkpoint barrier (pipelines.stream.batches.is_mark), so a checkpoint
     holds every put, and a key changed by many batches between checkpoints is written once.
-    While more than ``size`` keys wait, a put saves its bucket at once (memory stays bounded).
+    While more than ``size`` keys wait, ``trim`` (at the end of each batch) saves the batch's
+    bucket at once, so memory stays bounded without checkpoints too.
     Only this function instance writes its keys, and a restore or a rescale starts new
     instances, so the cache never serves a stale value. A job that did not start from a
     checkpoint (``fresh``) also knows that a key this instance never met has no state yet, and
@@ -196,6 +199,9 @@ class BucketCache:
             self.seen.add(key)
             if len(self.seen) > self.max_seen:
                 self.seen = None  # too many to remember: read every key not in the cache
+
+    def trim(self, bucket) -> None:
+        """The end of a batch of bucket (the current Flink key): save it if more than size keys wait."""
         if len(self.dirty) > self.size:
             self.save(bucket)
 

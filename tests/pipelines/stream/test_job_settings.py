@@ -95,3 +95,11 @@ def test_a_restore_needs_the_bucket_count_its_checkpoint_was_keyed_by(tmp_path):
         check_layout(cfg(key_buckets=32), first)  # the newest checkpoint is still the earlier run's
     with pytest.raises(ConfigError, match="keyed state by user"):
         check_layout(cfg(key_buckets=32), old)
+
+
+@pytest.mark.parametrize("submitted", [False, True])
+def test_checkpoints_stay_aligned_so_the_marks_come_before_the_barrier(tmp_path, submitted):
+    """The keyed functions save their state at marks sent just before each barrier
+    (pipelines.stream.batches): an unaligned barrier could overtake them."""
+    cfg = StreamConfig(workdir=tmp_path, source=tmp_path, follow=True)
+    assert job_settings(cfg, submitted)["execution.checkpointing.unaligned.enabled"] == "false"

@@ -75,16 +75,19 @@ def test_the_bucket_cache_writes_a_bucket_s_keys_once_at_its_save():
     assert fresh.get(12) is None and fresh.state.calls == []  # a fresh job's unknown key is not read
 
 
-def test_the_bucket_cache_saves_a_bucket_once_more_than_size_keys_wait():
+def test_the_bucket_cache_saves_a_batch_s_bucket_once_more_than_size_keys_wait():
     state = MapStateDouble()
     cache = BucketCache(state, size=3, fresh=False)
     cache.put(1, 10, "a")
     cache.put(2, 20, "b")
     cache.put(2, 21, "c")
     assert state.calls == []
-    cache.put(2, 22, "d")  # four keys wait: the bucket of this put is saved (its current key in Flink)
+    cache.put(2, 22, "d")
+    assert state.calls == []  # saved at the end of the batch at most
+    cache.trim(2)  # the end of bucket 2's batch, four keys wait: bucket 2 is saved (the current key in Flink)
     assert state.calls == [("put_all", [20, 21, 22])]
     cache.put(3, 30, "e")
+    cache.trim(3)  # two keys wait
     assert state.calls == [("put_all", [20, 21, 22])]
     assert cache.get(99) is None and state.calls[-1] == ("get", 99)  # not fresh: an unknown key is read
 
