@@ -41,8 +41,8 @@ from pipelines.stream.batches import is_mark, pack_lines
 from pipelines.stream.examples import EXAMPLE_FIELDS, ClickJoin, example_json
 from pipelines.stream.pending import Pending
 from pipelines.stream.runtime import (ACCEPTED, DEAD_LETTERS, END_OF_INPUT, EXAMPLES, OPENED, BootstrapLedger,
-                                      BucketCache, FnSettings, OnlineWriter, Reporting, dead_letter, parse_line,
-                                      retrying, short_gc_pauses)
+                                      BucketCache, FnSettings, OnlineWriter, Reporting, attempt_number, dead_letter,
+                                      parse_line, retrying, short_gc_pauses)
 
 ITEM_STATS = "item_stats"
 # (item bucket, its items' deltas as little-endian int64 triples: item_id, timestamp, signed kinds
@@ -120,7 +120,7 @@ class _Keyed(Reporting):
         self.writer = OnlineWriter(self.tables, self.views, s.patience_s, self.count)
         self.ledger = BootstrapLedger(s.ledger) if s.ledger else None
         # a restore, or Flink's own restart of a failed task (from the last checkpoint) on a cluster
-        self.restored = s.restored or runtime_context.get_attempt_number() > 0
+        self.restored = s.restored or attempt_number(runtime_context) > 0
         # each key's state in its bucket's MapState, read through a cache saved at each mark
         descriptor = MapStateDescriptor(self.state_name, Types.LONG(), Types.PICKLED_BYTE_ARRAY())
         self.cache = BucketCache(runtime_context.get_map_state(descriptor), s.cache_size, fresh=not self.restored)

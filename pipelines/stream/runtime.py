@@ -226,6 +226,14 @@ class _Pairs(dict):
         return iter(self.items())
 
 
+def attempt_number(runtime_context) -> int:
+    """The task's attempt (0: its first run; more: Flink restarted it, from the last checkpoint)."""
+    try:
+        return runtime_context.get_attempt_number()
+    except AttributeError:  # thread mode asks Flink 2's RuntimeContext for a method now on its task info
+        return runtime_context._runtime_context.getTaskInfo().getAttemptNumber()
+
+
 def short_gc_pauses() -> None:
     """After each full collection of Python's cyclic garbage collector, freeze what survived it:
     later full collections scan only the objects made since. The keyed state held in memory (every
