@@ -36,32 +36,37 @@ def _writer(work: str, online: OnlineStore, newest_ms: int, clicks: int, go) -> 
             table.write(rows[i:i + BATCH])
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
-def test_an_older_writer_never_wins_a_key(tmp_path, kind):
+@pytest.fixture(params=["sqlite", "redis"])
+def online(request, tmp_path):
+    """The run folder's SQLite store, or a redis-server started for the test; applied."""
     server = None
-    if kind == "redis":
+    if request.param == "redis":
         redis_server_or_skip()
         server = RedisServer().start()
     try:
-        online = OnlineStore() if server is None else OnlineStore(kind="redis", redis_url=server.address)
-        apply(open_store(tmp_path, online), tmp_path)
-        ctx = multiprocessing.get_context("spawn")
-        go = ctx.Event()
-        writers = [ctx.Process(target=_writer, args=(str(tmp_path), online, ms, clicks, go))
-                   for ms, clicks in ((NEW_MS, 3), (OLD_MS, 1))]
-        for w in writers:
-            w.start()
-        go.set()
-        for w in writers:
-            w.join(120)
-            assert w.exitcode == 0, f"a writer exited with {w.exitcode}"
-        rows = read_rows(open_store(tmp_path, online), "item_stats", list(range(KEYS)), ["newest_ms", "clicks_life"])
-        older = [k for k, row in enumerate(rows) if row["newest_ms"] != NEW_MS]
-        assert not older, f"{len(older)} keys went back in time, e.g. item {older[:5]}"
-        assert {row["clicks_life"] for row in rows} == {3}
+        store = OnlineStore() if server is None else OnlineStore(kind="redis", redis_url=server.address)
+        apply(open_store(tmp_path, store), tmp_path)
+        yield store
     finally:
         if server is not None:
             server.close()
+
+
+def test_an_older_writer_never_wins_a_key(tmp_path, online):
+    ctx = multiprocessing.get_context("spawn")
+    go = ctx.Event()
+    writers = [ctx.Process(target=_writer, args=(str(tmp_path), online, ms, clicks, go))
+               for ms, clicks in ((NEW_MS, 3), (OLD_MS, 1))]
+    for w in writers:
+        w.start()
+    go.set()
+    for w in writers:
+        w.join(120)
+        assert w.exitcode == 0, f"a writer exited with {w.exitcode}"
+    rows = read_rows(open_store(tmp_path, online), "item_stats", list(range(KEYS)), ["newest_ms", "clicks_life"])
+    older = [k for k, row in enumerate(rows) if row["newest_ms"] != NEW_MS]
+    assert not older, f"{len(older)} keys went back in time, e.g. item {older[:5]}"
+    assert {row["clicks_life"] for row in rows} == {3}
 
 
 def test_a_sqlite_reader_mid_transaction_does_not_block_a_writer(tmp_path):
@@ -107,8 +112,7 @@ def test_teardown_removes_the_sqlite_wal_files_too(tmp_path):
         other.close()
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
-def test_an_encoded_write_stores_what_feasts_own_write_stores(tmp_path, kind):
+def test_an_encoded_write_stores_what_feasts_own_write_stores(tmp_path, online):
     """OnlineTable writes packed rows already encoded (write_encoded, each entity key serialized
     once); the store then holds, byte for byte, what Feast's online_write_batch of the same row
     holds: the same value, event time and version. Then a Feast write of an older row leaves it."""
@@ -119,30 +123,21 @@ def test_an_encoded_write_stores_what_feasts_own_write_stores(tmp_path, kind):
     from feature_repo.definitions import PACKED
     from features.packed import pack
 
-    server = None
-    if kind == "redis":
-        redis_server_or_skip()
-        server = RedisServer().start()
-    try:
-        online = OnlineStore() if server is None else OnlineStore(kind="redis", redis_url=server.address)
-        apply(open_store(tmp_path, online), tmp_path)
-        table = OnlineTable(open_store(tmp_path, online), "item_stats")
-        store = table.provider.online_store
-        rows = [item_row(1, NEW_MS, 3), item_row(2, NEW_MS, 3)]
-        assert table.write(rows[:1]) == 1
-        assert table.key_bytes(1) in table.encoded.values()
-        ts = datetime.fromtimestamp((NEW_MS + 1) / 1000, timezone.utc)  # newest_ms + 1: the row's as-of time
-        feast_rows = [(table.entity_key(2), {PACKED: Value(bytes_val=pack("stats", rows[1]))}, ts, None)]
-        store.online_write_batch(table.store.config, table.feature_view, feast_rows, None)
-        stored = [_stored(table, kind, key) for key in (1, 2)]
-        assert stored[0] and stored[0] == stored[1]
-        older = [(table.entity_key(1), {PACKED: Value(bytes_val=pack("stats", item_row(1, OLD_MS, 1)))},
-                  datetime.fromtimestamp(OLD_MS / 1000, timezone.utc), None)]
-        store.online_write_batch(table.store.config, table.feature_view, older, None)
-        assert _stored(table, kind, 1) == stored[0]
-    finally:
-        if server is not None:
-            server.close()
+    kind = online.kind
+    table = OnlineTable(open_store(tmp_path, online), "item_stats")
+    store = table.provider.online_store
+    rows = [item_row(1, NEW_MS, 3), item_row(2, NEW_MS, 3)]
+    assert table.write(rows[:1]) == 1
+    assert table.key_bytes(1) in table.encoded.values()
+    ts = datetime.fromtimestamp((NEW_MS + 1) / 1000, timezone.utc)  # newest_ms + 1: the row's as-of time
+    feast_rows = [(table.entity_key(2), {PACKED: Value(bytes_val=pack("stats", rows[1]))}, ts, None)]
+    store.online_write_batch(table.store.config, table.feature_view, feast_rows, None)
+    stored = [_stored(table, kind, key) for key in (1, 2)]
+    assert stored[0] and stored[0] == stored[1]
+    older = [(table.entity_key(1), {PACKED: Value(bytes_val=pack("stats", item_row(1, OLD_MS, 1)))},
+              datetime.fromtimestamp(OLD_MS / 1000, timezone.utc), None)]
+    store.online_write_batch(table.store.config, table.feature_view, older, None)
+    assert _stored(table, kind, 1) == stored[0]
 
 
 def _stored(table: OnlineTable, kind: str, key: int):
