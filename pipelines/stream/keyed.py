@@ -230,9 +230,9 @@ class _Keyed(Reporting):
         for _ in self.flush_batch(self.pending.take()):
             pass  # a closing function cannot send records on: a restore sends them (their timers)
         super().close()
-        # the state in memory goes now, even though this instance sits in a reference cycle that
-        # a frozen garbage collector never frees (short_gc_pauses): its interpreter may outlive it
-        self.cache = self.pending = self.writer = self.tables = None
+        # this instance (its state in memory with it) sits in a reference cycle, which only the
+        # garbage collector frees, and not while frozen (short_gc_pauses): the interpreter may
+        # outlive it. Its timers can still fire after close (Flink's finish), so it keeps its state.
         gc.unfreeze()
 
 
