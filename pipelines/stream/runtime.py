@@ -241,7 +241,8 @@ def short_gc_pauses() -> None:
     a full collection every few seconds stop the job for 200-280 ms at 2,000 users (and longer
     with more), the worst of the freshness tail (docs/streaming.md). A frozen object is still
     freed when its last reference goes (the state is acyclic); only a reference cycle frozen while
-    alive and dropped later stays in memory. Once per interpreter (thread mode: one for the job)."""
+    alive and dropped later stays in memory, until a keyed function closes (it unfreezes). Once
+    per interpreter (thread mode: one for the job)."""
     if _freeze_after_full not in gc.callbacks:
         gc.callbacks.append(_freeze_after_full)
 
