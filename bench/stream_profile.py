@@ -89,13 +89,16 @@ def main() -> None:
         apply(open_store(work), work)
         job = StreamProcess(StreamConfig(workdir=work, kafka=kafka, follow=True, python_mode=args.python_mode,
                                          **knobs)).start()
-        receipts, sampled = [], {}
+        receipts, sampled, cpu_at = [], {}, []
 
         def progress(counts: dict) -> bool:
             receipts.append((time.perf_counter(), counts["read"]))
             if len(receipts) == 3 and not args.rate_only:
                 sampled.update(sample(job.pid, args, py_spy, Path(tmp)))
-            return counts["read"] >= len(lines) and (bool(sampled) or args.rate_only)
+            done = counts["read"] >= len(lines) and (bool(sampled) or args.rate_only)
+            if args.rate_only and (len(receipts) == 1 or done):
+                cpu_at.append((counts["read"], thread_cpu(jvm_of(job.pid))))
+            return done
         job.wait(progress)
         (t0, r0), (t1, r1) = receipts[0], receipts[-1]
         print(f"job: {(r1 - r0) / (t1 - t0):,.0f} events/s over the backlog of {len(lines):,} ({args.python_mode} mode)")
@@ -105,6 +108,12 @@ def main() -> None:
                 per_second[int(tb - t0)] += rb - ra
             print("events read per second of the run:", [per_second[s] for s in range(int(t1 - t0) + 1)])
         if args.rate_only:
+            (n0, c0), (n1, c1) = cpu_at[0], cpu_at[-1]
+            per = {name: (c1[name] - c0.get(name, 0)) * 1e6 / max(n1 - n0, 1) for name in c1}
+            ops = {name: v for name, v in per.items() if name.startswith(("user feat", "item stat"))}
+            print(f"CPU per event: {sum(ops.values()):.1f} us in the Python operators' threads "
+                  f"({', '.join(f'{k.split()[0]} {v:.1f}' for k, v in sorted(ops.items()))}), "
+                  f"{sum(per.values()):.1f} us in the whole JVM")
             return
         cpu = sampled["cpu"]
         print(f"\nCPU seconds by JVM thread over {args.seconds:g} s (all threads: {sum(cpu.values()):.1f}):")
@@ -118,12 +127,18 @@ def main() -> None:
             print("\n(no Python samples: install py-spy in the environment to get them)")
 
 
-def sample(driver_pid: int, args, py_spy: Path, tmp: Path) -> dict:
-    """Sample the job's JVM (the gateway JVM under the driver's child) for args.seconds."""
+def jvm_of(driver_pid: int) -> int:
+    """The JVM that runs the job's mini-cluster (the gateway JVM under the driver's child)."""
     jvm = subprocess.run(["pgrep", "-P", str(driver_pid), "java"], capture_output=True, text=True).stdout.split()
     if not jvm:
         raise SystemExit(f"no JVM under the driver (pid {driver_pid})")
-    target = jvm[0]
+    return int(jvm[0])
+
+
+def sample(driver_pid: int, args, py_spy: Path, tmp: Path) -> dict:
+    """Sample the job's JVM (the gateway JVM under the driver's child) for args.seconds."""
+    jvm = jvm_of(driver_pid)
+    target = str(jvm)
     if args.python_mode == "process":
         workers = subprocess.run(["pgrep", "-f", "beam_boot|pyflink.fn_execution"], capture_output=True,
                                  text=True).stdout.split()
@@ -134,9 +149,9 @@ def sample(driver_pid: int, args, py_spy: Path, tmp: Path) -> dict:
         spy = subprocess.Popen([str(py_spy), "record", "-p", target, "-d", str(int(args.seconds)), "--threads",
                                 "-f", "raw", "-o", str(raw), "--nonblocking", *(["--gil"] if args.gil else [])],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    before = thread_cpu(int(jvm[0]))
+    before = thread_cpu(jvm)
     time.sleep(args.seconds)
-    after = thread_cpu(int(jvm[0]))
+    after = thread_cpu(jvm)
     if spy is not None:
         spy.wait(timeout=60)
     return {"cpu": Counter({k: after[k] - before.get(k, 0) for k in after}), "raw": raw if spy else None}

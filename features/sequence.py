@@ -23,6 +23,7 @@ the most recent ``cap`` behaviors of that type.
 """
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -111,14 +112,18 @@ def merge(states: Iterable[SequenceState], policy: SequencePolicy) -> SequenceSt
     return out
 
 
-def finalize(state: SequenceState, policy: SequencePolicy) -> dict[str, list[int] | int]:
-    """The feature values: parallel lists, oldest first, at most max_len long."""
+def finalize(state: SequenceState, policy: SequencePolicy, arrays: bool = False) -> dict[str, list[int] | int]:
+    """The feature values: parallel lists, oldest first, at most max_len long; with ``arrays``,
+    int64 arrays (array.array; event types int32), which features.packed packs without a copy."""
     kept = _final(state, policy)
+    times, _ids, items, categories, codes = zip(*kept) if kept else ((),) * 5  # columns, in C (the stream's flushes)
+    if arrays:
+        items, categories, codes, times = array("q", items), array("q", categories), array("i", codes), array("q", times)
     return {
-        "seq_item_ids": [b[2] for b in kept],
-        "seq_category_ids": [b[3] for b in kept],
-        "seq_event_types": [b[4] for b in kept],
-        "seq_timestamps": [b[0] for b in kept],
+        "seq_item_ids": items if arrays else list(items),
+        "seq_category_ids": categories if arrays else list(categories),
+        "seq_event_types": codes if arrays else list(codes),
+        "seq_timestamps": times if arrays else list(times),
         "seq_length": len(kept),
         "last_event_ms": kept[-1][0] if kept else 0,
     }

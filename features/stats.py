@@ -17,7 +17,10 @@ backfill wrote.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from array import array
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 
@@ -29,12 +32,33 @@ KINDS = ("impressions", "clicks", "behaviors")
 LIFETIME = "life"
 
 
+_W = len(KINDS)
+
+
 @dataclass
 class StatsState:
+    """Lifetime counts and the recent tiles: their starts in ascending order and their counts,
+    _W per tile in the same order, both as int64 arrays (array.array), none all zero. A row is
+    then two slices (state_row), and a pickled state two byte strings."""
+
     lifetime: list[int]  # counts per KINDS, every event ever added
-    tiles: dict[int, list[int]]  # tile start ms -> counts per KINDS, recent tiles only
+    starts: array = field(default_factory=lambda: array("q"))  # tile start ms, ascending
+    counts: array = field(default_factory=lambda: array("q"))  # per tile, its counts per KINDS
     newest_ms: int = -(1 << 62)
-    pruned_size: int = 0  # len(tiles) after the last prune: tiles are pruned as they double (amortized O(1))
+    pruned_size: int = 0  # tiles after the last prune: tiles are pruned as they double (amortized O(1))
+
+    @property
+    def tiles(self) -> dict[int, list[int]]:
+        """tile start ms -> its counts per KINDS (a copy)."""
+        return {start: self.counts[i * _W:(i + 1) * _W].tolist() for i, start in enumerate(self.starts)}
+
+    def __setstate__(self, saved: dict) -> None:
+        if "tiles" in saved:  # pickled before the arrays (a checkpoint of 2026-12-07 or earlier)
+            tiles = saved.pop("tiles")
+            ordered = sorted(start for start, tile in tiles.items() if any(tile))
+            saved["starts"] = array("q", ordered)
+            saved["counts"] = array("q", chain.from_iterable(tiles[start] for start in ordered))
+        self.__dict__.update(saved)
 
 
 def kind_index(event_type: str, behavior_types: frozenset[str]) -> tuple[int, ...]:
@@ -50,7 +74,14 @@ def kind_index(event_type: str, behavior_types: frozenset[str]) -> tuple[int, ..
 
 
 def empty() -> StatsState:
-    return StatsState([0] * len(KINDS), {})
+    return StatsState([0] * len(KINDS))
+
+
+def _of_tiles(lifetime: list[int], tiles: dict[int, list[int]], newest_ms: int) -> StatsState:
+    """A state of tiles given as a dict (start -> counts); tiles of zeros are dropped."""
+    ordered = sorted(start for start, tile in tiles.items() if any(tile))
+    return StatsState(lifetime, array("q", ordered), array("q", chain.from_iterable(tiles[s] for s in ordered)),
+                      newest_ms)
 
 
 def add(state: StatsState, timestamp: int, kinds: tuple[int, ...], sign: int = 1) -> StatsState:
@@ -60,31 +91,46 @@ def add(state: StatsState, timestamp: int, kinds: tuple[int, ...], sign: int = 1
     if not kinds:
         return state
     start = timestamp - timestamp % TILE_MS
-    tile = state.tiles.get(start)
-    if tile is None and sign > 0:
-        tile = state.tiles[start] = [0] * len(KINDS)
+    starts, counts, lifetime = state.starts, state.counts, state.lifetime
+    n = len(starts)
+    if n and starts[-1] == start:  # the newest tile, where most events go
+        i, there = n - 1, True
+    else:
+        i = bisect_left(starts, start)
+        there = i < n and starts[i] == start
+        if not there and sign > 0:
+            starts.insert(i, start)
+            counts[i * _W:i * _W] = _ZEROS
+            there = True
+    j, zero = i * _W, False
     for k in kinds:
-        state.lifetime[k] += sign
-        if tile is not None:
-            tile[k] += sign
-    if tile is not None and not any(tile):
-        del state.tiles[start]
+        lifetime[k] += sign
+        if there:
+            counts[j + k] += sign
+            zero = zero or counts[j + k] == 0
+    if zero and not any(counts[j:j + _W]):
+        del starts[i]
+        del counts[j:j + _W]
     if timestamp > state.newest_ms and sign > 0:
         state.newest_ms = timestamp
-        if len(state.tiles) > 2 * state.pruned_size + 16:
+        if len(starts) > 2 * state.pruned_size + 16:
             _prune(state)
     return state
 
 
+_ZEROS = array("q", [0] * _W)
+
+
 def merge(states: list[StatsState]) -> StatsState:
-    out = empty()
+    lifetime, tiles, newest = [0] * _W, {}, empty().newest_ms
     for s in states:
-        out.lifetime = [a + b for a, b in zip(out.lifetime, s.lifetime)]
+        lifetime = [a + b for a, b in zip(lifetime, s.lifetime)]
         for start, counts in s.tiles.items():
-            tile = out.tiles.setdefault(start, [0] * len(KINDS))
+            tile = tiles.setdefault(start, [0] * _W)
             for k, c in enumerate(counts):
                 tile[k] += c
-        out.newest_ms = max(out.newest_ms, s.newest_ms)
+        newest = max(newest, s.newest_ms)
+    out = _of_tiles(lifetime, tiles, newest)
     _prune(out)
     return out
 
@@ -93,28 +139,13 @@ def at(state: StatsState, now_ms: int) -> dict[str, int | float]:
     """Feature values as of now_ms (now_ms must be after every event in the state)."""
     if now_ms <= state.newest_ms:
         raise ValueError(f"stats read at {now_ms} but the state holds an event at {state.newest_ms}")
-    # The windows nest: a tile is added to the shortest window holding it, then the sums accumulate.
-    lows = [now_ms - length for length in _LENGTHS]
-    levels = [[0] * len(KINDS) for _ in lows]
-    for start, counts in state.tiles.items():
-        for level, low in enumerate(lows):
-            if start >= low:
-                sums = levels[level]
-                for k, c in enumerate(counts):
-                    sums[k] += c
-                break
-    totals, running = {}, [0] * len(KINDS)
-    for name, sums in zip(_NAMES, levels):
-        totals[name] = running = [a + b for a, b in zip(running, sums)]
     out: dict[str, int | float] = {}
-    for name in WINDOWS:  # the columns in WINDOWS order, as feature_names() lists them
-        _name_into(out, totals[name], name)
+    starts, counts = state.starts, state.counts
+    for name, length in WINDOWS.items():  # the columns in WINDOWS order, as feature_names() lists them
+        i = bisect_left(starts, now_ms - length) * _W  # the tiles in the window: a suffix, the starts being in order
+        _name_into(out, [sum(counts[i + k::_W]) for k in range(_W)], name)
     _name_into(out, state.lifetime, LIFETIME)
     return out
-
-
-_NAMES = sorted(WINDOWS, key=WINDOWS.get)  # the windows, shortest first
-_LENGTHS = [WINDOWS[name] for name in _NAMES]
 
 
 def feature_names() -> list[str]:
@@ -135,13 +166,15 @@ def to_row(state: StatsState, as_of_ms: int) -> dict:
     return {**at(state, as_of_ms), **state_row(state)}
 
 
-def state_row(state: StatsState) -> dict:
+def state_row(state: StatsState, arrays: bool = False) -> dict:
     """The state alone (STATE_FIELDS), with only the live tiles, in start order: the same row
-    whatever order the events came in. The online views hold this; serving reads it (read_at)."""
-    low = horizon(state.newest_ms)
-    live = sorted(start for start, counts in state.tiles.items() if start >= low and any(counts))
-    row = {"newest_ms": state.newest_ms, "tile_starts": live,
-           "tile_counts": [c for start in live for c in state.tiles[start]]}
+    whatever order the events came in. The online views hold this; serving reads it (read_at).
+    Two slices of the state's arrays; with ``arrays`` the lists stay int64 arrays (array.array),
+    which features.packed packs without a copy (the stream writes a row per changed key)."""
+    i = bisect_left(state.starts, horizon(state.newest_ms))
+    starts, counts = state.starts[i:], state.counts[i * _W:]
+    row = {"newest_ms": state.newest_ms, "tile_starts": starts if arrays else starts.tolist(),
+           "tile_counts": counts if arrays else counts.tolist()}
     for k, kind in enumerate(KINDS):
         row[f"{kind}_{LIFETIME}"] = state.lifetime[k]
     return row
@@ -149,11 +182,17 @@ def state_row(state: StatsState) -> dict:
 
 def from_row(row: dict) -> StatsState:
     """The state a stats row holds (the inverse of to_row, up to tiles that can no longer count)."""
-    counts = list(row["tile_counts"] or [])
-    width = len(KINDS)
-    tiles = {int(start): [int(c) for c in counts[i * width:(i + 1) * width]]
-             for i, start in enumerate(row["tile_starts"] or [])}
-    return StatsState([int(row[f"{k}_{LIFETIME}"]) for k in KINDS], tiles, int(row["newest_ms"]))
+    starts = np.asarray(row["tile_starts"] if row["tile_starts"] is not None else [], np.int64)
+    counts = np.asarray(row["tile_counts"] if row["tile_counts"] is not None else [], np.int64)
+    if len(counts) != _W * len(starts):
+        raise ValueError(f"a stats row has {len(starts)} tiles but {len(counts)} tile counts ({_W} per tile)")
+    counts = counts.reshape(-1, _W)
+    keep = np.argsort(starts, kind="stable")
+    keep = keep[counts[keep].any(axis=1)]  # in start order, no tile of zeros
+    out = StatsState([int(row[f"{k}_{LIFETIME}"]) for k in KINDS], newest_ms=int(row["newest_ms"]))
+    out.starts.frombytes(starts[keep].astype("=i8").tobytes())
+    out.counts.frombytes(counts[keep].astype("=i8").tobytes())
+    return out
 
 
 def read_at(row: dict, now_ms: int) -> dict[str, int | float]:
@@ -189,10 +228,11 @@ _COLUMNS = {w: ([f"{k}_{w}" for k in KINDS], f"ctr_{w}") for w in (*WINDOWS, LIF
 
 
 def _prune(state: StatsState) -> None:
-    oldest = horizon(state.newest_ms)
-    for start in [s for s in state.tiles if s < oldest]:
-        del state.tiles[start]
-    state.pruned_size = len(state.tiles)
+    """Drop the tiles that can never count again: a prefix, the starts being in order."""
+    i = bisect_left(state.starts, horizon(state.newest_ms))
+    del state.starts[:i]
+    del state.counts[:i * _W]
+    state.pruned_size = len(state.starts)
 
 
 def as_of(keys: np.ndarray, times: np.ndarray, kinds: np.ndarray, query_keys: np.ndarray,

@@ -145,21 +145,23 @@ def _stat(state: UserState, copy: Behavior, sign: int, out: Applied) -> None:
     out.item_deltas.append((copy[2], copy[0], kinds, sign))
 
 
-def rows(state: UserState, user_id: int, views: set, policy: FeaturePolicy) -> dict[str, list[dict]]:
+def rows(state: UserState, user_id: int, views: set, policy: FeaturePolicy,
+         arrays: bool = False) -> dict[str, list[dict]]:
     """The online rows of the given views (as apply returned them), by view name. A category left
-    empty by a move is not written (its old row stays until the category gets a behavior)."""
+    empty by a move is not written (its old row stays until the category gets a behavior). With
+    ``arrays``, the rows' lists are int64/int32 arrays (array.array: packed without a copy)."""
     out: dict[str, list[dict]] = {}
     for view in views:
         if view == STATS:
-            row = {"user_id": user_id, **stats.state_row(state.stats)}
+            row = {"user_id": user_id, **stats.state_row(state.stats, arrays)}
         elif view == LIFELONG:
-            row = {"user_id": user_id, **sequence.finalize(state.lifelong, policy.sequence)}
+            row = {"user_id": user_id, **sequence.finalize(state.lifelong, policy.sequence, arrays)}
         elif view == RECENT:
-            row = {"user_id": user_id, **sequence.finalize(state.recent, policy.recent)}
+            row = {"user_id": user_id, **sequence.finalize(state.recent, policy.recent, arrays)}
         else:
             category = view[1]
             row = {"user_id": user_id, "category_id": category,
-                   **sequence.finalize(state.categories[category], policy.category)}
+                   **sequence.finalize(state.categories[category], policy.category, arrays)}
             if row["seq_length"] == 0:
                 continue
             view = CATEGORY

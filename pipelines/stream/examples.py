@@ -14,7 +14,7 @@ event_id that arrives later with a timestamp beyond the window.
 """
 from __future__ import annotations
 
-import json
+from json.encoder import encode_basestring_ascii  # json.dumps' own string encoder
 from dataclasses import dataclass, field
 
 from features.schema import EVENT_TYPE_CODE, UNKNOWN_CATEGORY, Event
@@ -42,24 +42,25 @@ class ClickJoin:
 
     def due(self, user_id: int, settled_ms: int, window_ms: int) -> list[tuple]:
         """Examples (user, item, category, timestamp, label, label_ms, event_id) of the impressions whose
-        window ends at or before settled_ms (= watermark - allowed lateness); forgets copies that
-        can no longer label anything (older than settled_ms - window_ms)."""
-        clicks: dict[int, list[int]] = {}
-        for ts, _id, item, _cat, code in self.copies.values():
-            if code == CLICK:
-                clicks.setdefault(item, []).append(ts)
+        window ends at or before settled_ms (= watermark - allowed lateness), in copy order; forgets
+        copies that can no longer label anything (older than settled_ms - window_ms)."""
+        horizon = settled_ms - window_ms  # an impression at or before it is due
+        ready = sorted(c for c in self.copies.values()
+                       if c[4] == IMPRESSION and c[0] <= horizon and c[1] not in self.emitted)
         out = []
-        for ts, event_id, item, cat, code in sorted(self.copies.values()):
-            if code == IMPRESSION and ts + window_ms <= settled_ms and event_id not in self.emitted:
+        if ready:
+            clicks: dict[int, list[int]] = {}
+            for ts, _id, item, _cat, code in self.copies.values():
+                if code == CLICK:
+                    clicks.setdefault(item, []).append(ts)
+            for ts, event_id, item, cat, _code in ready:
                 label = int(any(ts <= c <= ts + window_ms for c in clicks.get(item, ())))
                 out.append((user_id, item, cat, ts, label, ts + window_ms, event_id))
                 self.emitted.add(event_id)
-        horizon = settled_ms - window_ms
         for event_id in [e for e, c in self.copies.items() if c[0] < horizon]:
             del self.copies[event_id]
             self.emitted.discard(event_id)
         return out
-
 
     def waiting(self) -> list[int]:
         """The timestamps of the impressions not emitted yet (each is due once its window ends)."""
@@ -70,5 +71,10 @@ class ClickJoin:
 EXAMPLE_FIELDS = ("user_id", "item_id", "category_id", "timestamp", "label", "label_ms", "event_id")
 
 
+# json.dumps of the example's dict, as a template: every field but event_id is an int
+_EXAMPLE_JSON = "{" + ", ".join(f'"{name}": %d' for name in EXAMPLE_FIELDS[:-1]) + f', "{EXAMPLE_FIELDS[-1]}": %s}}'
+
+
 def example_json(example: tuple) -> str:
-    return json.dumps(dict(zip(EXAMPLE_FIELDS, example)))
+    """An example (EXAMPLE_FIELDS) as a JSON object, the text json.dumps gives its dict."""
+    return _EXAMPLE_JSON % (*example[:-1], encode_basestring_ascii(example[-1]))

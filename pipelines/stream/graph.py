@@ -10,7 +10,7 @@
            |-> user_sequence, user_recent, user_category_sequence, user_stats online (micro-batched)
            |-> dead letters (reason, field, detail, raw): Kafka topic | JSON-lines files
            |-> training examples (impression + click within the window), a batch each: Kafka topic | files
-           |-> accepted records, as they came, a batch each: Kafka topic | files
+           |-> accepted records, as they came, a batch per flush tick: Kafka topic | files
            '-> item statistics deltas, a record per item bucket -> mark buckets (JVM) -> key by bucket
                  -> ItemStatsFn -> item_stats online
     (every bucket gets a mark before each checkpoint barrier: its function saves its state then;

@@ -6,7 +6,7 @@ by bucket (pipelines.stream.batches) and called once per batch.
                        -> user_sequence, user_recent, user_category_sequence, user_stats online
                        -> main output: item statistics deltas, one record per item bucket per flush
                        -> side outputs: dead letters, labeled examples (the click join, one
-                          event-time timer per bucket), accepted records (a batch each)
+                          event-time timer per bucket), accepted records (a batch per flush tick)
     ItemStatsFn      deltas keyed by item bucket -> item_stats online
 
 Each keeps a key's state in memory (a BucketCache) over its bucket's MapState (checkpointed),
@@ -69,7 +69,10 @@ _MASKS: dict[tuple[int, ...], int] = {}
 
 
 def mask_kinds(mask: int) -> tuple[int, ...]:
-    return tuple(k for k in range(len(stats.KINDS)) if mask >> k & 1)
+    return _KINDS_OF[mask]
+
+
+_KINDS_OF = [tuple(k for k in range(len(stats.KINDS)) if mask >> k & 1) for mask in range(1 << len(stats.KINDS))]
 
 
 def item_key(record: tuple) -> int:
@@ -270,17 +273,21 @@ class UserFeaturesFn(_Keyed):
         # the users of the bucket with a click join open
         self.joins = runtime_context.get_map_state(MapStateDescriptor("joins", Types.LONG(), Types.BOOLEAN()))
         self.due: dict[int, ExampleTimers] = {}  # bucket -> its users by due time (rebuilt after a restore)
+        # accepted lines not sent yet: sent together by the next flush tick (an accepted line
+        # changed a user, so one is coming) or the next mark, whichever is first
+        self.accepted: list[str] = []
 
     def process_element(self, batch, ctx):
         bucket, lines = batch
         if is_mark(lines):
+            yield from self.accepted_out()  # before the barrier that follows the marks
             self.save(bucket, ctx)
             return
         self.arm(ctx)
         watermark = ctx.timer_service().current_watermark()
         changed: dict[int, list] = {}  # user -> [its state, the views it changed]
         deltas: list = []
-        accepted: list[str] = []
+        accepted = self.accepted
         for raw in lines:
             line, event = parse_line(raw, self.now_ms)
             self.count("read")
@@ -298,8 +305,6 @@ class UserFeaturesFn(_Keyed):
                     yield DEAD_LETTERS, late
                 elif self.log_accepted:
                     accepted.append(line)
-        if accepted:
-            yield ACCEPTED, pack_lines(accepted)
         timers = self.due.get(bucket)
         if timers is not None and timers.to_register is not None:
             ctx.timer_service().register_event_time_timer(timers.to_register)
@@ -367,7 +372,14 @@ class UserFeaturesFn(_Keyed):
         rows = self.boot_rows(f"user:{user}", lambda: {v: self.tables[v].read([user])[0] for v in (LIFELONG, RECENT, STATS)})
         return user_state.bootstrap(self.policy, rows)
 
+    def accepted_out(self):
+        """The accepted lines not sent yet, as one ACCEPTED record."""
+        if self.accepted:
+            lines, self.accepted = self.accepted, []
+            yield ACCEPTED, pack_lines(lines)
+
     def flush_batch(self, batch: dict):
+        yield from self.accepted_out()
         if not batch:
             return
         rows: dict[str, list[dict]] = {}
@@ -380,7 +392,7 @@ class UserFeaturesFn(_Keyed):
         yield from combine(deltas, self.buckets)
 
     def _rows(self, rows: dict, state, user: int, views) -> None:
-        for view, view_rows in user_state.rows(state, user, views, self.policy).items():
+        for view, view_rows in user_state.rows(state, user, views, self.policy, arrays=True).items():
             rows.setdefault(view, []).extend(view_rows)
 
     def keep(self, payload: dict) -> None:
@@ -521,4 +533,4 @@ class ExampleTimers:
 
 
 def _item_row(item: int, state: stats.StatsState) -> dict:
-    return {"item_id": item, **stats.state_row(state)}
+    return {"item_id": item, **stats.state_row(state, arrays=True)}

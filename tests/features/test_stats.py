@@ -157,3 +157,42 @@ def test_batch_state_columns_equal_the_streamed_rows(seed):
         values = {n: got[key][n] for n in stats.feature_names()}
         assert values == pytest.approx({n: expected[n] for n in stats.feature_names()}), key
         assert {n: got[key][n] for n in stats.STATE_FIELDS} == {n: expected[n] for n in stats.STATE_FIELDS}, key
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_no_tile_counts_nothing_and_the_row_lists_every_live_tile(seed):
+    """state_row skips no tile check: add, merge and from_row never keep a tile of zeros. Counts
+    and take-backs (even of copies whose tiles were pruned) in any order; the row's tiles are the
+    live ones with a count, in start order."""
+    rng = random.Random(seed)
+    s, added = stats.empty(), []
+    for ts, kind in make_events(rng, 400, 12 * DAY):
+        kinds = stats.kind_index(kind, BEHAVIORS)
+        if added and rng.random() < 0.3:
+            stats.add(s, *added.pop(rng.randrange(len(added))), sign=-1)
+        else:
+            stats.add(s, ts, kinds)
+            added.append((ts, kinds))
+        assert all(any(tile) for tile in s.tiles.values())
+    low = stats.horizon(s.newest_ms)
+    live = sorted(start for start, tile in s.tiles.items() if start >= low)
+    row = stats.state_row(s)
+    assert row["tile_starts"] == live and row["tile_counts"] == [c for start in live for c in s.tiles[start]]
+    zeros = {**row, "tile_starts": [T0, *row["tile_starts"]], "tile_counts": [0, 0, 0, *row["tile_counts"]]}
+    assert T0 not in stats.from_row(zeros).tiles
+    negated = stats.from_row({**row, "tile_counts": [-c for c in row["tile_counts"]]})
+    assert stats.merge([stats.from_row(row), negated]).tiles == {}
+
+
+def test_a_state_pickled_with_a_tiles_dict_loads_as_the_same_state():
+    """Checkpoints of the job before the tile arrays hold StatsState objects with a ``tiles`` dict."""
+    import pickle
+
+    rng = random.Random(3)
+    new = state_of(make_events(rng, 200, 9 * DAY))
+    old = stats.StatsState.__new__(stats.StatsState)
+    old.__dict__.update(lifetime=list(new.lifetime), tiles={**new.tiles, T0 - DAY: [0, 0, 0]},
+                        newest_ms=new.newest_ms, pruned_size=new.pruned_size)
+    loaded = pickle.loads(pickle.dumps(old))
+    assert stats.state_row(loaded) == stats.state_row(new) and loaded.tiles == new.tiles
+    assert stats.to_row(loaded, new.newest_ms + 1) == stats.to_row(new, new.newest_ms + 1)

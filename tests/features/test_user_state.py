@@ -4,14 +4,17 @@ bounded memory."""
 from __future__ import annotations
 
 import random
+from array import array
 from collections import defaultdict
 
 import pytest
 
 from tests.conftest import naive_dedup, naive_sequence
 from features import stats, user_state
+from features.packed import pack
 from features.schema import BEHAVIOR_TYPES, EVENT_TYPE_CODE, Event
 from features.sequence import SequencePolicy
+from features.tables import PACKED_KIND
 from features.user_state import CATEGORY, LIFELONG, RECENT, STATS, FeaturePolicy
 
 T0 = 1_704_067_200_000
@@ -96,6 +99,11 @@ def test_every_view_equals_the_oracle_in_any_order(seed):
     assert got[CATEGORY] == {c: s for c, s in want[CATEGORY].items() if s["seq_length"]}
     assert got[STATS] == want[STATS]
     assert {i: stats.to_row(s, s.newest_ms + 1) for i, s in items.items() if any(s.lifetime)} == want["items"]
+    # the stream's rows (arrays, packed without a copy) pack to the same bytes
+    as_lists, as_arrays = (user_state.rows(state, 7, touched, POLICY, arrays=a) for a in (False, True))
+    assert {v: [pack(PACKED_KIND[v], r) for r in rows] for v, rows in as_arrays.items()} == \
+        {v: [pack(PACKED_KIND[v], r) for r in rows] for v, rows in as_lists.items()}
+    assert all(isinstance(r["seq_timestamps"], array) for r in as_arrays[LIFELONG])
 
 
 @pytest.mark.parametrize("seed", range(4))

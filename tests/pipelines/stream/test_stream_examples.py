@@ -2,6 +2,7 @@
 stream job's configuration: sources, secrets from the environment, the CLI flags."""
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 
@@ -13,7 +14,7 @@ from pipelines.cli import parser
 from pipelines.cli.stream import stream_settings
 from pipelines.config import ConfigError, from_dict
 from pipelines.stream.config import KafkaSettings, StreamConfig
-from pipelines.stream.examples import ClickJoin
+from pipelines.stream.examples import EXAMPLE_FIELDS, ClickJoin, example_json
 
 WINDOW = 10
 
@@ -50,6 +51,15 @@ def test_click_join_equals_batch_labels_in_any_arrival_order(seed):
     out += join.due(5, 10**15, WINDOW)
     assert Counter(ex[:5] for ex in out) == _batch(events)
     assert peak < len({e.event_id for e in events})  # the join forgot settled events on the way
+
+
+def test_an_example_line_is_what_json_dumps_gives_its_fields():
+    rng = random.Random(7)
+    ids = ["e-1", "", 'quote " and \\ back', "caf\u00e9 \u2603 \U0001f600", "tab\tnew\nline\x00"]
+    for _ in range(200):
+        ints = [rng.choice([0, -1, 1, 2**62, -(2**63), rng.randrange(-10**15, 10**15)]) for _ in EXAMPLE_FIELDS[:-1]]
+        example = (*ints, rng.choice(ids))
+        assert example_json(example) == json.dumps(dict(zip(EXAMPLE_FIELDS, example)))
 
 
 def test_config_needs_one_source_and_reads_secrets_from_the_environment(tmp_path, monkeypatch):
