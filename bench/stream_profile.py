@@ -44,6 +44,12 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return out
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds so far of a whole process (its ended threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100
+
+
 def python_summary(raw: Path, top: int) -> None:
     """py-spy's raw stacks: active samples per Python thread, and each function's inclusive share."""
     per_thread: Counter = Counter()
@@ -97,7 +103,8 @@ def main() -> None:
                 sampled.update(sample(job.pid, args, py_spy, Path(tmp)))
             done = counts["read"] >= len(lines) and (bool(sampled) or args.rate_only)
             if args.rate_only and (len(receipts) == 1 or done):
-                cpu_at.append((counts["read"], thread_cpu(jvm_of(job.pid))))
+                jvm = jvm_of(job.pid)
+                cpu_at.append((counts["read"], thread_cpu(jvm), process_cpu(jvm)))
             return done
         job.wait(progress)
         (t0, r0), (t1, r1) = receipts[0], receipts[-1]
@@ -108,12 +115,13 @@ def main() -> None:
                 per_second[int(tb - t0)] += rb - ra
             print("events read per second of the run:", [per_second[s] for s in range(int(t1 - t0) + 1)])
         if args.rate_only:
-            (n0, c0), (n1, c1) = cpu_at[0], cpu_at[-1]
-            per = {name: (c1[name] - c0.get(name, 0)) * 1e6 / max(n1 - n0, 1) for name in c1}
-            ops = {name: v for name, v in per.items() if name.startswith(("user feat", "item stat"))}
+            (n0, c0, p0), (n1, c1, p1) = cpu_at[0], cpu_at[-1]
+            events = max(n1 - n0, 1)
+            ops = {name: (c1[name] - c0.get(name, 0)) * 1e6 / events for name in c1
+                   if name.startswith(("user feat", "item stat"))}
             print(f"CPU per event: {sum(ops.values()):.1f} us in the Python operators' threads "
                   f"({', '.join(f'{k.split()[0]} {v:.1f}' for k, v in sorted(ops.items()))}), "
-                  f"{sum(per.values()):.1f} us in the whole JVM")
+                  f"{(p1 - p0) * 1e6 / events:.1f} us in the whole JVM")
             return
         cpu = sampled["cpu"]
         print(f"\nCPU seconds by JVM thread over {args.seconds:g} s (all threads: {sum(cpu.values()):.1f}):")

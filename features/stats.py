@@ -187,8 +187,10 @@ def from_row(row: dict) -> StatsState:
     if len(counts) != _W * len(starts):
         raise ValueError(f"a stats row has {len(starts)} tiles but {len(counts)} tile counts ({_W} per tile)")
     counts = counts.reshape(-1, _W)
-    keep = np.argsort(starts, kind="stable")
-    keep = keep[counts[keep].any(axis=1)]  # in start order, no tile of zeros
+    order = np.argsort(starts, kind="stable")
+    ordered = starts[order]
+    keep = order[np.r_[ordered[1:] != ordered[:-1], True]]  # in start order; of a repeated start, its last tile
+    keep = keep[counts[keep].any(axis=1)]  # no tile of zeros
     out = StatsState([int(row[f"{k}_{LIFETIME}"]) for k in KINDS], newest_ms=int(row["newest_ms"]))
     out.starts.frombytes(starts[keep].astype("=i8").tobytes())
     out.counts.frombytes(counts[keep].astype("=i8").tobytes())

@@ -42,7 +42,7 @@ class ClickJoin:
 
     def due(self, user_id: int, settled_ms: int, window_ms: int) -> list[tuple]:
         """Examples (user, item, category, timestamp, label, label_ms, event_id) of the impressions whose
-        window ends at or before settled_ms (= watermark - allowed lateness), in copy order; forgets
+        window ends at or before settled_ms (= watermark - allowed lateness), in sorted copy order; forgets
         copies that can no longer label anything (older than settled_ms - window_ms)."""
         horizon = settled_ms - window_ms  # an impression at or before it is due
         ready = sorted(c for c in self.copies.values()

@@ -379,7 +379,6 @@ class UserFeaturesFn(_Keyed):
             yield ACCEPTED, pack_lines(lines)
 
     def flush_batch(self, batch: dict):
-        yield from self.accepted_out()
         if not batch:
             return
         rows: dict[str, list[dict]] = {}
@@ -424,6 +423,7 @@ class UserFeaturesFn(_Keyed):
         return timers
 
     def on_timer(self, timestamp: int, ctx):
+        yield from self.accepted_out()  # a flush tick's (or any timer's): not in flush_batch, which close() discards
         if ctx.time_domain() == TimeDomain.EVENT_TIME and self.window_ms is not None:
             bucket = ctx.get_current_key()
             watermark = ctx.timer_service().current_watermark()

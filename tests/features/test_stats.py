@@ -191,8 +191,31 @@ def test_a_state_pickled_with_a_tiles_dict_loads_as_the_same_state():
     rng = random.Random(3)
     new = state_of(make_events(rng, 200, 9 * DAY))
     old = stats.StatsState.__new__(stats.StatsState)
-    old.__dict__.update(lifetime=list(new.lifetime), tiles={**new.tiles, T0 - DAY: [0, 0, 0]},
-                        newest_ms=new.newest_ms, pruned_size=new.pruned_size)
+    arrival = dict(reversed([*new.tiles.items(), (T0 - DAY, [0, 0, 0])]))  # a dict in arrival order, not sorted
+    old.__dict__.update(lifetime=list(new.lifetime), tiles=arrival, newest_ms=new.newest_ms,
+                        pruned_size=new.pruned_size)
     loaded = pickle.loads(pickle.dumps(old))
     assert stats.state_row(loaded) == stats.state_row(new) and loaded.tiles == new.tiles
     assert stats.to_row(loaded, new.newest_ms + 1) == stats.to_row(new, new.newest_ms + 1)
+
+
+def test_a_row_in_any_tile_order_with_a_repeated_start_reads_as_the_dict_did():
+    """from_row sorts the tiles, and of a repeated start keeps the last (as a dict built from the row would)."""
+    row = {"newest_ms": T0 + 3 * MIN, "tile_starts": [T0 + 2 * MIN, T0, T0 + 2 * MIN, T0 + MIN],
+           "tile_counts": [1, 0, 0, 0, 1, 1, 5, 5, 5, 0, 0, 1], "impressions_life": 9, "clicks_life": 9,
+           "behaviors_life": 9}
+    state = stats.from_row(row)
+    assert state.tiles == {T0: [0, 1, 1], T0 + MIN: [0, 0, 1], T0 + 2 * MIN: [5, 5, 5]}
+    assert list(state.starts) == [T0, T0 + MIN, T0 + 2 * MIN]
+
+
+@pytest.mark.parametrize("edge", [-1, 0, 1])
+def test_a_window_counts_a_tile_that_starts_exactly_at_its_edge(edge):
+    """Reads at the edges of every window, where now - window is a tile start, or 1 ms either side."""
+    events = [(T0 + i * MIN, kind) for i, kind in enumerate(["impression", "click", "view"] * 40)]
+    events += [(T0 + DAY + i * HOUR, "click") for i in range(30)]
+    for length in (HOUR, DAY, 7 * DAY):
+        for start in (T0, T0 + 7 * MIN, T0 + DAY + 3 * HOUR):
+            now = start + length + edge
+            before = [e for e in events if e[0] < now]  # a state is read after its newest event
+            assert stats.at(state_of(before), now) == pytest.approx(oracle(before, now)), (length, start)
