@@ -137,14 +137,23 @@ class _Keyed(Reporting):
         self.pending = Pending(s.flush_ms, start_ms=int(time.time() * 1000))
         self.sender.send({OPENED: 1})  # the driver's start deadline (driver.run_here)
 
-    def boot_rows(self, key: str, read):
-        """The online rows key's state starts from: the ledger's (a restored job) or read now."""
-        known, rows = self.ledger.get(key) if self.ledger else (False, None)
-        if not known:
-            rows = retrying(read, self.settings.patience_s, self.count)
-            if self.ledger:  # before any write of this key can reach the online store
-                self.ledger.put(key, rows)
-        return rows
+    def boot_rows(self, keys, label, read) -> dict:
+        """The online rows each of keys' state starts from, by key: the ledger's (a restored job,
+        by label(key)) or read now, every other key in one call, read(those keys) -> their rows."""
+        out, todo = {}, []
+        for key in keys:
+            known, rows = self.ledger.get(label(key)) if self.ledger else (False, None)
+            if known:
+                out[key] = rows
+            else:
+                todo.append(key)
+        if todo:
+            got = retrying(lambda: read(todo), self.settings.patience_s, self.count)
+            for key, rows in zip(todo, got):
+                out[key] = rows
+                if self.ledger:  # before any write of this key can reach the online store
+                    self.ledger.put(label(key), rows)
+        return out
 
     def mark(self, key, ctx) -> dict:
         """key is pending (the first key of a flush tick registers the tick's timer); returns its payload."""
@@ -288,8 +297,11 @@ class UserFeaturesFn(_Keyed):
         changed: dict[int, list] = {}  # user -> [its state, the views it changed]
         deltas: list = []
         accepted = self.accepted
-        for raw in lines:
-            line, event = parse_line(raw, self.now_ms)
+        parsed = [parse_line(raw, self.now_ms) for raw in lines]
+        # the batch's users new to this function, bootstrapped together (3 reads, not 3 per user)
+        users = {e.user_id for _, e in parsed if isinstance(e, Event) and e.timestamp >= watermark - self.lateness_ms}
+        booted = self._bootstrap([user for user in users if self.cache.get(user) is None])
+        for line, event in parsed:
             self.count("read")
             if isinstance(event, Rejection):
                 self.count(f"rejected.{event.reason}")
@@ -300,7 +312,7 @@ class UserFeaturesFn(_Keyed):
                     "late", "timestamp", f"{event.timestamp} < watermark {watermark} - allowed lateness "
                                          f"{self.lateness_ms}", line))
             else:
-                late = self._apply(bucket, line, event, ctx, watermark - self.lateness_ms, changed, deltas)
+                late = self._apply(bucket, line, event, booted, watermark - self.lateness_ms, changed, deltas)
                 if late is not None:
                     yield DEAD_LETTERS, late
                 elif self.log_accepted:
@@ -323,15 +335,18 @@ class UserFeaturesFn(_Keyed):
         if self.counts["read"] >= self.settings.every:
             self.report()
 
-    def _apply(self, bucket: int, line: str, event: Event, ctx, settled_ms: int, changed: dict,
+    def _apply(self, bucket: int, line: str, event: Event, booted: dict, settled_ms: int, changed: dict,
                deltas: list) -> str | None:
-        """Apply an event to its user's state; the dead letter of a late one, else None."""
+        """Apply an event to its user's state (booted: the states of the batch's new users); the
+        dead letter of a late one, else None."""
         user = event.user_id
-        held = self.cache.get(user) or [self._bootstrap(user), None, False]  # state, click join, changed
+        held = self.cache.get(user)
+        if held is None:  # state, click join, changed
+            held = [booted[user] if user in booted else self._bootstrap([user])[user], None, False]
         state = held[0]
         category = user_state.needs_category(state, event, self.policy)
         if category is not None:
-            row = self.boot_rows(f"cat:{user}:{category}", lambda: self.tables[CATEGORY].read([(user, category)])[0])
+            row = self.boot_rows([(user, category)], _category_label, self.tables[CATEGORY].read)[(user, category)]
             user_state.add_category(state, category, row, self.policy)
         applied = user_state.apply(state, event, self.policy, settled_ms)
         if applied is None:
@@ -368,9 +383,16 @@ class UserFeaturesFn(_Keyed):
     def _all_views(self, state) -> set:
         return {LIFELONG, RECENT, STATS, *((CATEGORY, c) for c in state.categories)}
 
-    def _bootstrap(self, user: int) -> user_state.UserState:
-        rows = self.boot_rows(f"user:{user}", lambda: {v: self.tables[v].read([user])[0] for v in (LIFELONG, RECENT, STATS)})
-        return user_state.bootstrap(self.policy, rows)
+    def _bootstrap(self, users: list[int]) -> dict[int, user_state.UserState]:
+        """The states of users from their online rows (one read per view for them all)."""
+        if not users:
+            return {}
+        views = (LIFELONG, RECENT, STATS)
+
+        def read(todo: list[int]) -> list[dict]:
+            return [dict(zip(views, rows)) for rows in zip(*(self.tables[v].read(todo) for v in views))]
+        rows = self.boot_rows(users, _user_label, read)
+        return {user: user_state.bootstrap(self.policy, rows[user]) for user in users}
 
     def accepted_out(self):
         """The accepted lines not sent yet, as one ACCEPTED record."""
@@ -465,8 +487,10 @@ class ItemStatsFn(_Keyed):
         self.arm(ctx)
         changed: dict[int, list] = {}  # item -> [stats state, floor]
         applied = skipped = 0
-        for item, ts, signed in split(record[1]):
-            held = changed.get(item) or self.cache.get(item) or self._bootstrap(item)
+        deltas = split(record[1])
+        booted = self._bootstrap([item for item in {d[0] for d in deltas} if self.cache.get(item) is None])
+        for item, ts, signed in deltas:
+            held = changed.get(item) or self.cache.get(item) or booted[item]
             changed[item] = held
             if ts <= held[1]:
                 skipped += 1
@@ -488,9 +512,11 @@ class ItemStatsFn(_Keyed):
     def started(self, key, payload: dict) -> None:
         payload["items"] = dict(self.restored_states()) if self.take_restored(key) else {}
 
-    def _bootstrap(self, item: int) -> list:
-        row = self.boot_rows(f"item:{item}", lambda: self.tables[ITEM_STATS].read([item])[0])
-        return [stats.empty(), -1] if row is None else [stats.from_row(row), int(row["newest_ms"])]
+    def _bootstrap(self, items: list[int]) -> dict[int, list]:
+        """[stats state, floor] of items from their online rows (one read for them all)."""
+        rows = self.boot_rows(items, _item_label, self.tables[ITEM_STATS].read) if items else {}
+        return {item: [stats.empty(), -1] if row is None else [stats.from_row(row), int(row["newest_ms"])]
+                for item, row in rows.items()}
 
     def flush_batch(self, batch: dict):
         rows = [_item_row(item, state) for payload in batch.values() for item, state in payload["items"].items()]
@@ -530,6 +556,18 @@ class ExampleTimers:
             out |= self.by_time.pop(at)
         self.timer = self.to_register = min(self.by_time) if self.by_time else None
         return out
+
+
+def _user_label(user: int) -> str:
+    return f"user:{user}"
+
+
+def _category_label(key: tuple[int, int]) -> str:
+    return f"cat:{key[0]}:{key[1]}"
+
+
+def _item_label(item: int) -> str:
+    return f"item:{item}"
 
 
 def _item_row(item: int, state: stats.StatsState) -> dict:
