@@ -189,7 +189,9 @@ def from_row(row: dict) -> StatsState:
     counts = counts.reshape(-1, _W)
     order = np.argsort(starts, kind="stable")
     ordered = starts[order]
-    keep = order[np.r_[ordered[1:] != ordered[:-1], True]]  # in start order; of a repeated start, its last tile
+    last = np.ones(len(order), bool)  # of a repeated start, its last tile
+    last[:-1] = ordered[1:] != ordered[:-1]
+    keep = order[last]  # in start order
     keep = keep[counts[keep].any(axis=1)]  # no tile of zeros
     out = StatsState([int(row[f"{k}_{LIFETIME}"]) for k in KINDS], newest_ms=int(row["newest_ms"]))
     out.starts.frombytes(starts[keep].astype("=i8").tobytes())

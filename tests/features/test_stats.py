@@ -207,6 +207,11 @@ def test_a_row_in_any_tile_order_with_a_repeated_start_reads_as_the_dict_did():
     state = stats.from_row(row)
     assert state.tiles == {T0: [0, 1, 1], T0 + MIN: [0, 0, 1], T0 + 2 * MIN: [5, 5, 5]}
     assert list(state.starts) == [T0, T0 + MIN, T0 + 2 * MIN]
+    for no_tiles in ([], None):  # a row whose tiles have all aged out, or a row without them
+        empty = stats.from_row({**row, "tile_starts": no_tiles, "tile_counts": no_tiles})
+        assert empty.tiles == {} and stats.at(empty, row["newest_ms"] + 1)["impressions_life"] == 9
+    one = stats.from_row({**row, "tile_starts": [T0], "tile_counts": [0, 2, 0]})
+    assert one.tiles == {T0: [0, 2, 0]}
 
 
 @pytest.mark.parametrize("edge", [-1, 0, 1])
