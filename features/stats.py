@@ -54,10 +54,8 @@ class StatsState:
 
     def __setstate__(self, saved: dict) -> None:
         if "tiles" in saved:  # pickled before the arrays (a checkpoint of 2026-12-07 or earlier)
-            tiles = saved.pop("tiles")
-            ordered = sorted(start for start, tile in tiles.items() if any(tile))
-            saved["starts"] = array("q", ordered)
-            saved["counts"] = array("q", chain.from_iterable(tiles[start] for start in ordered))
+            converted = _of_tiles(saved["lifetime"], saved.pop("tiles"), saved["newest_ms"])
+            saved["starts"], saved["counts"] = converted.starts, converted.counts
         self.__dict__.update(saved)
 
 
