@@ -10,11 +10,14 @@ Redis with --online redis):
    user_sequence, user_stats and item_stats, and example-stream lag (the record that lets the
    watermark pass an impression's label time produced -> its example readable in the topic).
 
-    .venv/bin/python bench/stream_bench.py [--events 30000] [--seconds 40] [--online sqlite|redis] [--parallelism 1]
+    .venv/bin/python bench/stream_bench.py [--events 150000] [--warmup 20] [--seconds 20] [--online sqlite|redis] [--parallelism 1]
         [--flush-ms 100] [--item-flush-ms 250] [--bundle-ms 100] [--checkpoint-ms 10000] [--rate R] [--kafka-property K=V]
         [--python-mode thread|process] [--no-item-stats] [--samples FILE]
 
---samples FILE keeps every freshness and example-lag sample for `recstream report --bench FILE`.
+The freshness run produces at the rate for --warmup seconds, then --seconds more; the figures are
+of the events produced after the warm-up (the warm-up's own p99 is printed apart).
+--samples FILE keeps every measured freshness and example-lag sample for `recstream report --bench FILE`,
+and every sample with its produce time (s from the start) under "timeline".
 """
 from __future__ import annotations
 
@@ -74,7 +77,8 @@ class Freshness:
         self.store = open_store(work, online)
         self.views = {v: f for v, f in self.VIEWS.items() if item_stats or v != "item_stats"}
         self.waiting: dict[tuple[str, int, int], float] = {}  # (view, key, event ms) -> produced at
-        self.samples: dict[str, list[float]] = {view: [] for view in self.views}
+        self.samples: dict[str, list[tuple[float, float]]] = {view: [] for view in self.views}  # (produced, s)
+        self.cycles: list[float] = []  # seconds per poll of every view: the measurement's resolution
         self.lock, self.stop = threading.Lock(), threading.Event()
         self.thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -88,6 +92,7 @@ class Freshness:
 
     def _poll(self) -> None:
         while not self.stop.is_set() or self.waiting:
+            cycle = time.perf_counter()
             with self.lock:
                 pending = dict(self.waiting)
             for view, field in self.views.items():
@@ -96,9 +101,10 @@ class Freshness:
                 now = time.perf_counter()
                 for (v, key, ms), sent in pending.items():
                     if v == view and rows.get(key) and rows[key][field] is not None and rows[key][field] >= ms:
-                        self.samples[view].append(now - sent)
+                        self.samples[view].append((sent, now - sent))
                         with self.lock:
                             self.waiting.pop((v, key, ms), None)
+            self.cycles.append(time.perf_counter() - cycle)
             time.sleep(0.01)
             if self.stop.is_set() and time.perf_counter() - self.stopped > 20:
                 break
@@ -111,7 +117,7 @@ class ExampleLag:
     def __init__(self, client, topic: str, out_of_orderness_ms: int):
         self.client, self.topic, self.ooo = client, topic, out_of_orderness_ms
         self.sent_at: list[tuple[int, float]] = []  # (event ms, produced at), in produce order
-        self.lags: list[float] = []
+        self.lags: list[tuple[float, float]] = []  # (produced, s)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._read, daemon=True)
 
@@ -124,7 +130,7 @@ class ExampleLag:
                     arrived, due = time.perf_counter(), json.loads(record.value)["label_ms"] + self.ooo
                     produced = next((t for ms, t in list(self.sent_at) if ms > due), None)
                     if produced is not None:
-                        self.lags.append(arrived - produced)
+                        self.lags.append((produced, arrived - produced))
 
 
 def ready(client, topic: str, live: list, read: list[int], first: int = 100, timeout_s: float = 300) -> tuple[float, int]:
@@ -139,7 +145,7 @@ def ready(client, topic: str, live: list, read: list[int], first: int = 100, tim
     return time.perf_counter() - started, first
 
 
-def freshness_at(rate: float, seconds: float, checkpoint_ms: int, properties: dict, online: OnlineStore, client,
+def freshness_at(rate: float, warmup_s: float, seconds: float, checkpoint_ms: int, properties: dict, online: OnlineStore, client,
                  broker, lines: list[str], work: Path, knobs: dict) -> dict:
     kafka = broker.kafka(topic="live", group_id="fresh", dead_letter_topic="live-dead", examples_topic="live-examples",
                          properties=properties)
@@ -159,7 +165,8 @@ def freshness_at(rate: float, seconds: float, checkpoint_ms: int, properties: di
     fresh.thread.start()
     lag.thread.start()
     step, t_start = 0.05, time.perf_counter()
-    while time.perf_counter() - t_start < seconds and i < len(live):
+    measured = t_start + warmup_s  # samples of events produced from here on are the figures
+    while time.perf_counter() - measured < seconds and i < len(live):
         batch = live[i:i + max(1, int(rate * step))]
         i += len(batch)
         sent = time.perf_counter()
@@ -180,18 +187,24 @@ def freshness_at(rate: float, seconds: float, checkpoint_ms: int, properties: di
         ms = np.array(values) * 1000
         return {"samples": len(ms), "p50_ms": round(float(np.percentile(ms, 50))) if len(ms) else None,
                 "p99_ms": round(float(np.percentile(ms, 99))) if len(ms) else None}
+
+    series = {**{f"freshness_{view}": s for view, s in fresh.samples.items()}, "example_lag": lag.lags}
+    steady = {name: [x for t, x in s if t >= measured] for name, s in series.items()}
     return {"rate_events_per_s": round(rate), "sent": i, **knobs, "checkpoint_ms": checkpoint_ms,
             "fetch_max_wait_ms": kafka.source_properties().get("fetch.max.wait.ms"),
-            "unseen": len(fresh.waiting),
-            **{f"freshness_{view}": pct(s) for view, s in fresh.samples.items()}, "example_lag": pct(lag.lags),
-            "samples_ms": {**{f"freshness_{view}": [round(x * 1000, 1) for x in s] for view, s in fresh.samples.items()},
-                           "example_lag": [round(x * 1000, 1) for x in lag.lags]}}
-
+            "unseen": len(fresh.waiting), "poll_cycle_ms": pct(fresh.cycles), "warmup_s": warmup_s,
+            **{name: pct(s) for name, s in steady.items()},
+            "warmup_p99_ms": {name: pct([x for t, x in s if t < measured])["p99_ms"] for name, s in series.items()},
+            "samples_ms": {name: [round(x * 1000, 1) for x in s] for name, s in steady.items()},
+            "timeline": {name: [(round(t - t_start, 2), round(x * 1000, 1)) for t, x in s] for name, s in series.items()}}
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--events", type=int, default=30_000)
-    p.add_argument("--seconds", type=float, default=40)
+    p.add_argument("--events", type=int, default=150_000, help="the backlog of the sustained run")
+    p.add_argument("--warmup", type=float, default=20,
+                   help="seconds at the freshness rate before the measured ones (the JVM compiles the job's hot "
+                        "paths, the state fills); their p99 is reported apart")
+    p.add_argument("--seconds", type=float, default=20, help="measured seconds of the freshness run")
     p.add_argument("--flush-ms", type=int, default=100)
     p.add_argument("--item-flush-ms", type=int, default=StreamConfig.item_flush_ms)
     p.add_argument("--bundle-ms", type=int, default=100)
@@ -230,13 +243,15 @@ def main() -> None:
             rate = job["events_per_s"] / 2
         work2 = Path(tempfile.mkdtemp(prefix="stream-fresh-"))
         apply(open_store(work2, second), work2)
-        fresh = freshness_at(rate, args.seconds, args.checkpoint_ms, properties, second, client, broker, lines, work2,
-                             knobs)
-        samples = fresh.pop("samples_ms")
+        lines = synthetic_lines(max(args.events, int(rate * (args.warmup + args.seconds)) + 200))
+        fresh = freshness_at(rate, args.warmup, args.seconds, args.checkpoint_ms, properties, second, client, broker,
+                             lines, work2, knobs)
+        samples, timeline = fresh.pop("samples_ms"), fresh.pop("timeline")
         print(json.dumps({"online": args.online, **fresh}), flush=True)
         if args.samples:
             Path(args.samples).write_text(json.dumps({"rate_events_per_s": fresh["rate_events_per_s"],
-                                                      "samples_ms": samples}))
+                                                      "samples_ms": samples,
+                                                      "timeline": timeline}))
 
 
 @contextlib.contextmanager

@@ -2,10 +2,12 @@
 (`.venv/bin/pip install py-spy`), its Python samples by operator thread and function.
 
     .venv/bin/python bench/stream_profile.py [--events 60000] [--seconds 15] [--python-mode thread] [--raw FILE] [--gil]
+        [--online sqlite|redis]
     .venv/bin/python bench/stream_profile.py --rate-only [--events 150000] [--timeline]   # the job's rate, nothing sampled
     ... [--set FIELD=JSON ...]   # a StreamConfig field changed, e.g. --set item_stats=false
 
-The job follows a backlog of synthetic events on the embedded broker (SQLite online store),
+The job follows a backlog of synthetic events on the embedded broker (SQLite online store, or
+Redis with --online redis),
 as bench/stream_bench.py runs it; once it has sent three count receipts, the JVM that runs
 the mini-cluster is sampled for --seconds. In thread mode the Python functions run in that
 JVM; in process mode they run in Python workers, which py-spy is pointed at instead.
@@ -24,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.stream_bench import synthetic_lines  # noqa: E402
+from bench.stream_bench import online_stores, synthetic_lines  # noqa: E402
 from pipelines.embedded.broker import create_stream_topics, event_records, running_broker  # noqa: E402
 from pipelines.store.feature_store import apply, open_store  # noqa: E402
 from pipelines.stream.config import StreamConfig  # noqa: E402
@@ -79,22 +81,25 @@ def main() -> None:
                                                      "mode every Python function shares one)")
     p.add_argument("--rate-only", action="store_true", help="only the job's rate over the backlog (no sampling)")
     p.add_argument("--timeline", action="store_true", help="also print the events read by each second of the run")
+    p.add_argument("--online", choices=("sqlite", "redis"), default="sqlite",
+                   help="the online store: the run folder's SQLite, or a redis-server this script starts")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="a StreamConfig field for the job, e.g. --set item_stats=false --set hold_ms=20")
     args = p.parse_args()
     knobs = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     py_spy = Path(sys.executable).parent / "py-spy"
     lines = synthetic_lines(args.events)
-    with running_broker() as broker, tempfile.TemporaryDirectory(prefix="stream-profile-") as tmp:
+    with running_broker() as broker, tempfile.TemporaryDirectory(prefix="stream-profile-") as tmp, \
+            online_stores(args.online) as (online, _):
         client = broker.client()
         kafka = broker.kafka(group_id="profile")
         client.create_topic(kafka.topic, partitions=2)
         create_stream_topics(client, kafka)
         client.produce(kafka.topic, event_records(lines))
         work = Path(tmp)
-        apply(open_store(work), work)
+        apply(open_store(work, online), work)
         job = StreamProcess(StreamConfig(workdir=work, kafka=kafka, follow=True, python_mode=args.python_mode,
-                                         **knobs)).start()
+                                         online=online, **knobs)).start()
         receipts, sampled, cpu_at = [], {}, []
 
         def progress(counts: dict) -> bool:

@@ -301,6 +301,7 @@ class UserFeaturesFn(_Keyed):
         # the batch's users new to this function, bootstrapped together (3 reads, not 3 per user)
         users = {e.user_id for _, e in parsed if isinstance(e, Event) and e.timestamp >= watermark - self.lateness_ms}
         booted = self._bootstrap([user for user in users if self.cache.get(user) is None])
+        categories = self._categories(parsed, booted, watermark - self.lateness_ms)
         for line, event in parsed:
             self.count("read")
             if isinstance(event, Rejection):
@@ -312,7 +313,8 @@ class UserFeaturesFn(_Keyed):
                     "late", "timestamp", f"{event.timestamp} < watermark {watermark} - allowed lateness "
                                          f"{self.lateness_ms}", line))
             else:
-                late = self._apply(bucket, line, event, booted, watermark - self.lateness_ms, changed, deltas)
+                late = self._apply(bucket, line, event, (booted, categories), watermark - self.lateness_ms, changed,
+                                   deltas)
                 if late is not None:
                     yield DEAD_LETTERS, late
                 elif self.log_accepted:
@@ -335,18 +337,21 @@ class UserFeaturesFn(_Keyed):
         if self.counts["read"] >= self.settings.every:
             self.report()
 
-    def _apply(self, bucket: int, line: str, event: Event, booted: dict, settled_ms: int, changed: dict,
+    def _apply(self, bucket: int, line: str, event: Event, boot: tuple[dict, dict], settled_ms: int, changed: dict,
                deltas: list) -> str | None:
-        """Apply an event to its user's state (booted: the states of the batch's new users); the
-        dead letter of a late one, else None."""
+        """Apply an event to its user's state (boot: the states of the batch's new users, and the
+        rows of the categories its events start); the dead letter of a late one, else None."""
         user = event.user_id
+        booted, categories = boot
         held = self.cache.get(user)
         if held is None:  # state, click join, changed
             held = [booted[user] if user in booted else self._bootstrap([user])[user], None, False]
         state = held[0]
         category = user_state.needs_category(state, event, self.policy)
         if category is not None:
-            row = self.boot_rows([(user, category)], _category_label, self.tables[CATEGORY].read)[(user, category)]
+            key = (user, category)
+            row = categories[key] if key in categories else \
+                self.boot_rows([key], _category_label, self.tables[CATEGORY].read)[key]
             user_state.add_category(state, category, row, self.policy)
         applied = user_state.apply(state, event, self.policy, settled_ms)
         if applied is None:
@@ -382,6 +387,19 @@ class UserFeaturesFn(_Keyed):
 
     def _all_views(self, state) -> set:
         return {LIFELONG, RECENT, STATS, *((CATEGORY, c) for c in state.categories)}
+
+    def _categories(self, parsed: list, booted: dict, settled_ms: int) -> dict:
+        """The online rows of the categories the batch's events start in their users' states, by
+        (user, category), read in one call."""
+        wanted = set()
+        for _, event in parsed:
+            if isinstance(event, Event) and event.timestamp >= settled_ms:
+                held = self.cache.get(event.user_id)
+                category = user_state.needs_category(held[0] if held is not None else booted[event.user_id], event,
+                                                     self.policy)
+                if category is not None:
+                    wanted.add((event.user_id, category))
+        return self.boot_rows(sorted(wanted), _category_label, self.tables[CATEGORY].read) if wanted else {}
 
     def _bootstrap(self, users: list[int]) -> dict[int, user_state.UserState]:
         """The states of users from their online rows (one read per view for them all)."""

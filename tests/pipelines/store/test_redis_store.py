@@ -137,6 +137,38 @@ def test_clearing_a_view_removes_its_rows_and_their_versions(run, stores, kind):
     materialize_user_sequences(store, run)  # the module's other tests read the materialized users
 
 
+def test_a_batch_over_several_script_calls_writes_each_key_only_over_an_older_row(stores, redis_server,
+                                                                                  monkeypatch):
+    """The Redis store writes a batch in one script call per chunk of keys: each key is judged on
+    its own (newer and equal written, older skipped), across chunks, and every key gets the TTL."""
+    from feast.infra.online_stores.helpers import _redis_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from feature_repo import online_stores
+
+    monkeypatch.setattr(online_stores, "_CHUNK", 3)  # 8 keys: three calls in one pipeline
+    store, t = stores["redis"], 1_735_689_600_000
+    users = [NEW_USER + 100 + i for i in range(8)]
+    first = [sequence_row(u, [1, 2], t) for u in users]
+    assert write_user_sequences(store, first) == 8
+    # newer, older, equal (a late event that does not move the newest time), older, ...
+    second = [sequence_row(u, [3, 4, 5][: 1 + i % 3], t + (1, -1, 0)[i % 3]) for i, u in enumerate(users)]
+    assert write_user_sequences(store, second) == sum(i % 3 != 1 for i in range(8))
+    got = read_user_sequences(store, users)
+    for i, u in enumerate(users):
+        want = first[i] if i % 3 == 1 else second[i]
+        assert plain(got[u]) == {k: want[k] for k in SEQUENCE_FIELDS}, (i, u)
+
+    monkeypatch.setattr(store.config.online_store, "key_ttl_seconds", 600)
+    assert write_user_sequences(store, [sequence_row(u, [9], t - 5) for u in users[:4]]) == 0  # all older
+    raw = redis.Redis(host="127.0.0.1", port=redis_server.port)
+    for i, u in enumerate(users):
+        key = _redis_key(store.config.project, EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=u)]),
+                         entity_key_serialization_version=store.config.entity_key_serialization_version)
+        assert (0 < raw.ttl(key) <= 600) == (i < 4), (i, raw.ttl(key))
+
+
 def test_redis_outage_raises_a_connection_error_then_recovers_after_restart(run, stores):
     """Its own server: stop it, a read raises (no silent empty result); restart on the same
     port (empty: no persistence), re-materialize, and the SAME FeatureStore reads again."""
