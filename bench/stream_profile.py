@@ -127,6 +127,8 @@ def main() -> None:
             print(f"CPU per event: {sum(ops.values()):.1f} us in the Python operators' threads "
                   f"({', '.join(f'{k.split()[0]} {v:.1f}' for k, v in sorted(ops.items()))}), "
                   f"{(p1 - p0) * 1e6 / events:.1f} us in the whole JVM")
+            top = sorted(((c1[name] - c0.get(name, 0)) * 1e6 / events, name) for name in c1)[::-1][:8]
+            print("  busiest JVM threads (us per event):", ", ".join(f"{name} {us:.1f}" for us, name in top))
             return
         cpu = sampled["cpu"]
         print(f"\nCPU seconds by JVM thread over {args.seconds:g} s (all threads: {sum(cpu.values()):.1f}):")
