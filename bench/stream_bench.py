@@ -174,6 +174,9 @@ def freshness_at(rate: float, warmup_s: float, seconds: float, checkpoint_ms: in
         lag.sent_at.append((max(e.timestamp for _, e in batch), sent))
         fresh.expect(batch[-1][1], sent)  # one sample per step: its last event
         time.sleep(max(0.0, step - (time.perf_counter() - sent)))
+    measured_s = time.perf_counter() - measured  # under --seconds if the events ran out
+    if measured_s <= 0:
+        raise SystemExit(f"the {len(live)} events ran out within the warm-up: a bug in this script")
     time.sleep(15)  # the last rows and examples come out
     fresh.stopped = time.perf_counter()
     fresh.stop.set()
@@ -193,10 +196,12 @@ def freshness_at(rate: float, warmup_s: float, seconds: float, checkpoint_ms: in
     return {"rate_events_per_s": round(rate), "sent": i, **knobs, "checkpoint_ms": checkpoint_ms,
             "fetch_max_wait_ms": kafka.source_properties().get("fetch.max.wait.ms"),
             "unseen": len(fresh.waiting), "poll_cycle_ms": pct(fresh.cycles), "warmup_s": warmup_s,
+            "measured_s": round(measured_s, 1),
             **{name: pct(s) for name, s in steady.items()},
             "warmup_p99_ms": {name: pct([x for t, x in s if t < measured])["p99_ms"] for name, s in series.items()},
             "samples_ms": {name: [round(x * 1000, 1) for x in s] for name, s in steady.items()},
             "timeline": {name: [(round(t - t_start, 2), round(x * 1000, 1)) for t, x in s] for name, s in series.items()}}
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -221,7 +226,6 @@ def main() -> None:
     p.add_argument("--samples", help="write every freshness and lag sample (ms) and the rates as JSON here, for "
                                      "`recstream report --bench FILE`")
     args = p.parse_args()
-    lines = synthetic_lines(args.events)
     properties = dict(item.split("=", 1) for item in args.kafka_property)
     knobs = {"flush_ms": args.flush_ms, "item_flush_ms": args.item_flush_ms, "bundle_ms": args.bundle_ms,
              "parallelism": args.parallelism, "python_mode": args.python_mode, "item_stats": not args.no_item_stats}
@@ -229,6 +233,7 @@ def main() -> None:
         client = broker.client()
         rate = args.rate
         if rate is None:
+            lines = synthetic_lines(args.events)
             work = Path(tempfile.mkdtemp(prefix="stream-bench-"))
             apply(open_store(work, first), work)
             client.create_topic("events", partitions=2)
@@ -243,7 +248,7 @@ def main() -> None:
             rate = job["events_per_s"] / 2
         work2 = Path(tempfile.mkdtemp(prefix="stream-fresh-"))
         apply(open_store(work2, second), work2)
-        lines = synthetic_lines(max(args.events, int(rate * (args.warmup + args.seconds)) + 200))
+        lines = synthetic_lines(int(rate * (args.warmup + args.seconds) * 1.4) + 1000)  # the generator drops some
         fresh = freshness_at(rate, args.warmup, args.seconds, args.checkpoint_ms, properties, second, client, broker,
                              lines, work2, knobs)
         samples, timeline = fresh.pop("samples_ms"), fresh.pop("timeline")

@@ -10,8 +10,8 @@ the stored one, in one atomic step inside the store:
   changes the row), with no read before the write. Feast
   keeps ``event_ts`` in whole seconds, so the event time in ms goes to a column of its own,
   ``version_ms``, which this store adds to each view's table (Feast's reads ignore it);
-- Redis: a Lua script (run with EVALSHA, one call per chunk of 500 keys, pipelined; one per key
-  on a Redis cluster) that compares each key's new event time (ms) with the one its hash holds
+- Redis: a Lua script (run with EVALSHA, one call per chunk of 500 keys, pipelined; one call
+  per key on a Redis cluster) that compares each key's new event time (ms) with the one its hash holds
   under ``_v:<view>`` and writes the fields only if it is not older. Feast's own readers see the
   same hash fields as from Feast's Redis store.
 
@@ -193,22 +193,29 @@ class MonotonicRedisOnlineStore(RedisOnlineStore):
 
     def _run(self, config: RepoConfig, table: FeatureView, rows: list[tuple]) -> None:
         """Write rows (Redis key, version ms, serialized Timestamp, feature -> serialized Value),
-        each only over an older one, in one script call per chunk of keys (per key on a cluster,
-        where a script's keys must share a slot), pipelined; sets ``written``."""
+        each only over an older one, in one script call per chunk of keys, pipelined; on a
+        cluster, one call per key (a script's keys must share a slot, and a cluster pipeline
+        runs no script). Sets ``written``."""
         client = self._get_client(config.online_store)
         if self._script is None:
             self._script = client.register_script(_WRITE_IF_NOT_OLDER)
         view = table.name
         head = [f"_v:{view}", f"_ts:{view}", config.online_store.key_ttl_seconds or 0]
-        size = 1 if config.online_store.redis_type == RedisType.redis_cluster else _CHUNK
+        cluster = config.online_store.redis_type == RedisType.redis_cluster
+        calls = []
+        for start in range(0, len(rows), 1 if cluster else _CHUNK):
+            keys, args = [], list(head)
+            for key, version, ts, values in rows[start:start + (1 if cluster else _CHUNK)]:
+                keys.append(key)
+                args += (version, ts, len(values))
+                for feature, value in values.items():
+                    args += (_field(view, feature), value)
+            calls.append((keys, args))
+        if cluster:
+            self.written = sum(self._script(keys=keys, args=args, client=client) for keys, args in calls)
+            return
         with client.pipeline(transaction=False) as pipe:
-            for start in range(0, len(rows), size):
-                keys, args = [], list(head)
-                for key, version, ts, values in rows[start:start + size]:
-                    keys.append(key)
-                    args += (version, ts, len(values))
-                    for feature, value in values.items():
-                        args += (_field(view, feature), value)
+            for keys, args in calls:
                 self._script(keys=keys, args=args, client=pipe)
             self.written = sum(pipe.execute())
 

@@ -75,9 +75,9 @@ def _as_mapping(raw: Any) -> dict:
             raw = raw.decode("utf-8")
         except UnicodeDecodeError as err:
             raise _Invalid("not_utf8", None, str(err)) from None
+    elif isinstance(raw, str) and len(raw.encode("utf-8", errors="surrogatepass")) > MAX_RECORD_BYTES:
+        raise _Invalid("record_too_large", None, f"{len(raw)} characters")
     if isinstance(raw, str):
-        if len(raw.encode("utf-8", errors="surrogatepass")) > MAX_RECORD_BYTES:
-            raise _Invalid("record_too_large", None, f"{len(raw)} characters")
         try:
             raw = json.loads(raw)
         except (ValueError, RecursionError) as err:  # RecursionError: nesting too deep

@@ -395,8 +395,8 @@ class UserFeaturesFn(_Keyed):
         for _, event in parsed:
             if isinstance(event, Event) and event.timestamp >= settled_ms:
                 held = self.cache.get(event.user_id)
-                category = user_state.needs_category(held[0] if held is not None else booted[event.user_id], event,
-                                                     self.policy)
+                state = held[0] if held is not None else booted.get(event.user_id)
+                category = None if state is None else user_state.needs_category(state, event, self.policy)
                 if category is not None:
                     wanted.add((event.user_id, category))
         return self.boot_rows(sorted(wanted), _category_label, self.tables[CATEGORY].read) if wanted else {}

@@ -3,6 +3,7 @@ port, no persistence, stopped by PID): materialize, read back, never back in tim
 definitions on SQLite and Redis, and an outage that raises and then recovers."""
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pyarrow.parquet as pq
@@ -167,6 +168,42 @@ def test_a_batch_over_several_script_calls_writes_each_key_only_over_an_older_ro
         key = _redis_key(store.config.project, EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=u)]),
                          entity_key_serialization_version=store.config.entity_key_serialization_version)
         assert (0 < raw.ttl(key) <= 600) == (i < 4), (i, raw.ttl(key))
+
+
+class ClusterNode(RedisServer):
+    """A redis-server in cluster mode (a one-node cluster once it owns every slot)."""
+
+    def _launch(self, port: int) -> subprocess.Popen:
+        args = [self.binary, "--port", str(port), "--bind", self.host, "--save", "", "--appendonly", "no",
+                "--dir", self._dir, "--daemonize", "no", "--logfile", str(self._log),
+                "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
+        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def test_a_redis_cluster_takes_the_writes_and_never_goes_back_in_time(run, monkeypatch):
+    """redis_type: redis_cluster (feature_store.yaml) writes through the same script, a call per
+    key (a cluster pipeline runs no script), and reads back through Feast."""
+    from feast.infra.online_stores.redis import RedisType
+
+    redis_server_or_skip()
+    with ClusterNode() as node:
+        raw = redis.Redis(host="127.0.0.1", port=node.port)
+        raw.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        deadline = time.monotonic() + 10
+        while raw.cluster("info")["cluster_state"] != "ok":
+            assert time.monotonic() < deadline, f"the one-node cluster never came up: {raw.cluster('info')}"
+            time.sleep(0.05)
+        store = open_store(run, OnlineStore(kind="redis", redis_url=node.address))
+        monkeypatch.setattr(store.config.online_store, "redis_type", RedisType.redis_cluster)
+        apply(store, run)
+        t, users = 1_735_689_600_000, [NEW_USER + 200 + i for i in range(5)]
+        rows = [sequence_row(u, [1, 2], t) for u in users]
+        assert write_user_sequences(store, rows) == 5
+        assert write_user_sequences(store, [sequence_row(users[0], [7], t - 1), sequence_row(users[1], [8], t + 1)]) == 1
+        got = read_user_sequences(store, users)
+        assert got[users[0]]["seq_item_ids"] == [1, 2] and got[users[1]]["seq_item_ids"] == [8]
+        assert [plain(got[u]) for u in users[2:]] == [{k: r[k] for k in SEQUENCE_FIELDS} for r in rows[2:]]
+    assert not pid_alive(node.pid), f"redis-server pid {node.pid} still running after stop"
 
 
 def test_redis_outage_raises_a_connection_error_then_recovers_after_restart(run, stores):
