@@ -202,10 +202,10 @@ class MonotonicRedisOnlineStore(RedisOnlineStore):
         view = table.name
         head = [f"_v:{view}", f"_ts:{view}", config.online_store.key_ttl_seconds or 0]
         cluster = config.online_store.redis_type == RedisType.redis_cluster
-        calls = []
-        for start in range(0, len(rows), 1 if cluster else _CHUNK):
+        size, calls = 1 if cluster else _CHUNK, []
+        for start in range(0, len(rows), size):
             keys, args = [], list(head)
-            for key, version, ts, values in rows[start:start + (1 if cluster else _CHUNK)]:
+            for key, version, ts, values in rows[start:start + size]:
                 keys.append(key)
                 args += (version, ts, len(values))
                 for feature, value in values.items():
