@@ -77,12 +77,15 @@ class OnlineTable:
             if not values:
                 out.append(None)
             elif self.packed:
-                row = unpack(self.packed, values[PACKED].bytes_val if PACKED in values else None, arrays)
-                out.append(None if row is None else {f: row[f] for f in wanted})
+                out.append(self._unpacked(values[PACKED].bytes_val if PACKED in values else None, wanted, arrays))
             else:
                 row = {f: feast_value_type_to_python_type(values[f]) if f in values else None for f in wanted}
                 out.append(None if all(v is None for v in row.values()) else row)
         return out
+
+    def _unpacked(self, packed: bytes | None, fields: list[str], arrays: bool) -> dict | None:
+        row = unpack(self.packed, packed, arrays)
+        return None if row is None else {f: row[f] for f in fields}
 
     def write(self, rows: list[dict]) -> int:
         """Write rows (join keys + the view's fields; feature_ts optional). The store keeps a key's
@@ -109,6 +112,24 @@ class OnlineTable:
                      _feature_ts(row, self.version), None) for i, row in enumerate(rows)]
         store.online_write_batch(self.store.config, self.feature_view, data, None)
         return getattr(store, "written", len(rows))
+
+
+def read_together(reads: list[tuple[OnlineTable, list]]) -> list[list[dict | None]]:
+    """Several views' rows (OnlineTable, keys), as each table's read returns them, in one call
+    to the store where it can (the project's stores' read_encoded, for packed views: one round
+    trip on Redis, and no decoding of what is not read); otherwise view by view."""
+    if not reads:
+        return []
+    store = reads[0][0].provider.online_store
+    if not hasattr(store, "read_encoded") or not all(table.packed for table, _ in reads):
+        return [table.read(keys) for table, keys in reads]
+    got = store.read_encoded(reads[0][0].store.config, [(table.feature_view, [table.key_bytes(k) for k in keys], PACKED)
+                                                        for table, keys in reads])
+    out = []
+    for (table, _), values in zip(reads, got):
+        out.append([None if raw is None else table._unpacked(Value.FromString(raw).bytes_val, table.fields, False)
+                    for raw in values])
+    return out
 
 
 def _feature_ts(row: dict, version: str) -> datetime:

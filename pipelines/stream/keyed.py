@@ -137,6 +137,16 @@ class _Keyed(Reporting):
         self.pending = Pending(s.flush_ms, start_ms=int(time.time() * 1000))
         self.sender.send({OPENED: 1})  # the driver's start deadline (driver.run_here)
 
+    def read(self, views: tuple, keys: list) -> list[list]:
+        """Each view's online rows of keys (None where absent), read together: one round trip on Redis."""
+        from pipelines.store.online_rows import read_together
+
+        return read_together([(self.tables[view], keys) for view in views])
+
+    def reader(self, view: str):
+        """keys -> view's online rows of them."""
+        return lambda keys: self.read((view,), keys)[0]
+
     def boot_rows(self, keys, label, read) -> dict:
         """The online rows each of keys' state starts from, by key: the ledger's (a restored job,
         by label(key)) or read now, every other key in one call, read(those keys) -> their rows."""
@@ -351,7 +361,7 @@ class UserFeaturesFn(_Keyed):
         if category is not None:
             key = (user, category)
             row = categories[key] if key in categories else \
-                self.boot_rows([key], _category_label, self.tables[CATEGORY].read)[key]
+                self.boot_rows([key], _category_label, self.reader(CATEGORY))[key]
             user_state.add_category(state, category, row, self.policy)
         applied = user_state.apply(state, event, self.policy, settled_ms)
         if applied is None:
@@ -399,7 +409,7 @@ class UserFeaturesFn(_Keyed):
                 category = None if state is None else user_state.needs_category(state, event, self.policy)
                 if category is not None:
                     wanted.add((event.user_id, category))
-        return self.boot_rows(sorted(wanted), _category_label, self.tables[CATEGORY].read) if wanted else {}
+        return self.boot_rows(sorted(wanted), _category_label, self.reader(CATEGORY)) if wanted else {}
 
     def _bootstrap(self, users: list[int]) -> dict[int, user_state.UserState]:
         """The states of users from their online rows (one read per view for them all)."""
@@ -408,7 +418,7 @@ class UserFeaturesFn(_Keyed):
         views = (LIFELONG, RECENT, STATS)
 
         def read(todo: list[int]) -> list[dict]:
-            return [dict(zip(views, rows)) for rows in zip(*(self.tables[v].read(todo) for v in views))]
+            return [dict(zip(views, rows)) for rows in zip(*self.read(views, todo))]
         rows = self.boot_rows(users, _user_label, read)
         return {user: user_state.bootstrap(self.policy, rows[user]) for user in users}
 
@@ -532,7 +542,7 @@ class ItemStatsFn(_Keyed):
 
     def _bootstrap(self, items: list[int]) -> dict[int, list]:
         """[stats state, floor] of items from their online rows (one read for them all)."""
-        rows = self.boot_rows(items, _item_label, self.tables[ITEM_STATS].read) if items else {}
+        rows = self.boot_rows(items, _item_label, self.reader(ITEM_STATS)) if items else {}
         return {item: [stats.empty(), -1] if row is None else [stats.from_row(row), int(row["newest_ms"])]
                 for item, row in rows.items()}
 

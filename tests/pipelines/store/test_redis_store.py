@@ -252,9 +252,9 @@ def test_read_rows_equals_feasts_get_online_features_for_every_packed_view(run, 
     from features.tables import PACKED_KIND
     from feature_repo.definitions import PACKED, view_fields
     from pipelines.store.feature_store import read_rows, write_rows
-    from pipelines.store.online_rows import join_keys
+    from pipelines.store.online_rows import OnlineTable, join_keys, read_together
 
-    store = stores[kind]
+    store, read_rows_of = stores[kind], {}
     category_rows = [{**sequence_row(NEW_USER + u, [5 + u, 6], 1_700_000_000_000 + u), "category_id": 30 + u}
                      for u in range(3)]
     stats_rows = [{"item_id": NEW_USER + i, "newest_ms": 1_700_000_000_000 + i, "tile_starts": [1_699_999_980_000],
@@ -277,3 +277,8 @@ def test_read_rows_equals_feasts_get_online_features_for_every_packed_view(run, 
         assert [None if r is None else {f: (v.tolist() if hasattr(v, "tolist") else v) for f, v in r.items()}
                 for r in as_arrays] == expected, view
         assert any(hasattr(v, "dtype") for v in as_arrays[0].values())  # numpy arrays, not lists
+        read_rows_of[view] = expected
+    # the stream's bootstrap reads: every view in one call (the stores' read_encoded), the same rows
+    tables = [OnlineTable(store, view) for view in keys]
+    assert read_together([(t, keys[t.view]) for t in tables]) == [read_rows_of[t.view] for t in tables]
+    assert read_together([(tables[0], [])]) == [[]] and read_together([]) == []
