@@ -1,6 +1,6 @@
 """The training-example stream's join: impressions labeled by a click within the attribution
 window, decided in event time. Plain Python (no engine); UserFeaturesFn keeps one per user in
-keyed state and drives it with event-time timers.
+keyed state and drives it with event-time timers (ExampleTimers: one Flink timer per bucket).
 
 The batch definition is features.labels.impression_click over events deduplicated per
 (user, event_id) (features.offline.dedup: the greatest (timestamp, event_id, item, category,
@@ -78,3 +78,27 @@ _EXAMPLE_JSON = "{" + ", ".join(f'"{name}": %d' for name in EXAMPLE_FIELDS[:-1])
 def example_json(example: tuple) -> str:
     """An example (EXAMPLE_FIELDS) as a JSON object, the text json.dumps gives its dict."""
     return _EXAMPLE_JSON % (*example[:-1], encode_basestring_ascii(example[-1]))
+
+
+class ExampleTimers:
+    """A bucket's users by the event time their click joins are due, with one Flink timer at the
+    earliest (``to_register``, for the caller to register): a watermark that passes many due
+    times fires one timer, which takes them all."""
+
+    def __init__(self):
+        self.by_time: dict[int, set[int]] = {}
+        self.timer: int | None = None  # the earliest registered timer still to fire
+        self.to_register: int | None = None
+
+    def add(self, at: int, user: int) -> None:
+        self.by_time.setdefault(at, set()).add(user)
+        if self.timer is None or at < self.timer:
+            self.timer = self.to_register = at
+
+    def take(self, watermark: int) -> set[int]:
+        """The users due at or before watermark; the next timer is set to the earliest left."""
+        out: set[int] = set()
+        for at in [t for t in self.by_time if t <= watermark]:
+            out |= self.by_time.pop(at)
+        self.timer = self.to_register = min(self.by_time) if self.by_time else None
+        return out

@@ -38,7 +38,7 @@ from features import stats, user_state
 from features.schema import Event, Rejection
 from features.user_state import CATEGORY, LIFELONG, RECENT, STATS, FeaturePolicy
 from pipelines.stream.batches import is_mark, pack_lines
-from pipelines.stream.examples import EXAMPLE_FIELDS, ClickJoin, example_json
+from pipelines.stream.examples import EXAMPLE_FIELDS, ClickJoin, ExampleTimers, example_json
 from pipelines.stream.pending import Pending
 from pipelines.stream.runtime import (ACCEPTED, DEAD_LETTERS, END_OF_INPUT, EXAMPLES, OPENED, BootstrapLedger,
                                       BucketCache, FnSettings, OnlineWriter, Reporting, attempt_number, dead_letter,
@@ -560,30 +560,6 @@ class ItemStatsFn(_Keyed):
         if rows:
             self.writer.write({ITEM_STATS: rows})
         return iter(())
-
-
-class ExampleTimers:
-    """A bucket's users by the event time their click joins are due, with one Flink timer at the
-    earliest (``to_register``, for the caller to register): a watermark that passes many due
-    times fires one timer, which takes them all."""
-
-    def __init__(self):
-        self.by_time: dict[int, set[int]] = {}
-        self.timer: int | None = None  # the earliest registered timer still to fire
-        self.to_register: int | None = None
-
-    def add(self, at: int, user: int) -> None:
-        self.by_time.setdefault(at, set()).add(user)
-        if self.timer is None or at < self.timer:
-            self.timer = self.to_register = at
-
-    def take(self, watermark: int) -> set[int]:
-        """The users due at or before watermark; the next timer is set to the earliest left."""
-        out: set[int] = set()
-        for at in [t for t in self.by_time if t <= watermark]:
-            out |= self.by_time.pop(at)
-        self.timer = self.to_register = min(self.by_time) if self.by_time else None
-        return out
 
 
 def _user_label(user: int) -> str:

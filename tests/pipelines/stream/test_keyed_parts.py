@@ -3,7 +3,8 @@ example timers of a bucket (one Flink timer at the earliest due time), and the s
 that writes a bucket's keys at its save (with a stand-in for Flink's MapState)."""
 from __future__ import annotations
 
-from pipelines.stream.keyed import ExampleTimers, combine, split
+from pipelines.stream.examples import ExampleTimers
+from pipelines.stream.keyed import combine, split
 from pipelines.stream.runtime import BucketCache
 
 
