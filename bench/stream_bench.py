@@ -42,7 +42,7 @@ from pipelines.embedded.broker import create_stream_topics, event_records, runni
 from pipelines.store.feature_store import OnlineStore, apply, open_store, read_rows  # noqa: E402
 from pipelines.sources.synthetic import SyntheticConfig, SyntheticStream  # noqa: E402
 from pipelines.stream.config import StreamConfig  # noqa: E402
-from pipelines.stream.driver import StreamProcess  # noqa: E402
+from pipelines.stream.driver import StreamProcess, keyed_functions  # noqa: E402
 
 
 def synthetic_lines(n_events: int) -> list[str]:
@@ -154,8 +154,12 @@ def freshness_at(rate: float, warmup_s: float, seconds: float, checkpoint_ms: in
     cfg = StreamConfig(workdir=work, kafka=kafka, follow=True, online=online, checkpoints=work / "chk",
                        checkpoint_interval_ms=checkpoint_ms, **knobs)
     job = StreamProcess(cfg).start()
-    read = [0]
-    waiter = threading.Thread(target=job.wait, args=(lambda counts: read.__setitem__(0, counts["read"]),), daemon=True)
+    read, last = [0], {}
+
+    def progress(counts: dict) -> None:
+        read[0] = counts["read"]
+        last.update(counts)
+    waiter = threading.Thread(target=job.wait, args=(progress,), daemon=True)
     waiter.start()
     fresh = Freshness(work, online, knobs["item_stats"])
     lag = ExampleLag(broker.client("lag"), kafka.examples_topic, cfg.out_of_orderness_ms)
@@ -196,11 +200,21 @@ def freshness_at(rate: float, warmup_s: float, seconds: float, checkpoint_ms: in
     return {"rate_events_per_s": round(rate), "sent": i, **knobs, "checkpoint_ms": checkpoint_ms,
             "fetch_max_wait_ms": kafka.source_properties().get("fetch.max.wait.ms"),
             "unseen": len(fresh.waiting), "poll_cycle_ms": pct(fresh.cycles), "warmup_s": warmup_s,
-            "measured_s": round(measured_s, 1),
+            "measured_s": round(measured_s, 1), "state_save": state_save(last, cfg),
             **{name: pct(s) for name, s in steady.items()},
             "warmup_p99_ms": {name: pct([x for t, x in s if t < measured])["p99_ms"] for name, s in series.items()},
             "samples_ms": {name: [round(x * 1000, 1) for x in s] for name, s in steady.items()},
             "timeline": {name: [(round(t - t_start, 2), round(x * 1000, 1)) for t, x in s] for name, s in series.items()}}
+
+
+def state_save(counts: dict, cfg: StreamConfig) -> dict:
+    """What the keyed functions' saves at the checkpoint marks cost over the run (the job stalls
+    while they pickle): every bucket of each function gets one mark per checkpoint."""
+    saved, cpu_ms = counts.get("state_saved", 0), counts.get("state_save_us", 0) / 1000
+    checkpoints = counts.get("state_marks", 0) / (cfg.key_buckets * keyed_functions(cfg))
+    return {"checkpoints": round(checkpoints, 1), "states": saved, "cpu_ms": round(cpu_ms),
+            "us_per_state": round(cpu_ms * 1000 / saved, 1) if saved else None,
+            "ms_per_checkpoint": round(cpu_ms / checkpoints, 1) if checkpoints else None}
 
 
 def main() -> None:

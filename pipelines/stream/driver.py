@@ -398,7 +398,7 @@ def keyed_functions(cfg: StreamConfig) -> int:
 def _shape(totals: Counter) -> dict:
     rejected = {k.split(".", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("rejected.")}
     names = ("read", "accepted", "applied", "users_updated", "examples", "item_deltas", "item_deltas_skipped",
-             "online_retries", "recovered", OPENED)
+             "online_retries", "recovered", "state_saved", "state_save_us", "state_marks", OPENED)
     out = {name: totals.get(name, 0) for name in names}
     by_view = {k.split(".", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("rows_written.")}
     return {**out, "rows_written": sum(by_view.values()), "rows_by_view": by_view, "rejected": rejected,

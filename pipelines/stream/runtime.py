@@ -205,11 +205,12 @@ class BucketCache:
         if len(self.dirty) > self.size:
             self.save(bucket)
 
-    def save(self, bucket) -> None:
-        """Write bucket's keys put since its last save (the current Flink key must be bucket)."""
+    def save(self, bucket) -> int:
+        """Write bucket's keys put since its last save (the current Flink key must be bucket); how many."""
         keys = self.dirty_in.pop(bucket, None)
         if keys:
             self.state.put_all(_Pairs((key, self.dirty.pop(key)) for key in keys))
+        return len(keys or ())
 
     def _keep(self, key, value) -> None:
         self.values[key] = value

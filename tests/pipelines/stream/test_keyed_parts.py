@@ -67,10 +67,10 @@ def test_the_bucket_cache_writes_a_bucket_s_keys_once_at_its_save():
     assert state.calls == [("get", 30), ("get", 31)]  # nothing written before a save
     assert cache.get(10) == 2 and cache.get(11) == "b"  # unsaved values are still read, not the state
     assert len(state.calls) == 2
-    cache.save(2)  # another bucket: nothing of bucket 1
-    cache.save(1)
+    assert cache.save(2) == 0  # another bucket: nothing of bucket 1
+    assert cache.save(1) == 2  # how many keys it saved (the job counts them)
     assert state.calls[2:] == [("put_all", [10, 11])] and state.held == {10: 2, 11: "b", 30: "x", 31: "y"}
-    cache.save(1)  # nothing put since
+    assert cache.save(1) == 0  # nothing put since
     assert len(state.calls) == 3
     fresh = BucketCache(MapStateDouble(), size=2, fresh=True)
     assert fresh.get(12) is None and fresh.state.calls == []  # a fresh job's unknown key is not read

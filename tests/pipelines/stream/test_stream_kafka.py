@@ -246,6 +246,7 @@ def test_kafka_stream_parity_dead_letters_examples_and_kill_restore(tmp_path):
         restored = StreamProcess(replace(cfg, restore="latest")).start().wait(receipt, until=caught_up)
         assert 0 < restored["read"] < len(raw)  # resumed from the checkpoint, not from the start
         assert restored["late"] == 0
+        assert restored["state_marks"] > 0 and restored["state_saved"] > 0  # checkpoints saved the changed keys
         assert views_differences(online_views(store_b, expected), expected, end_ms) == []  # == uninterrupted
         assert due <= examples_b() <= set(streamed)
         client.close()
