@@ -85,7 +85,12 @@ def add(state: SequenceState, event: Event, policy: SequencePolicy) -> SequenceS
     """Add one event in place (ignored if its type is not in the policy); returns the state."""
     if event.event_type not in policy.event_types:
         return state
-    b = behavior(event)
+    return add_behavior(state, behavior(event), policy)
+
+
+def add_behavior(state: SequenceState, b: Behavior, policy: SequencePolicy) -> SequenceState:
+    """``add`` of an event already made a behavior (of a type in the policy): one tuple can then
+    serve several sequences (one object, pickled once with them)."""
     _put(state, _key(b, policy), b)
     if len(state) > 2 * policy._state_limit:  # amortized pruning keeps add O(1)
         _prune(state, policy)

@@ -52,11 +52,23 @@ class StatsState:
         """tile start ms -> its counts per KINDS (a copy)."""
         return {start: self.counts[i * _W:(i + 1) * _W].tolist() for i, start in enumerate(self.starts)}
 
+    def __reduce__(self):
+        # a compact pickle (each key's Flink state): the arrays' bytes (native order), no field names
+        return _unpickled, (tuple(self.lifetime), self.starts.tobytes(), self.counts.tobytes(), self.newest_ms,
+                            self.pruned_size)
+
     def __setstate__(self, saved: dict) -> None:
         if "tiles" in saved:  # pickled before the arrays (a checkpoint of 2026-12-07 or earlier)
             converted = _of_tiles(saved["lifetime"], saved.pop("tiles"), saved["newest_ms"])
             saved["starts"], saved["counts"] = converted.starts, converted.counts
         self.__dict__.update(saved)
+
+
+def _unpickled(lifetime: tuple, starts: bytes, counts: bytes, newest_ms: int, pruned_size: int) -> StatsState:
+    out = StatsState(list(lifetime), array("q"), array("q"), newest_ms, pruned_size)
+    out.starts.frombytes(starts)
+    out.counts.frombytes(counts)
+    return out
 
 
 def kind_index(event_type: str, behavior_types: frozenset[str]) -> tuple[int, ...]:

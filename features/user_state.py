@@ -29,6 +29,9 @@ from features.sequence import Behavior, SequencePolicy, SequenceState
 
 LIFELONG, RECENT, CATEGORY, STATS = "user_sequence", "user_recent", "user_category_sequence", "user_stats"
 NO_FLOOR = -1  # a view the store did not hold: every event is new to it
+# copies are pruned once they pass this or twice their size after the last prune (amortized O(1)
+# per event). Kept low: settled copies are most of a pickled state (each checkpoint's cost).
+COPIES_FLOOR = 8
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,7 @@ def apply(state: UserState, event: Event, policy: FeaturePolicy, settled_ms: int
         for view, seq, p in ((LIFELONG, state.lifelong, policy.sequence), (RECENT, state.recent, policy.recent)):
             if ts > state.floors[view]:
                 fed = True
-                sequence.add(seq, event, p)  # keeps the greatest copy per event_id itself
+                sequence.add_behavior(seq, copy, p)  # keeps the greatest copy per event_id itself
                 out.views.add(view)
         category = copy[3]
         if ts > state.floors[(CATEGORY, category)]:
@@ -126,13 +129,13 @@ def apply(state: UserState, event: Event, policy: FeaturePolicy, settled_ms: int
                 if placed is not None and placed[3] != category and placed[3] in state.categories:
                     if state.categories[placed[3]].pop(event_id, None) is not None:  # it moves category
                         out.views.add((CATEGORY, placed[3]))
-                sequence.add(state.categories[category], event, policy.category)
+                sequence.add_behavior(state.categories[category], copy, policy.category)
                 out.views.add((CATEGORY, category))
     if not fed:
         return None
     state.copies[event_id] = (copy if counted is None else max(counted, copy),
                               (copy if placed is None else max(placed, copy)) if is_behavior else placed)
-    if len(state.copies) > max(64, 2 * state.pruned_at):
+    if len(state.copies) > max(COPIES_FLOOR, 2 * state.pruned_at):
         state.copies = {k: c for k, c in state.copies.items() if max(b[0] for b in c if b) >= settled_ms}
         state.pruned_at = len(state.copies)
     return out

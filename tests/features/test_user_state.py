@@ -160,6 +160,42 @@ def test_one_user_with_many_events_stays_bounded():
     assert stats.at(state.stats, T0 + 200_000 * 1000)["behaviors_life"] > 150_000
 
 
+def test_settled_copies_do_not_pile_up_in_the_state():
+    """Each checkpoint pickles every changed user's state: copies that have settled are pruned at
+    a small floor, so a user whose events all settle at once carries a handful of them at most."""
+    state = user_state.bootstrap(POLICY, {})
+    rng, peak = random.Random(4), 0
+    for i in range(500):
+        e = Event(f"e{i}", 7, rng.randrange(1, 50), rng.choice(TYPES), T0 + i * 1000, rng.randrange(0, 5))
+        category = user_state.needs_category(state, e, POLICY)
+        if category is not None:
+            user_state.add_category(state, category, None, POLICY)
+        user_state.apply(state, e, POLICY, settled_ms=e.timestamp)
+        peak = max(peak, len(state.copies))
+    assert peak <= user_state.COPIES_FLOOR <= 16
+
+
+def test_an_event_s_behavior_is_one_object_in_every_view_it_enters():
+    """Pickling a state (each checkpoint) then writes each behavior once, the other views refer to it."""
+    import pickle
+
+    state, rng = user_state.bootstrap(POLICY, {}), random.Random(6)
+    for i in range(40):  # no redeliveries: each event's one copy
+        e = Event(f"e{i}", 7, rng.randrange(1, 9), rng.choice(TYPES), T0 + i * MIN, rng.choice([None, 1, 2, 3]))
+        category = user_state.needs_category(state, e, POLICY)
+        if category is not None:
+            user_state.add_category(state, category, None, POLICY)
+        user_state.apply(state, e, POLICY, SETTLED_NEVER)
+    assert len(state.recent) >= POLICY.recent_len
+    for event_id, b in state.recent.items():
+        counted, placed = state.copies[event_id]
+        assert b is placed is counted is state.lifelong[event_id]
+        assert all(seq.get(event_id) in (None, b) for seq in state.categories.values())
+        assert any(seq.get(event_id) is b for seq in state.categories.values())
+    loaded = pickle.loads(pickle.dumps(state))
+    assert loaded == state and all(b is loaded.lifelong[k] for k, b in loaded.recent.items())
+
+
 def test_policy_rejects_bad_lengths():
     with pytest.raises(ValueError, match="recent_len"):
         FeaturePolicy(recent_len=0)
