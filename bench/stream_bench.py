@@ -209,7 +209,8 @@ def freshness_at(rate: float, warmup_s: float, seconds: float, checkpoint_ms: in
 
 def state_save(counts: dict, cfg: StreamConfig) -> dict:
     """What the keyed functions' saves at the checkpoint marks cost over the run (the job stalls
-    while they pickle): every bucket of each function gets one mark per checkpoint."""
+    while they pickle; thread mode): before each checkpoint, every upstream subtask marks every
+    bucket of each function, so a checkpoint makes parallelism x key_buckets marks per function."""
     saved, cpu_ms = counts.get("state_saved", 0), counts.get("state_save_us", 0) / 1000
     checkpoints = counts.get("state_marks", 0) / (cfg.key_buckets * keyed_functions(cfg))
     return {"checkpoints": round(checkpoints, 1), "states": saved, "cpu_ms": round(cpu_ms),

@@ -53,7 +53,8 @@ class StatsState:
         return {start: self.counts[i * _W:(i + 1) * _W].tolist() for i, start in enumerate(self.starts)}
 
     def __reduce__(self):
-        # a compact pickle (each key's Flink state): the arrays' bytes (native order), no field names
+        # a compact pickle (each key's Flink state): the arrays' bytes in native order (little-endian
+        # wherever PyFlink runs: x86-64, aarch64), no field names
         return _unpickled, (tuple(self.lifetime), self.starts.tobytes(), self.counts.tobytes(), self.newest_ms,
                             self.pruned_size)
 
@@ -65,6 +66,7 @@ class StatsState:
 
 
 def _unpickled(lifetime: tuple, starts: bytes, counts: bytes, newest_ms: int, pruned_size: int) -> StatsState:
+    """StatsState.__reduce__'s inverse. Checkpoints name it: keep its name and arguments."""
     out = StatsState(list(lifetime), array("q"), array("q"), newest_ms, pruned_size)
     out.starts.frombytes(starts)
     out.counts.frombytes(counts)

@@ -203,10 +203,14 @@ def test_a_state_pickled_with_a_tiles_dict_loads_as_the_same_state():
                 return copyreg.__newobj__, (stats.StatsState,), obj.__dict__
             return NotImplemented
 
-    out = io.BytesIO()
-    OldPickler(out).dump(old)
-    loaded = pickle.loads(out.getvalue())
+    def old_pickle(state) -> bytes:
+        out = io.BytesIO()
+        OldPickler(out).dump(state)
+        return out.getvalue()
+
+    loaded = pickle.loads(old_pickle(old))
     assert stats.state_row(loaded) == stats.state_row(new) and loaded.tiles == new.tiles
+    assert pickle.loads(old_pickle(new)) == new  # the arrays, pickled with the field names (before the compact form)
     assert stats.to_row(loaded, new.newest_ms + 1) == stats.to_row(new, new.newest_ms + 1)
 
 
