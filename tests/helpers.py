@@ -1,6 +1,8 @@
 """Small builders shared by the engine tests: a tiny synthetic run folder."""
 from __future__ import annotations
 
+import signal
+import subprocess
 from pathlib import Path
 
 from pipelines.batch.backfill import BackfillConfig, run_backfill
@@ -123,3 +125,14 @@ def produce_in_batches(bootstrap: str, topic: str, records: list) -> int:
         return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10, cached=False)[1]
     finally:
         consumer.close()
+
+
+def terminal_popen(cmd: list[str], **kwargs) -> subprocess.Popen:
+    """Popen of a command as a terminal starts it: in a process group of its own (Ctrl-C is SIGINT
+    to the group), with SIGINT handled even when this test run was started with it ignored (nohup,
+    a background job): an ignored signal stays ignored across exec, a handled one is reset."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(cmd, start_new_session=True, **kwargs)
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 
 from pipelines.stream.cluster.standalone import process_group
+from tests.helpers import terminal_popen
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.parametrize("stage", ["[3/8] item embeddings", "[6/8] stream"])
 def test_ctrl_c_stops_the_demo_within_seconds_in_one_line(tmp_path, stage):
-    demo = subprocess.Popen([str(Path(sys.executable).parent / "recstream"), "demo", "--workdir", str(tmp_path / "w"),
-                             "--users", "60", "--steps", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, cwd=tmp_path)
+    demo = terminal_popen([str(Path(sys.executable).parent / "recstream"), "demo", "--workdir", str(tmp_path / "w"),
+                           "--users", "60", "--steps", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, cwd=tmp_path)
     try:
         for line in demo.stdout:
             if line.startswith(stage):

@@ -19,7 +19,7 @@ from features.ids import stable_id
 from pipelines.store.feature_store import apply, open_store, read_rows
 from pipelines.stream.config import StreamConfig
 from pipelines.stream.lock import JobLock
-from tests.helpers import tcp_listeners
+from tests.helpers import tcp_listeners, terminal_popen
 
 pytestmark = pytest.mark.engine
 
@@ -123,7 +123,7 @@ def test_ctrl_c_prints_the_counts_so_far_and_ends_the_job(tmp_path):
     source.mkdir()
     cmd = [str(Path(sys.executable).parent / "recstream"), "stream", "--workdir", str(tmp_path),
            "--source", str(source), "--follow", "--report-every", "1"]
-    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    job = terminal_popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         events = [{"event_id": f"e{i}", "user_id": 7, "item_id": i, "event_type": "click",
                    "timestamp": 1_700_000_000_000 + i} for i in range(5)]
